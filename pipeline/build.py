@@ -1,0 +1,144 @@
+"""`publish build`: an issue file in, email.html + email.txt + email.eml out, all or nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import embeds, markdown, message, plaintext, render, templates, tidy
+from . import issue as issue_mod
+from .errors import InputError
+from .issue import Issue
+from .render import Email
+from .settings import Settings
+
+
+@dataclass
+class Built:
+    """A rendered issue, before anything is written."""
+
+    issue: Issue
+    email: Email
+    cards: list[embeds.Card]
+    images: int
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildResult:
+    built: Built
+    out_dir: Path
+    files: dict[str, Path]
+
+    def summary(self) -> dict:
+        email = self.built.email
+        return {
+            "title": self.built.issue.title,
+            "issue": str(self.built.issue.path),
+            "lang": email.lang,
+            "preheader": email.preheader,
+            "html_bytes": email.html_bytes,
+            "gmail_clip_bytes": render.GMAIL_CLIP_BYTES,
+            "images": self.built.images,
+            "embeds_swapped": dict(Counter(card.kind for card in self.built.cards)),
+            "warnings": self.built.warnings,
+            "files": {name: str(path) for name, path in self.files.items()},
+        }
+
+
+def preview_values(settings: Settings) -> dict[str, str]:
+    """Token values for the built files, which are read by the editor, not a subscriber."""
+    return {
+        "unsubscribe_url": settings.unsubscribe_url.format(
+            base_url=settings.base_url, token="", email=""
+        ),
+        "email": settings.sender_address,
+        "name": "",
+    }
+
+
+def _embed_context(issue: Issue, settings: Settings, strings: dict[str, str], where):
+    thumbs = issue.meta.get("media_thumbnails") or {}
+    if not isinstance(thumbs, dict):
+        raise InputError(
+            "front matter 'media_thumbnails' must map media URLs to image URLs",
+            issue.path,
+            issue.meta_lines.get("media_thumbnails"),
+        )
+    embed_thumbnail = issue.meta.get("embed_thumbnail") or ""
+    return embeds.EmbedContext(
+        base_url=settings.base_url,
+        strings=strings,
+        where=where,
+        media_thumbnails={str(k): str(v) for k, v in thumbs.items()},
+        embed_thumbnail=str(embed_thumbnail),
+    )
+
+
+def render_issue(path: str | Path, settings: Settings) -> Built:
+    """Every stage from Markdown to the finished email, in memory."""
+    issue = issue_mod.load(path)
+    folder = templates.templates_dir(settings.root, settings.templates_dir)
+    lang = issue.lang or render.detect_language(issue.body) or settings.language
+    try:
+        strings = templates.strings(folder, lang)
+    except InputError as exc:
+        line = issue.meta_lines.get("lang") or issue.meta_lines.get("language")
+        raise InputError(exc.message, issue.path if issue.lang else exc.path, line) from None
+
+    def where(needle: str, nth: int = 0) -> str:
+        return issue.where(issue.line_of(needle, nth))
+
+    fragment = markdown.to_html(issue.body)
+    swapped = embeds.swap(fragment, _embed_context(issue, settings, strings, where))
+    tidied = tidy.tidy(swapped.html, settings.base_url, where)
+    text_body = plaintext.from_html(tidied.html, strings)
+    email = render.render(issue, tidied.html, text_body, settings, folder, strings, lang)
+    warnings = [*issue.warnings, *swapped.warnings, *tidied.warnings, *email.warnings]
+    return Built(issue, email, swapped.cards, tidied.images, warnings)
+
+
+def write_outputs(built: Built, settings: Settings, out_dir: Path) -> dict[str, Path]:
+    """Write the three files into a fresh folder beside `out_dir`, then swap it in whole."""
+    values = preview_values(settings)
+    eml = message.build(
+        built.email,
+        sender=settings.sender,
+        to=settings.sender,
+        values=values,
+        list_name=settings.name,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+    )
+    contents = {
+        "email.html": render.personalize(built.email.html, values, escape=True).encode("utf-8"),
+        "email.txt": render.personalize(built.email.text, values, escape=False).encode("utf-8"),
+        "email.eml": eml,
+    }
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, data in contents.items():
+            (staging / name).write_bytes(data)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return {name: out_dir / name for name in contents}
+
+
+def build(path: str | Path, settings: Settings, out_dir: str | Path | None = None) -> BuildResult:
+    """Build an issue into `out_dir` (default `build/<slug>/` in the newsletter folder)."""
+    built = render_issue(path, settings)
+    target = Path(out_dir) if out_dir else settings.root / settings.build_dir / built.issue.slug
+    return BuildResult(built, target, write_outputs(built, settings, target))

@@ -1,0 +1,257 @@
+"""Swap what email cannot play (video, audio, iframes, scripts, custom elements) for link cards.
+
+Each playable embed becomes a card: a thumbnail with a play mark linked to the media, or a
+neat text card when no thumbnail is known. Thumbnails are taken, in order, from the
+element's `poster`, a known provider (YouTube), the front matter's `media_thumbnails`
+mapping (media URL -> image) or `embed_thumbnail`, else none.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+from .urls import absolute, host
+
+CARD_WIDTH = 552
+
+# Removed with their content: nothing in them is meant for a reader of an email.
+DROP_TAGS = {
+    "script", "noscript", "style", "link", "meta", "title", "base", "template",
+    "svg", "canvas", "form", "input", "button", "select", "textarea", "dialog", "head",
+}
+# Removed, their content kept.
+UNWRAP_TAGS = {"html", "body", "picture", "details", "label", "fieldset", "main", "article"}
+PLAYABLE_TAGS = {"video", "audio", "iframe", "object", "embed", "gradio-app"}
+FORBIDDEN_TAGS = PLAYABLE_TAGS | DROP_TAGS - {"head", "title", "meta"}
+_YOUTUBE_ID = re.compile(r"^[\w-]{6,}$")
+_IMAGE_EXT = re.compile(r"\.(png|jpe?g|gif|webp|avif)(\?|#|$)", re.I)
+
+
+@dataclass(frozen=True)
+class Card:
+    kind: str  # video | audio | youtube | demo | page | subscribe
+    url: str
+    caption: str
+    thumbnail: str = ""
+
+
+@dataclass
+class Swapped:
+    html: str
+    cards: list[Card] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EmbedContext:
+    """What the swap needs to know about the issue: where it lives, its source, its settings."""
+
+    base_url: str
+    strings: dict[str, str]
+    where: Callable[[str, int], str]  # (text, nth occurrence) -> "path:line"
+    media_thumbnails: dict[str, str] = field(default_factory=dict)
+    embed_thumbnail: str = ""
+
+
+def youtube_id(url: str) -> str:
+    parts = urlsplit(url)
+    hostname = (parts.hostname or "").lower().removeprefix("www.").removeprefix("m.")
+    candidate = ""
+    if hostname == "youtu.be":
+        candidate = parts.path.strip("/").split("/")[0]
+    elif hostname in {"youtube.com", "youtube-nocookie.com"}:
+        segments = [s for s in parts.path.split("/") if s]
+        if segments[:1] in (["embed"], ["shorts"], ["v"], ["live"]) and len(segments) > 1:
+            candidate = segments[1]
+        elif segments[:1] == ["watch"]:
+            candidate = parse_qs(parts.query).get("v", [""])[0]
+    return candidate if _YOUTUBE_ID.match(candidate or "") else ""
+
+
+def _caption(element, figure) -> str:
+    if figure is not None:
+        caption = figure.find("figcaption")
+        if caption is not None and caption.get_text(strip=True):
+            return " ".join(caption.get_text(" ", strip=True).split())
+    for attr in ("alt", "title", "aria-label"):
+        value = (element.get(attr) or "").strip()
+        if value:
+            return " ".join(value.split())
+    return ""
+
+
+def _media_src(element) -> str:
+    for attr in ("src", "data-src", "data"):
+        if (element.get(attr) or "").strip():
+            return element[attr].strip()
+    source = element.find("source", src=True)
+    return source["src"].strip() if source is not None and source["src"].strip() else ""
+
+
+def _page_url(src: str) -> str:
+    """The page to open for an embed URL: drop an `/embed` path segment where there is one."""
+    parts = urlsplit(src)
+    path = re.sub(r"/embed(?=/|$)", "", parts.path)
+    return parts._replace(path=path or "/").geturl()
+
+
+def _describe(element, ctx: EmbedContext) -> tuple[str, str, str] | None:
+    """(kind, url, thumbnail) for a playable element, or None when it points nowhere."""
+    tag = element.name
+    if tag == "gradio-app":
+        space = (element.get("space") or "").strip()
+        src = (element.get("src") or "").strip()
+        if space:
+            return "demo", f"https://huggingface.co/spaces/{space}", ""
+        return ("demo", absolute(src, ctx.base_url), "") if src else None
+    src = _media_src(element)
+    if not src:
+        return None
+    url = absolute(src, ctx.base_url)
+    poster = (element.get("poster") or "").strip()
+    thumbnail = absolute(poster, ctx.base_url) if poster else ""
+    if tag in {"video", "audio"}:
+        return tag, url, thumbnail
+    video_id = youtube_id(url)
+    if video_id:
+        return (
+            "youtube",
+            f"https://www.youtube.com/watch?v={video_id}",
+            thumbnail or f"https://i.ytimg.com/vi/{video_id}/hqdefault.jpg",
+        )
+    parts = urlsplit(url)
+    if host(url).endswith("substack.com") and parts.path.rstrip("/").endswith("/embed"):
+        return "subscribe", f"{parts.scheme}://{parts.netloc}/subscribe", ""
+    if host(url).endswith(".hf.space"):
+        return "demo", url, thumbnail
+    return "page", _page_url(url), thumbnail
+
+
+def card_html(card: Card, strings: dict[str, str]) -> str:
+    """A table-based card that renders the same in Outlook, Gmail and Apple Mail."""
+    url = html.escape(card.url, quote=True)
+    if card.kind == "subscribe":
+        label = html.escape(strings["subscribe_button"])
+        return (
+            '<table role="presentation" class="card card-subscribe" align="center" '
+            'cellpadding="0" cellspacing="0" border="0" style="margin:20px auto;">'
+            '<tr><td class="button" align="center" bgcolor="#d9480f" '
+            'style="border-radius:6px;background-color:#d9480f;padding:12px 28px;">'
+            f'<a href="{url}" style="color:#ffffff;font-weight:bold;text-decoration:none;'
+            f'display:inline-block;">{label}</a></td></tr></table>'
+        )
+    action = html.escape(strings[f"card_{card.kind}"])
+    caption = html.escape(card.caption)
+    play = "&#9654;&#xFE0E;"
+    caption_html = f'<span class="card-caption">{caption}</span>' if caption else ""
+    if card.thumbnail:
+        thumb = html.escape(card.thumbnail, quote=True)
+        alt = html.escape(f"{strings[f'card_{card.kind}']}: {card.caption}".rstrip(": "))
+        return (
+            '<table role="presentation" class="card" width="100%" cellpadding="0" '
+            'cellspacing="0" border="0" style="width:100%;margin:18px 0;">'
+            f'<tr><td style="padding:0;"><a href="{url}" style="text-decoration:none;">'
+            f'<img src="{thumb}" width="{CARD_WIDTH}" alt="{alt}" style="display:block;'
+            f'width:100%;max-width:{CARD_WIDTH}px;height:auto;border:0;"></a></td></tr>'
+            '<tr><td class="card-bar" bgcolor="#1f2937" '
+            'style="background-color:#1f2937;padding:10px 14px;">'
+            f'<a href="{url}" style="color:#ffffff;font-weight:bold;text-decoration:none;">'
+            f"{play}&nbsp; {action}</a>"
+            f"{'<br>' if caption else ''}{caption_html}</td></tr></table>"
+        )
+    return (
+        '<table role="presentation" class="card card-text" width="100%" cellpadding="0" '
+        'cellspacing="0" border="0" style="width:100%;margin:18px 0;border:1px solid #d0d7de;">'
+        '<tr><td width="56" align="center" valign="middle" bgcolor="#1f2937" '
+        'style="width:56px;background-color:#1f2937;padding:14px 0;">'
+        f'<a href="{url}" style="color:#ffffff;font-size:22px;text-decoration:none;">{play}</a>'
+        '</td><td valign="middle" style="padding:12px 14px;">'
+        f'<a href="{url}" style="font-weight:bold;">{action}</a>'
+        f"{'<br>' if caption else ''}{caption_html}"
+        f'<br><span class="card-host" style="color:#57606a;font-size:13px;">'
+        f"{html.escape(host(card.url))}</span></td></tr></table>"
+    )
+
+
+def _line_needle(element) -> str:
+    for attr in ("src", "space", "data", "poster"):
+        if element.get(attr):
+            return element[attr]
+    source = element.find("source", src=True)
+    return source["src"] if source is not None else f"<{element.name}"
+
+
+def _replace_with_html(element, markup: str) -> None:
+    from bs4 import BeautifulSoup
+
+    element.replace_with(BeautifulSoup(markup, "html.parser"))
+
+
+def swap(fragment: str, ctx: EmbedContext) -> Swapped:
+    """Replace every embed in an HTML fragment by an email-safe card; drop what cannot show."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(fragment, "html.parser")
+    result = Swapped(html="")
+    nth: dict[str, int] = {}
+
+    for element in soup.find_all(list(DROP_TAGS)):
+        if not element.decomposed:
+            element.decompose()
+    for element in soup.find_all(list(UNWRAP_TAGS)):
+        element.unwrap()
+    for summary in soup.find_all("summary"):
+        summary.name = "p"
+        summary.wrap(soup.new_tag("strong"))
+
+    for element in soup.find_all(True):
+        if element.decomposed or element.parent is None:
+            continue
+        tag = element.name
+        if tag not in PLAYABLE_TAGS and "-" not in tag:
+            continue
+        needle = _line_needle(element)
+        count = nth.get(needle, 0)
+        nth[needle] = count + 1
+        where = ctx.where(needle, count)
+        if tag not in PLAYABLE_TAGS:
+            src = (element.get("src") or "").strip()
+            if src and _IMAGE_EXT.search(src):
+                image = soup.new_tag("img", src=src, alt=(element.get("alt") or "").strip())
+                element.replace_with(image)
+            else:
+                element.unwrap()
+            continue
+        figure = element.find_parent("figure")
+        described = _describe(element, ctx)
+        if described is None:
+            result.warnings.append(f"{where}: <{tag}> has no source; left out of the email")
+            element.decompose()
+            continue
+        kind, url, thumbnail = described
+        thumbnail = (
+            thumbnail
+            or ctx.media_thumbnails.get(url)
+            or ctx.media_thumbnails.get(_media_src(element))
+            or ctx.embed_thumbnail
+        )
+        if thumbnail:
+            thumbnail = absolute(thumbnail, ctx.base_url)
+        card = Card(kind, url, _caption(element, figure), thumbnail)
+        result.cards.append(card)
+        markup = card_html(card, ctx.strings)
+        target = element
+        if figure is not None and not figure.find_all(["img", *PLAYABLE_TAGS - {tag}]):
+            target = figure
+        _replace_with_html(target, markup)
+
+    for element in soup.find_all(True):
+        for attr in ("srcset", "sizes", "onclick", "onload", "onerror"):
+            if attr in element.attrs:
+                del element[attr]
+    result.html = str(soup)
+    return result

@@ -1,0 +1,239 @@
+"""Read an issue: YAML front matter and a Markdown body, with line numbers kept for errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+_FENCE = re.compile(r"^---[ \t]*$")
+_LANG_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    user: str = ""
+    guest: bool = False
+    org: str = ""
+    proofreader: bool = False
+
+
+@dataclass(frozen=True)
+class Issue:
+    path: Path
+    slug: str
+    title: str
+    body: str
+    # Line of the file on which the body starts (1-based), so body lines map to file lines.
+    body_line: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    subtitle: str = ""
+    date: dt.date | None = None
+    authors: tuple[Person, ...] = ()
+    translators: tuple[Person, ...] = ()
+    thumbnail: str = ""
+    preheader: str = ""
+    lang: str = ""
+    warnings: tuple[str, ...] = ()
+    # File line of each top-level front matter key, for errors about its value.
+    meta_lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, body_line: int | None) -> str:
+        """`path:line` for a 1-based line of the body, as editors see it in their file."""
+        if body_line is None:
+            return str(self.path)
+        return f"{self.path}:{self.body_line + body_line - 1}"
+
+    def line_of(self, needle: str, nth: int = 0) -> int | None:
+        """The body line (1-based) of the nth occurrence of `needle`, for error messages."""
+        start = -1
+        for _ in range(nth + 1):
+            start = self.body.find(needle, start + 1)
+            if start < 0:
+                return None
+        return self.body.count("\n", 0, start) + 1
+
+
+def read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("no such file", path) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not an issue file", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError("not UTF-8 text; save the issue as UTF-8", path, line) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def split_front_matter(text: str, path: Path) -> tuple[str, int, str, int]:
+    """Split into (yaml, yaml_first_line, body, body_first_line); blank lines may lead."""
+    lines = text.split("\n")
+    first = 0
+    while first < len(lines) and not lines[first].strip():
+        first += 1
+    if first >= len(lines) or not _FENCE.match(lines[first]):
+        raise InputError("no front matter: start the file with '---', a title, and '---'", path, 1)
+    for end in range(first + 1, len(lines)):
+        if _FENCE.match(lines[end]):
+            return (
+                "\n".join(lines[first + 1 : end]),
+                first + 2,
+                "\n".join(lines[end + 1 :]),
+                end + 2,
+            )
+    raise InputError("front matter is not closed by a '---' line", path, first + 1)
+
+
+_PLAIN_SCALAR_LINE = re.compile(r"^(\s*-?\s*[\w-]+:[ \t]+)([^'\"\s].*?)\s*$")
+
+
+def _parse_yaml(
+    source: str, path: Path, first_line: int, warnings: list[str]
+) -> dict[str, Any]:
+    """Parse front matter; a plain value holding ': ' (a common slip) is quoted with a warning."""
+    import json
+
+    import yaml
+
+    lines = source.split("\n")
+    for _attempt in range(20):
+        try:
+            data = yaml.safe_load("\n".join(lines)) if source.strip() else {}
+            break
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            line = first_line + mark.line if mark else first_line
+            slip = _PLAIN_SCALAR_LINE.match(lines[mark.line]) if mark else None
+            if not (slip and problem.startswith("mapping values are not allowed")):
+                raise InputError(f"front matter: {problem}", path, line) from None
+            lines[mark.line] = slip.group(1) + json.dumps(slip.group(2), ensure_ascii=False)
+            warnings.append(
+                f"{path}:{line}: front matter: the value contains ': '; "
+                "read it as text (put it in quotes to silence this)"
+            )
+    else:
+        raise InputError("front matter: invalid YAML", path, first_line)
+    if not isinstance(data, dict):
+        raise InputError("front matter must be 'key: value' lines", path, first_line)
+    return data
+
+
+class _Meta:
+    """Typed access to front matter, with errors that point at the key's line."""
+
+    def __init__(self, data: dict[str, Any], yaml_text: str, path: Path, first_line: int):
+        self.data, self.yaml_text, self.path, self.first_line = data, yaml_text, path, first_line
+
+    def line(self, key: str) -> int:
+        match = re.search(rf"^\s*-?\s*{re.escape(key)}\s*:", self.yaml_text, re.M)
+        return self.first_line + self.yaml_text.count("\n", 0, match.start()) if match else 1
+
+    def fail(self, key: str, message: str) -> InputError:
+        return InputError(f"front matter '{key}': {message}", self.path, self.line(key))
+
+    def text(self, key: str, default: str = "") -> str:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.fail(key, f"must be text, not {type(value).__name__}")
+        return str(value).strip()
+
+
+def _people(meta: _Meta, key: str, warnings: list[str]) -> list[Person]:
+    value = meta.data.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str | dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise meta.fail(key, "must be a list of names or '- user: handle' entries")
+    people = []
+    for item in value:
+        if isinstance(item, str) and item.strip():
+            people.append(Person(name=item.strip()))
+        elif isinstance(item, dict) and (item.get("user") or item.get("name")):
+            user = str(item.get("user") or "").strip()
+            people.append(
+                Person(
+                    name=str(item.get("name") or user).strip(),
+                    user=user,
+                    guest=bool(item.get("guest")),
+                    org=str(item.get("org") or "").strip(),
+                    proofreader=bool(item.get("proofreader")),
+                )
+            )
+        else:
+            warnings.append(
+                f"{meta.path}:{meta.line(key)}: front matter '{key}': entry {item!r} "
+                "has no user or name; ignored"
+            )
+    return people
+
+
+def _date(meta: _Meta) -> dt.date | None:
+    value = meta.data.get("date")
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            pass
+    raise meta.fail("date", f"{value!r} is not a date; write it as YYYY-MM-DD")
+
+
+def load(path: str | Path) -> Issue:
+    """Read and check an issue file; raises InputError naming the file and line."""
+    path = Path(path)
+    text = read_text(path)
+    yaml_text, yaml_line, body, body_line = split_front_matter(text, path)
+    warnings: list[str] = []
+    data = _parse_yaml(yaml_text, path, yaml_line, warnings)
+    meta = _Meta(data, yaml_text, path, yaml_line)
+
+    title = meta.text("title")
+    if not title:
+        raise InputError("front matter has no 'title'", path, yaml_line)
+    lang = meta.text("lang") or meta.text("language")
+    if lang and not _LANG_TAG.match(lang):
+        raise meta.fail("lang", f"'{lang}' is not a language tag such as 'en' or 'zh-CN'")
+    translators = _people(meta, "translators", warnings) + _people(meta, "translator", warnings)
+    proofreaders = _people(meta, "proofreaders", warnings) + _people(meta, "proofreader", warnings)
+    translators += [
+        Person(p.name, p.user, p.guest, p.org, proofreader=True) for p in proofreaders
+    ]
+    slug = meta.text("slug") or path.stem
+    return Issue(
+        path=path,
+        slug=re.sub(r"[^\w.-]+", "-", slug).strip("-") or "issue",
+        title=title,
+        body=body,
+        body_line=body_line,
+        meta=meta.data,
+        subtitle=meta.text("subtitle"),
+        date=_date(meta),
+        authors=tuple(_people(meta, "authors", warnings) + _people(meta, "author", warnings)),
+        translators=tuple(translators),
+        thumbnail=meta.text("thumbnail"),
+        preheader=meta.text("preheader"),
+        lang=lang,
+        warnings=tuple(warnings),
+        meta_lines={key: meta.line(str(key)) for key in data},
+    )

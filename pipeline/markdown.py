@@ -1,0 +1,88 @@
+"""Markdown (CommonMark, tables, strikethrough, footnotes, raw HTML, math) to an HTML fragment.
+
+Code is coloured with inline styles, since email clients drop most `<style>` rules;
+`$$…$$` math stays as its readable TeX source.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+
+CODE_STYLE = (
+    "background-color:#f6f8fa;color:#1f2328;border-radius:6px;padding:12px 14px;"
+    "font-family:Menlo,Consolas,'Courier New',monospace;font-size:13px;line-height:1.45;"
+    "white-space:pre-wrap;word-wrap:break-word;overflow-x:auto;"
+)
+MATH_STYLE = (
+    "font-family:Menlo,Consolas,'Courier New',monospace;font-size:14px;"
+    "white-space:pre-wrap;word-wrap:break-word;text-align:center;margin:16px 0;"
+)
+
+
+def _lexer(lang: str):
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
+    name = re.sub(r"[^a-z0-9+#-].*$", "", lang.strip().lower())
+    if not name:
+        return None
+    try:
+        return get_lexer_by_name(name)
+    except ClassNotFound:
+        return None
+
+
+def highlight(code: str, lang: str, _attrs: object = None) -> str:
+    """A `<pre>` with inline-styled spans, or plain escaped code for unknown languages."""
+    lexer = _lexer(lang) if lang else None
+    if lexer is None:
+        body = html.escape(code)
+    else:
+        from pygments import highlight as pyg_highlight
+        from pygments.formatters import HtmlFormatter
+
+        formatter = HtmlFormatter(nowrap=True, noclasses=True, style="friendly")
+        body = pyg_highlight(code, lexer, formatter)
+    return f'<pre style="{CODE_STYLE}"><code>{body}</code></pre>\n'
+
+
+@lru_cache(maxsize=1)
+def _parser():
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.dollarmath import dollarmath_plugin
+    from mdit_py_plugins.footnote import footnote_plugin
+
+    md = MarkdownIt("commonmark", {"html": True, "highlight": highlight, "typographer": False})
+    md.enable(["table", "strikethrough"])
+    md.use(footnote_plugin)
+    md.use(
+        dollarmath_plugin,
+        allow_labels=False,
+        allow_space=False,
+        allow_digits=False,
+        double_inline=True,
+        renderer=lambda content, options: html.escape(content),
+    )
+
+    def inline_math(self, tokens, idx, options, env):
+        return html.escape("$" + tokens[idx].content + "$")
+
+    def inline_double_math(self, tokens, idx, options, env):
+        return html.escape("$$" + tokens[idx].content + "$$")
+
+    def block_math(self, tokens, idx, options, env):
+        tex = html.escape(tokens[idx].content.strip())
+        return f'<div class="math" style="{MATH_STYLE}">$$\n{tex}\n$$</div>\n'
+
+    md.add_render_rule("math_inline", inline_math)
+    md.add_render_rule("math_inline_double", inline_double_math)
+    md.add_render_rule("math_block", block_math)
+    md.add_render_rule("math_block_label", block_math)
+    return md
+
+
+def to_html(body: str) -> str:
+    """Render an issue's Markdown body to an HTML fragment."""
+    return _parser().render(body)

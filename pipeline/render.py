@@ -1,0 +1,256 @@
+"""Render an issue's email-safe fragment into the final email: Jinja2 -> MJML -> HTML -> inlined.
+
+This runs once per issue. What differs per recipient is left as `%%token%%` placeholders
+that `personalize` fills in, so sending never re-renders.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError, PublishError
+from .issue import Issue, Person
+from .plaintext import underline
+from .settings import Settings
+
+GMAIL_CLIP_BYTES = 102 * 1024
+FONT_STACK = (
+    "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Helvetica, Arial, "
+    "'PingFang SC', 'Hiragino Sans GB', 'Microsoft YaHei', 'Noto Sans CJK SC', "
+    "'Noto Sans SC', sans-serif"
+)
+TOKENS = ("unsubscribe_url", "email", "name")
+_PREHEADER_SPACER = "\u200c\u00a0" * 90
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LETTER = re.compile(r"[^\W\d_]")
+_MSO = re.compile(r"<!--\[if")
+
+
+@dataclass
+class Email:
+    subject: str
+    preheader: str
+    html: str  # with %%token%% placeholders
+    text: str  # with %%token%% placeholders
+    lang: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+
+def token(name: str) -> str:
+    return f"%%{name}%%"
+
+
+def personalize(template: str, values: dict[str, str], *, escape: bool) -> str:
+    """Fill `%%token%%` placeholders; values are HTML-escaped for the HTML part."""
+    for name in TOKENS:
+        value = values.get(name, "")
+        template = template.replace(token(name), html.escape(value) if escape else value)
+    return template
+
+
+def detect_language(text: str) -> str | None:
+    """'zh' when most letters are Chinese characters; None when the text gives no clear answer."""
+    letters = _LETTER.findall(text[:20000])
+    if len(letters) < 20:
+        return None
+    cjk = sum(1 for c in letters if _CJK.match(c))
+    return "zh" if cjk / len(letters) > 0.3 else None
+
+
+def choose_language(issue: Issue, settings: Settings, body_text: str) -> str:
+    return issue.lang or detect_language(body_text) or settings.language
+
+
+def _join(names: list[str], s: dict[str, str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return s["list_separator"].join(names[:-1]) + f" {s['and']} " + names[-1]
+
+
+def _person(person: Person, settings: Settings, s: dict[str, str]) -> str:
+    name = html.escape(person.name)
+    if person.user and settings.profile_url:
+        url = html.escape(settings.profile_url.format(user=person.user), quote=True)
+        name = f'<a href="{url}" style="color:#57606a;">{name}</a>'
+    return name
+
+
+def format_date(issue: Issue, s: dict[str, str]) -> str:
+    if issue.date is None:
+        return ""
+    months = s.get("month_names", "").split(",")
+    month_name = months[issue.date.month - 1] if len(months) == 12 else str(issue.date.month)
+    return s["date_format"].format(
+        year=issue.date.year, month=issue.date.month, day=issue.date.day, month_name=month_name
+    )
+
+
+def derive_preheader(text: str, limit: int = 140) -> str:
+    """The first real paragraph of the plain text, cut at a word near `limit` characters."""
+    for block in text.split("\n\n"):
+        block = " ".join(block.split())
+        if len(block) >= 20 and not block.startswith(("▶", "[", ">", "-", "|")):
+            if len(block) <= limit:
+                return block
+            cut = block[:limit].rsplit(" ", 1)[0]
+            return (cut if len(cut) > limit // 2 else block[:limit]).rstrip(",;:") + "…"
+    return ""
+
+
+def template_context(issue: Issue, settings: Settings, s: dict[str, str], lang: str,
+                     body: str, preheader: str) -> dict:
+    from markupsafe import Markup
+
+    def names(people: list[Person]) -> str:
+        return _join([_person(p, settings, s) for p in people], s)
+
+    byline = s["byline"].format(names=names(list(issue.authors))) if issue.authors else ""
+    translators = [p for p in issue.translators if not p.proofreader]
+    proofreaders = [p for p in issue.translators if p.proofreader]
+    credits = s["credits_separator"].join(
+        [s["translated_by"].format(names=names(translators))] * bool(translators)
+        + [s["proofread_by"].format(names=names(proofreaders))] * bool(proofreaders)
+    )
+    web_url = settings.web_url.format(slug=issue.slug) if settings.web_url else ""
+    return {
+        "lang": lang,
+        "title": issue.title,
+        "subtitle": issue.subtitle,
+        "preheader": preheader,
+        "preheader_spacer": _PREHEADER_SPACER,
+        "font_stack": FONT_STACK,
+        "newsletter_name": settings.name,
+        "date_text": format_date(issue, s),
+        "web_url": web_url,
+        "byline": Markup(byline),
+        "credits": Markup(credits),
+        "body": Markup(body),
+        "why_received": s["why_received"].format(name=settings.name),
+        "unsubscribe_url": token("unsubscribe_url"),
+        "postal_address": settings.postal_address,
+        "s": s,
+    }
+
+
+def _environment(folder: Path):
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render_mjml(folder: Path, context: dict) -> str:
+    import jinja2
+
+    try:
+        return _environment(folder).get_template("issue.mjml.j2").render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InputError(f"template error: {exc.message}", exc.filename, exc.lineno) from None
+    except jinja2.TemplateError as exc:
+        raise InputError(f"template error: {exc}", folder / "issue.mjml.j2") from None
+
+
+def mjml_to_html(mjml_source: str) -> str:
+    from mjml import mjml2html
+
+    try:
+        return mjml2html(mjml_source, disable_comments=True, fonts={})
+    except ValueError as exc:
+        raise PublishError(f"MJML could not render the email: {exc}") from None
+
+
+def inline_css(document: str) -> str:
+    """Inline CSS with premailer, keeping what mail clients need that premailer would lose.
+
+    premailer drops the doctype (quirks mode breaks responsive images) and, by default,
+    `!important` in media queries (MJML's responsive columns need it); network is off.
+    """
+    import logging
+
+    from premailer import Premailer
+
+    doctype = "<!doctype html>"
+    inliner = Premailer(
+        document,
+        allow_network=False,
+        strip_important=False,
+        keep_style_tags=False,
+        remove_classes=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    )
+    result = inliner.transform(pretty_print=False)
+    result = re.sub(r"^\s*<!doctype[^>]*>\s*", "", result, flags=re.I)
+    result = _IN_PAGE_ANCHOR.sub(_unescape_anchor, result)
+    return f"{doctype}\n{result}"
+
+
+# lxml percent-encodes non-ASCII in `href` and `name`, so `#更新` would no longer match
+# `id="更新"` character for character; mail clients that compare names literally need that.
+_IN_PAGE_ANCHOR = re.compile(r'\b(href="#|name=")([^"]*%[0-9A-Fa-f]{2}[^"]*)"')
+
+
+def _unescape_anchor(match: re.Match) -> str:
+    from urllib.parse import unquote
+
+    return f'{match.group(1)}{html.escape(unquote(match.group(2)), quote=True)}"'
+
+
+
+def render(issue: Issue, fragment: str, text_body: str, settings: Settings,
+           template_folder: Path, strings: dict[str, str], lang: str) -> Email:
+    """Wrap the fragment in the newsletter's template; return the finished email and its text."""
+    warnings: list[str] = []
+    preheader = issue.preheader or derive_preheader(text_body)
+    context = template_context(issue, settings, strings, lang, fragment, preheader)
+    mjml_source = render_mjml(template_folder, context)
+    rendered = mjml_to_html(mjml_source)
+    conditionals = len(_MSO.findall(rendered))
+    final = inline_css(rendered)
+    if len(_MSO.findall(final)) != conditionals:
+        raise PublishError("CSS inlining changed the Outlook conditional comments")
+    text = render_text(issue, context, text_body, strings)
+    email = Email(issue.title, preheader, final, text, lang, warnings)
+    if email.html_bytes > GMAIL_CLIP_BYTES:
+        warnings.append(
+            f"{issue.path}: the HTML is {email.html_bytes / 1024:.1f} KB; Gmail clips emails over "
+            f"102 KB and hides the footer with the unsubscribe link"
+        )
+    return email
+
+
+def _strip_tags(markup: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", str(markup)))
+
+
+def render_text(issue: Issue, context: dict, body: str, s: dict[str, str]) -> str:
+    """The plain-text part: the same header, body and footer as the HTML."""
+    masthead = context["newsletter_name"]
+    if context["date_text"]:
+        masthead += f" · {context['date_text']}"
+    head = [masthead]
+    if context["web_url"]:
+        head.append(f"{s['view_in_browser']}: {context['web_url']}")
+    lines = ["\n".join(head), underline(issue.title, "=")]
+    for key in ("subtitle", "byline", "credits"):
+        if context[key]:
+            lines.append(_strip_tags(context[key]))
+    lines.append(body.strip())
+    lines.append(
+        "-- \n"
+        f"{context['why_received']}\n"
+        f"{s['unsubscribe']}: {token('unsubscribe_url')}\n"
+        f"{context['postal_address']}"
+    )
+    return "\n\n".join(lines) + "\n"

@@ -1,0 +1,103 @@
+"""Newsletter settings: defaults, then the settings file, then environment variables.
+
+Settings live in `publish.toml` at the newsletter's root, or under `[tool.publish]` in
+its `pyproject.toml`. Each setting can be overridden by `PUBLISH_<NAME>` in the
+environment (for example `PUBLISH_BASE_URL`). Secrets are never read from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from .errors import InputError
+
+SETTINGS_FILE = "publish.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path = field(default_factory=Path.cwd)
+    name: str = "My Newsletter"
+    sender: str = "My Newsletter <newsletter@example.com>"
+    base_url: str = "https://example.com/"
+    # Where an issue can be read on the web; `{slug}` is filled in. Empty: no link.
+    web_url: str = ""
+    # Turns an author handle into a link; `{user}` is filled in. Empty: no link.
+    profile_url: str = ""
+    unsubscribe_url: str = "{base_url}unsubscribe"
+    unsubscribe_mailto: str = ""
+    postal_address: str = "Postal address not set (publish.toml: postal_address)"
+    language: str = "en"
+    service: str = "local"
+    state_dir: str = ".publish"
+    build_dir: str = "build"
+    templates_dir: str = "email_templates"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / self.state_dir
+
+    @property
+    def sender_address(self) -> str:
+        from email.utils import parseaddr
+
+        return parseaddr(self.sender)[1]
+
+
+_FILE_KEYS = {f.name for f in fields(Settings)} - {"root"}
+
+
+def find_root(start: Path) -> Path:
+    """The nearest folder at or above `start` holding settings; `start` when none does."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / SETTINGS_FILE).is_file():
+            return folder
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "[tool.publish]" in pyproject.read_text("utf-8", "replace"):
+            return folder
+    return start
+
+
+def _read_file(root: Path) -> tuple[dict, Path | None]:
+    for name, section in ((SETTINGS_FILE, None), ("pyproject.toml", ("tool", "publish"))):
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read settings: {exc}", path) from None
+        for key in section or ():
+            data = data.get(key, {})
+        if section and not data:
+            continue
+        return data, path
+    return {}, None
+
+
+def load(root: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Settings for the newsletter folder at `root` (found upwards from the cwd by default)."""
+    env = os.environ if env is None else env
+    root = find_root(Path(root) if root else Path.cwd())
+    data, path = _read_file(root)
+    values: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in _FILE_KEYS:
+            raise InputError(
+                f"unknown setting '{key}' (known: {', '.join(sorted(_FILE_KEYS))})", path
+            )
+        if not isinstance(value, str):
+            raise InputError(f"setting '{key}' must be a string", path)
+        values[key] = value
+    for key in _FILE_KEYS:
+        env_value = env.get(f"PUBLISH_{key.upper()}")
+        if env_value is not None:
+            values[key] = env_value
+    settings = replace(Settings(root=root), **values)
+    if not settings.base_url.endswith("/"):
+        settings = replace(settings, base_url=settings.base_url + "/")
+    return settings

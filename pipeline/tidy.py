@@ -1,0 +1,173 @@
+"""Make a fragment's images, links and in-page anchors behave in every mail client.
+
+Images get absolute URLs, an `alt`, and a `width` no wider than the content column.
+Links become absolute. Every `href="#…"` ends up pointing at an `<a id name>` (Gmail
+follows only `name`), matched to the author's table of contents even when case or
+punctuation differ; a link that resolves to nothing is unlinked with a warning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from .urls import absolute
+
+CONTENT_WIDTH = 552  # the 600 px column less its padding
+_LAYOUT_CSS = re.compile(
+    r"(?:^|;)\s*(?:position|display\s*:\s*(?:inline-)?(?:flex|grid)|flex[\w-]*|grid[\w-]*|gap|"
+    r"justify-[\w-]+|align-(?:items|content|self))\s*(?::[^;]*)?(?=;|$)",
+    re.I,
+)
+
+
+@dataclass
+class Tidied:
+    html: str
+    images: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def slugify(text: str) -> str:
+    """GitHub-style heading id: lower case, punctuation dropped, spaces to hyphens.
+
+    `更新: 2024 年 12 月的新模型` -> `更新-2024-年-12-月的新模型`.
+    """
+    text = text.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchor_key(text: str) -> str:
+    """A forgiving form of an anchor for matching a TOC link to a heading."""
+    return re.sub(r"[-_\s]+", "-", slugify(unquote(text))).strip("-")
+
+
+def _width(value: str | None) -> int | None:
+    if not value:
+        return None
+    value = value.strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(px)?", value)
+    if match:
+        return int(float(match.group(1)))
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", value)
+    if match:
+        return round(CONTENT_WIDTH * min(float(match.group(1)), 100) / 100)
+    return None
+
+
+def _strip_layout_css(style: str) -> str:
+    cleaned = _LAYOUT_CSS.sub("", style)
+    return ";".join(part.strip() for part in cleaned.split(";") if part.strip())
+
+
+def _images(soup, base_url: str, where: Callable[[str, int], str], out: Tidied) -> None:
+    seen: dict[str, int] = {}
+    for img in soup.find_all("img"):
+        src = (img.get("src") or "").strip()
+        needle = src or "<img"
+        nth = seen.get(needle, 0)
+        seen[needle] = nth + 1
+        if not src:
+            out.warnings.append(f"{where('<img', nth)}: image has no src; left out")
+            img.decompose()
+            continue
+        if not src.startswith("data:"):
+            img["src"] = absolute(src, base_url)
+        alt = img.get("alt")
+        if alt is None or not alt.strip():
+            out.warnings.append(f"{where(src, nth)}: image has no alt text: {src}")
+        img["alt"] = " ".join((alt or "").split())
+        width = _width(img.get("width"))
+        if width is None or width > CONTENT_WIDTH:
+            width = CONTENT_WIDTH
+            img.attrs.pop("height", None)
+        img["width"] = str(width)
+        if not re.fullmatch(r"\d+", (img.get("height") or "x").strip()):
+            img.attrs.pop("height", None)
+        style = _strip_layout_css(img.get("style") or "")
+        extra = "max-width:100%;height:auto;border:0"
+        img["style"] = f"{style};{extra}" if style else extra
+        out.images += 1
+
+
+def _links(soup, base_url: str) -> None:
+    for link in soup.find_all("a", href=True):
+        href = link["href"].strip()
+        if href.startswith("#"):
+            continue
+        if not href or href.lower().startswith(("javascript:", "vbscript:", "data:")):
+            del link["href"]
+            continue
+        if href.lower().startswith(("mailto:", "tel:")):
+            continue
+        link["href"] = absolute(href, base_url)
+
+
+def _anchors(soup, where: Callable[[str, int], str], out: Tidied) -> None:
+    used = {el["id"] for el in soup.find_all(id=True)}
+    for heading in soup.find_all(re.compile(r"^h[1-6]$")):
+        if heading.get("id"):
+            continue
+        base = slugify(heading.get_text(" ", strip=True)) or "section"
+        slug, n = base, 0
+        while slug in used:
+            n += 1
+            slug = f"{base}-{n}"
+        heading["id"] = slug
+        used.add(slug)
+
+    targets = {el["id"]: el for el in soup.find_all(id=True)}
+    for el in soup.find_all("a", attrs={"name": True}):
+        targets.setdefault(el["name"], el)
+    loose = {}
+    for key in targets:
+        loose.setdefault(key.lower(), key)
+        loose.setdefault(_anchor_key(key), key)
+
+    seen: dict[str, int] = {}
+    for link in soup.find_all("a", href=re.compile(r"^\s*#")):
+        wanted = link["href"].strip()[1:]
+        nth = seen.get(wanted, 0)
+        seen[wanted] = nth + 1
+        name = (
+            wanted if wanted in targets
+            else loose.get(unquote(wanted)) or loose.get(unquote(wanted).lower())
+            or loose.get(_anchor_key(wanted))
+        )
+        if name is None:
+            out.warnings.append(
+                f"{where('#' + wanted, nth)}: link to #{wanted} matches no heading; unlinked"
+            )
+            link.unwrap()
+            continue
+        link["href"] = f"#{name}"
+        target = targets[name]
+        if target.name == "a":
+            target["id"] = target["name"] = name
+        elif not (target.contents and getattr(target.contents[0], "name", None) == "a"
+                  and target.contents[0].get("name") == name):
+            del target["id"]
+            target.insert(0, soup.new_tag("a", attrs={"id": name, "name": name}))
+
+
+def tidy(fragment: str, base_url: str, where: Callable[[str, int], str]) -> Tidied:
+    """Fix images, links and anchors in an HTML fragment for email."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(fragment, "html.parser")
+    out = Tidied(html="")
+    _images(soup, base_url, where, out)
+    _links(soup, base_url)
+    _anchors(soup, where, out)
+    for table in soup.find_all("table"):
+        classes = table.get("class") or []
+        if "card" not in classes and "md-table" not in classes:
+            table["class"] = [*classes, "md-table"]
+    for element in soup.find_all(style=True):
+        if element.name != "img":
+            element["style"] = _strip_layout_css(element["style"])
+    out.html = str(soup)
+    return out
