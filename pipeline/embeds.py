@@ -26,7 +26,8 @@ DROP_TAGS = {
 # Removed, their content kept.
 UNWRAP_TAGS = {"html", "body", "picture", "details", "label", "fieldset", "main", "article"}
 PLAYABLE_TAGS = {"video", "audio", "iframe", "object", "embed", "gradio-app"}
-FORBIDDEN_TAGS = PLAYABLE_TAGS | DROP_TAGS - {"head", "title", "meta"}
+# Never in an email's body; <style> and <link> are allowed in the head only.
+FORBIDDEN_TAGS = PLAYABLE_TAGS | DROP_TAGS - {"head", "title", "meta", "style", "link", "base"}
 _YOUTUBE_ID = re.compile(r"^[\w-]{6,}$")
 _IMAGE_EXT = re.compile(r"\.(png|jpe?g|gif|webp|avif)(\?|#|$)", re.I)
 

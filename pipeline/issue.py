@@ -211,6 +211,9 @@ def load(path: str | Path) -> Issue:
     title = meta.text("title")
     if not title:
         raise InputError("front matter has no 'title'", path, yaml_line)
+    for key in ("title", "subtitle", "preheader"):
+        if re.search(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", meta.text(key)):
+            raise meta.fail(key, "must be one line of text without control characters")
     lang = meta.text("lang") or meta.text("language")
     if lang and not _LANG_TAG.match(lang):
         raise meta.fail("lang", f"'{lang}' is not a language tag such as 'en' or 'zh-CN'")

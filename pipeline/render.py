@@ -188,6 +188,8 @@ def inline_css(document: str) -> str:
         keep_style_tags=False,
         remove_classes=False,
         disable_validation=True,
+        # Our width attributes are what Outlook sizes images by; never replace them by CSS.
+        disable_basic_attributes=["width", "height"],
         cssutils_logging_level=logging.CRITICAL,
     )
     result = inliner.transform(pretty_print=False)

@@ -1,0 +1,47 @@
+"""Shared fixtures: the repository as a newsletter folder, built sample issues, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import build, settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+SAMPLES = {
+    "en": ROOT / "issues" / "2025-01-ai-art.md",
+    "zh": ROOT / "issues" / "2025-02-video-models.md",
+}
+
+
+@pytest.fixture(scope="session")
+def repo_settings() -> settings.Settings:
+    return settings.load(ROOT, env={})
+
+
+@pytest.fixture(scope="session", params=sorted(SAMPLES))
+def sample(request, repo_settings, tmp_path_factory) -> build.BuildResult:
+    """Each sample issue, built once per test session into a temporary folder."""
+    out = tmp_path_factory.mktemp(request.param) / "out"
+    return build.build(SAMPLES[request.param], repo_settings, out)
+
+
+def run_publish(*args: str, cwd: Path = ROOT, env: dict | None = None):
+    """Run the real `publish` command in a fresh process."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("PUBLISH_BASE_URL", None) if env is None else None
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def write_issue(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, "utf-8")
+    return path
