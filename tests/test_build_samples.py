@@ -6,7 +6,6 @@ import email
 import re
 from email import policy
 
-import pytest
 from bs4 import BeautifulSoup
 
 from pipeline.embeds import FORBIDDEN_TAGS
@@ -188,11 +187,10 @@ def test_eml_is_a_complete_multipart_alternative_message(sample):
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
 
 
-@pytest.mark.parametrize("lang,words", [("zh", ["退订", "作者：", "译者：", "审校："]),
-                                        ("en", ["Unsubscribe", "By "])])
-def test_template_strings_follow_the_issue_language(sample, lang, words):
-    if sample.built.email.lang != lang:
-        pytest.skip("checked on the other sample")
+def test_template_strings_follow_the_issue_language(sample):
+    # The Chinese sample has no `lang` in its front matter: the language is detected.
+    words = {"zh": ["退订", "作者：", "译者：", "审校：", "在浏览器中查看"],
+             "en": ["Unsubscribe", "By ", "View in browser"]}[sample.built.email.lang]
     text = _text(sample)
     for word in words:
         assert word in text
