@@ -23,9 +23,16 @@ class Built:
 
     issue: Issue
     email: Email
+    # The files as the editor sees them: tokens filled with preview values.
+    html: str
+    text: str
     cards: list[embeds.Card]
     images: int
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
 
 
 @dataclass
@@ -41,7 +48,7 @@ class BuildResult:
             "issue": str(self.built.issue.path),
             "lang": email.lang,
             "preheader": email.preheader,
-            "html_bytes": email.html_bytes,
+            "html_bytes": self.built.html_bytes,
             "gmail_clip_bytes": render.GMAIL_CLIP_BYTES,
             "images": self.built.images,
             "embeds_swapped": dict(Counter(card.kind for card in self.built.cards)),
@@ -99,7 +106,22 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     text_body = plaintext.from_html(tidied.html, strings)
     email = render.render(issue, tidied.html, text_body, settings, folder, strings, lang)
     warnings = [*issue.warnings, *swapped.warnings, *tidied.warnings, *email.warnings]
-    return Built(issue, email, swapped.cards, tidied.images, warnings)
+    values = preview_values(settings)
+    built = Built(
+        issue,
+        email,
+        html=render.personalize(email.html, values, escape=True),
+        text=render.personalize(email.text, values, escape=False),
+        cards=swapped.cards,
+        images=tidied.images,
+        warnings=warnings,
+    )
+    if built.html_bytes > render.GMAIL_CLIP_BYTES:
+        warnings.append(
+            f"{issue.path}: the HTML is {built.html_bytes / 1024:.1f} KB; Gmail clips emails "
+            "over 102 KB and hides the footer with the unsubscribe link"
+        )
+    return built
 
 
 def write_outputs(built: Built, settings: Settings, out_dir: Path) -> dict[str, Path]:
@@ -114,8 +136,8 @@ def write_outputs(built: Built, settings: Settings, out_dir: Path) -> dict[str, 
         unsubscribe_mailto=settings.unsubscribe_mailto,
     )
     contents = {
-        "email.html": render.personalize(built.email.html, values, escape=True).encode("utf-8"),
-        "email.txt": render.personalize(built.email.text, values, escape=False).encode("utf-8"),
+        "email.html": built.html.encode("utf-8"),
+        "email.txt": built.text.encode("utf-8"),
         "email.eml": eml,
     }
     out_dir = out_dir.resolve()

@@ -137,7 +137,7 @@ class _Meta:
         self.data, self.yaml_text, self.path, self.first_line = data, yaml_text, path, first_line
 
     def line(self, key: str) -> int:
-        match = re.search(rf"^\s*-?\s*{re.escape(key)}\s*:", self.yaml_text, re.M)
+        match = re.search(rf"^[ \t]*-?[ \t]*{re.escape(key)}[ \t]*:", self.yaml_text, re.M)
         return self.first_line + self.yaml_text.count("\n", 0, match.start()) if match else 1
 
     def fail(self, key: str, message: str) -> InputError:

@@ -38,10 +38,6 @@ class Email:
     lang: str
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def html_bytes(self) -> int:
-        return len(self.html.encode("utf-8"))
-
 
 def token(name: str) -> str:
     return f"%%{name}%%"
@@ -223,13 +219,7 @@ def render(issue: Issue, fragment: str, text_body: str, settings: Settings,
     if len(_MSO.findall(final)) != conditionals:
         raise PublishError("CSS inlining changed the Outlook conditional comments")
     text = render_text(issue, context, text_body, strings)
-    email = Email(issue.title, preheader, final, text, lang, warnings)
-    if email.html_bytes > GMAIL_CLIP_BYTES:
-        warnings.append(
-            f"{issue.path}: the HTML is {email.html_bytes / 1024:.1f} KB; Gmail clips emails over "
-            f"102 KB and hides the footer with the unsubscribe link"
-        )
-    return email
+    return Email(issue.title, preheader, final, text, lang, warnings)
 
 
 def _strip_tags(markup: str) -> str:

@@ -41,8 +41,12 @@ def slugify(text: str) -> str:
 
 
 def _anchor_key(text: str) -> str:
-    """A forgiving form of an anchor for matching a TOC link to a heading."""
-    return re.sub(r"[-_\s]+", "-", slugify(unquote(text))).strip("-")
+    """A forgiving form of an anchor for matching a TOC link to a heading.
+
+    Authors' hand-written links differ from heading ids in case, punctuation, and spaces
+    between Chinese and Latin words (`#让moe起飞` for `## 让 MoE 起飞`): all are dropped.
+    """
+    return re.sub(r"[-_\s]+", "", slugify(unquote(text)))
 
 
 def _width(value: str | None) -> int | None:
@@ -67,11 +71,11 @@ def _images(soup, base_url: str, where: Callable[[str, int], str], out: Tidied) 
     seen: dict[str, int] = {}
     for img in soup.find_all("img"):
         src = (img.get("src") or "").strip()
-        needle = src or "<img"
+        needle = src or (img.get("alt") or "").strip() or "<img"
         nth = seen.get(needle, 0)
         seen[needle] = nth + 1
         if not src:
-            out.warnings.append(f"{where('<img', nth)}: image has no src; left out")
+            out.warnings.append(f"{where(needle, nth)}: image has no src; left out")
             img.decompose()
             continue
         if not src.startswith("data:"):
@@ -129,13 +133,12 @@ def _anchors(soup, where: Callable[[str, int], str], out: Tidied) -> None:
 
     seen: dict[str, int] = {}
     for link in soup.find_all("a", href=re.compile(r"^\s*#")):
-        wanted = link["href"].strip()[1:]
+        wanted = unquote(link["href"].strip()[1:])
         nth = seen.get(wanted, 0)
         seen[wanted] = nth + 1
         name = (
             wanted if wanted in targets
-            else loose.get(unquote(wanted)) or loose.get(unquote(wanted).lower())
-            or loose.get(_anchor_key(wanted))
+            else loose.get(wanted.lower()) or loose.get(_anchor_key(wanted))
         )
         if name is None:
             out.warnings.append(

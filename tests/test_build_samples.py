@@ -117,7 +117,7 @@ def test_html_is_inlined_and_keeps_what_mail_clients_need(sample):
     assert "prefers-color-scheme: dark" in html
     assert 'name="color-scheme"' in html
     assert "googleapis" not in html and "@import" not in html
-    assert sample.built.email.html_bytes < GMAIL_CLIP_BYTES
+    assert sample.built.html_bytes < GMAIL_CLIP_BYTES
 
 
 def test_code_is_coloured_with_inline_styles_and_math_stays_readable(sample):

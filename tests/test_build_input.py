@@ -1,0 +1,168 @@
+"""Bad and unusual input: one-line errors with file and line, warnings, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline import build, settings
+from tests.conftest import ROOT, run_publish, write_issue
+
+GOOD = "---\ntitle: A fine issue\n---\n\nHello there, this is a paragraph of the issue.\n"
+
+
+@pytest.fixture
+def letter(tmp_path):
+    """An empty newsletter folder using the shipped templates."""
+    (tmp_path / "publish.toml").write_text(
+        'name = "Test Letter"\nbase_url = "https://letter.example/"\n'
+        'postal_address = "1 Test Street"\n', "utf-8")
+    (tmp_path / "issues").mkdir()
+    return tmp_path
+
+
+def _fails(letter, name, text_or_bytes, expect_line):
+    path = letter / "issues" / name
+    if isinstance(text_or_bytes, bytes):
+        path.write_bytes(text_or_bytes)
+    else:
+        path.write_text(text_or_bytes, "utf-8")
+    result = run_publish("build", f"issues/{name}", cwd=letter)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"issues/{name}:{expect_line}:" in lines[0]
+    assert not (letter / "build").exists() or not any((letter / "build").iterdir())
+    return lines[0]
+
+
+def test_missing_title(letter):
+    message = _fails(letter, "a.md", "---\nsubtitle: x\n---\nbody\n", 2)
+    assert "title" in message
+
+
+def test_yaml_error_points_at_its_line(letter):
+    message = _fails(letter, "b.md", "---\ntitle: ok\nauthors: [a, b\ndate: 2025-01-01\n---\n", 4)
+    assert "front matter" in message
+
+
+def test_wrong_types(letter):
+    assert "date" in _fails(letter, "c.md", "---\ntitle: ok\n\ndate: next tuesday\n---\n", 4)
+    assert "title" in _fails(letter, "d.md", "---\ntitle: [1, 2]\n---\n", 2)
+
+
+def test_title_with_a_line_break_is_refused(letter):
+    assert "one line" in _fails(letter, "e.md", '---\ntitle: "Hi\\nBcc: x@y.z"\n---\n', 2)
+
+
+def test_unknown_language(letter):
+    message = _fails(letter, "f.md", "---\ntitle: ok\nlang: tlh\n---\nbody\n", 3)
+    assert "tlh" in message and "en" in message
+
+
+def test_not_utf8(letter):
+    assert "UTF-8" in _fails(letter, "g.md", "---\ntitle: ok\n---\ncaf\xe9\n".encode("latin-1"), 4)
+
+
+def test_no_front_matter(letter):
+    assert "front matter" in _fails(letter, "h.md", "# Just markdown\n", 1)
+
+
+def test_missing_file_is_a_clear_error(letter):
+    result = run_publish("build", "issues/nope.md", cwd=letter)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: issues/nope.md: no such file"
+
+
+def test_failed_build_leaves_previous_outputs_untouched(letter):
+    path = write_issue(letter / "issues", "keep.md", GOOD)
+    assert run_publish("build", "issues/keep.md", cwd=letter).returncode == 0
+    before = (letter / "build" / "keep" / "email.html").read_bytes()
+    path.write_text("---\ntitle: [broken\n---\n", "utf-8")
+    assert run_publish("build", "issues/keep.md", cwd=letter).returncode == 2
+    assert (letter / "build" / "keep" / "email.html").read_bytes() == before
+    assert sorted(p.name for p in (letter / "build").iterdir()) == ["keep"]
+
+
+def test_recoverable_problems_are_warnings_with_file_and_line(letter):
+    write_issue(letter / "issues", "w.md", GOOD + (
+        "\n[jump](#nowhere)\n\n"
+        "<img src=\"pic.png\">\n\n"
+        "<img alt=\"no source\">\n\n"
+        "<video controls></video>\n\n"
+        "<iframe width=\"10\"></iframe>\n"
+    ))
+    result = run_publish("build", "issues/w.md", "--json", cwd=letter)
+    assert result.returncode == 0, result.stderr
+    warnings = json.loads(result.stdout)["warnings"]
+    expected = {
+        "issues/w.md:7: link to #nowhere": False,
+        "issues/w.md:9: image has no alt text": False,
+        "issues/w.md:11: image has no src": False,
+        "issues/w.md:13: <video> has no source": False,
+        "issues/w.md:15: <iframe> has no source": False,
+    }
+    for warning in warnings:
+        for start in expected:
+            if warning.startswith(start):
+                expected[start] = True
+    assert all(expected.values()), warnings
+    html = (letter / "build" / "w" / "email.html").read_text("utf-8")
+    assert "<video" not in html and "<iframe" not in html
+    assert 'src="https://letter.example/pic.png"' in html
+    assert 'href="#nowhere"' not in html and "jump" in html
+
+
+def test_front_matter_text_is_escaped_not_executed(letter):
+    write_issue(letter / "issues", "x.md",
+                '---\ntitle: "<script>alert(1)</script> & friends"\n---\n\nBody text here.\n')
+    result = run_publish("build", "issues/x.md", cwd=letter)
+    assert result.returncode == 0, result.stderr
+    html = (letter / "build" / "x" / "email.html").read_text("utf-8")
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; friends" in html
+
+
+def test_plain_value_with_colon_is_read_as_text_with_a_warning(letter):
+    write_issue(letter / "issues", "c.md", "---\ntitle: Lite: fast and small\n---\n\nBody text.\n")
+    result = run_publish("build", "issues/c.md", "--json", cwd=letter)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["title"] == "Lite: fast and small"
+    assert summary["warnings"][0].startswith("issues/c.md:2: front matter")
+
+
+def test_over_gmail_clip_limit_is_a_warning(letter, tmp_path):
+    paragraph = "This sentence is here to make the issue long enough to be clipped. " * 12
+    body = "\n\n".join(f"{n}. {paragraph}" for n in range(180))
+    write_issue(letter / "issues", "long.md", "---\ntitle: Long\n---\n\n" + body)
+    s = settings.load(letter, env={})
+    result = build.build(letter / "issues" / "long.md", s)
+    assert result.built.html_bytes > 102 * 1024
+    assert any("Gmail clips" in w for w in result.built.warnings)
+
+
+def test_settings_come_from_pyproject_and_environment(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.publish]\nname = "Py Letter"\n'
+        'base_url = "https://py.example/blog"\n', "utf-8")
+    s = settings.load(tmp_path, env={})
+    assert s.name == "Py Letter" and s.base_url == "https://py.example/blog/"
+    s = settings.load(tmp_path, env={"PUBLISH_BASE_URL": "https://env.example/"})
+    assert s.base_url == "https://env.example/"
+    write_issue(tmp_path, "i.md", "---\ntitle: T\n---\n\n![a](img/a.png)\n")
+    html = build.render_issue(tmp_path / "i.md", s).email.html
+    assert 'src="https://env.example/img/a.png"' in html
+
+
+def test_unknown_setting_is_refused(tmp_path):
+    (tmp_path / "publish.toml").write_text('nmae = "typo"\n', "utf-8")
+    result = run_publish("build", "x.md", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "publish.toml" in result.stderr and "nmae" in result.stderr
+
+
+def test_repository_root_is_the_default_newsletter():
+    assert settings.load(ROOT / "issues", env={}).root == ROOT
