@@ -157,6 +157,16 @@ def render_mjml(folder: Path, context: dict) -> str:
         raise InputError(f"template error: {exc}", folder / "issue.mjml.j2") from None
 
 
+def read_css(folder: Path) -> str:
+    path = folder / "email.css"
+    try:
+        return path.read_text("utf-8")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the email CSS: {exc}", path) from None
+
+
 def mjml_to_html(mjml_source: str) -> str:
     from mjml import mjml2html
 
@@ -166,32 +176,37 @@ def mjml_to_html(mjml_source: str) -> str:
         raise PublishError(f"MJML could not render the email: {exc}") from None
 
 
-def inline_css(document: str) -> str:
-    """Inline CSS with premailer, keeping what mail clients need that premailer would lose.
+def inline_css(document: str, css: str) -> str:
+    """Inline `css` into the body with premailer; MJML's own <style> blocks stay as they are.
 
-    premailer drops the doctype (quirks mode breaks responsive images) and, by default,
-    `!important` in media queries (MJML's responsive columns need it); network is off.
+    MJML's head styles (resets, responsive columns, our dark mode) are meant to stay in
+    the head, so premailer is told to ignore them: that keeps their `!important`, which
+    MJML's responsive columns need, and saves most of premailer's time. premailer also
+    drops the doctype, without which clients render in quirks mode; it is put back.
     """
     import logging
 
     from premailer import Premailer
 
-    doctype = "<!doctype html>"
+    document = document.replace("<style", '<style data-premailer="ignore"')
     inliner = Premailer(
         document,
+        css_text=css,
         allow_network=False,
         strip_important=False,
-        keep_style_tags=False,
+        keep_style_tags=True,
         remove_classes=False,
         disable_validation=True,
+        disable_leftover_css=True,
         # Our width attributes are what Outlook sizes images by; never replace them by CSS.
         disable_basic_attributes=["width", "height"],
         cssutils_logging_level=logging.CRITICAL,
     )
     result = inliner.transform(pretty_print=False)
+    result = result.replace(' data-premailer="ignore"', "")
     result = re.sub(r"^\s*<!doctype[^>]*>\s*", "", result, flags=re.I)
     result = _IN_PAGE_ANCHOR.sub(_unescape_anchor, result)
-    return f"{doctype}\n{result}"
+    return f"<!doctype html>\n{result}"
 
 
 # lxml percent-encodes non-ASCII in `href` and `name`, so `#更新` would no longer match
@@ -215,7 +230,7 @@ def render(issue: Issue, fragment: str, text_body: str, settings: Settings,
     mjml_source = render_mjml(template_folder, context)
     rendered = mjml_to_html(mjml_source)
     conditionals = len(_MSO.findall(rendered))
-    final = inline_css(rendered)
+    final = inline_css(rendered, read_css(template_folder))
     if len(_MSO.findall(final)) != conditionals:
         raise PublishError("CSS inlining changed the Outlook conditional comments")
     text = render_text(issue, context, text_body, strings)
