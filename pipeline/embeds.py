@@ -250,6 +250,8 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
             target = figure
         _replace_with_html(target, markup)
 
+    for element in soup.find_all(["source", "track"]):  # left over from <picture>
+        element.decompose()
     for element in soup.find_all(True):
         for attr in ("srcset", "sizes", "onclick", "onload", "onerror"):
             if attr in element.attrs:

@@ -1,0 +1,105 @@
+"""The embed swap on its own: which thumbnail a card gets, what links where, what is removed."""
+
+from __future__ import annotations
+
+from bs4 import BeautifulSoup
+
+from pipeline import templates
+from pipeline.embeds import EmbedContext, swap, youtube_id
+from tests.conftest import ROOT
+
+STRINGS = templates.strings(ROOT / "email_templates", "en")
+
+
+def _swap(fragment: str, **context):
+    ctx = EmbedContext(
+        base_url="https://letter.example/", strings=STRINGS,
+        where=lambda needle, nth: f"issue.md:{needle}", **context,
+    )
+    return swap(fragment, ctx)
+
+
+def _card_image(result) -> str | None:
+    img = BeautifulSoup(result.html, "html.parser").find("img")
+    return img["src"] if img else None
+
+
+VIDEO = '<video controls{poster}><source src="https://cdn.example/clip.mp4"></video>'
+
+
+def test_thumbnail_order_poster_then_mapping_then_issue_image_then_text_card():
+    both = {"media_thumbnails": {"https://cdn.example/clip.mp4": "/m.jpg"},
+            "embed_thumbnail": "/e.jpg"}
+    poster = _swap(VIDEO.format(poster=' poster="/p.jpg"'), **both)
+    assert _card_image(poster) == "https://letter.example/p.jpg"
+    mapped = _swap(VIDEO.format(poster=""), **both)
+    assert _card_image(mapped) == "https://letter.example/m.jpg"
+    issue_image = _swap(VIDEO.format(poster=""), embed_thumbnail="/e.jpg")
+    assert _card_image(issue_image) == "https://letter.example/e.jpg"
+    text_card = _swap(VIDEO.format(poster=""))
+    assert _card_image(text_card) is None
+    assert "card-text" in text_card.html and "https://cdn.example/clip.mp4" in text_card.html
+    assert "cdn.example" in BeautifulSoup(text_card.html, "html.parser").get_text()
+
+
+def test_youtube_gets_its_own_thumbnail_and_watch_link():
+    for src in ("https://www.youtube.com/embed/dQw4w9WgXcQ?si=x",
+                "https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ",
+                "https://youtu.be/dQw4w9WgXcQ"):
+        assert youtube_id(src) == "dQw4w9WgXcQ"
+    result = _swap('<iframe src="https://www.youtube.com/embed/dQw4w9WgXcQ"></iframe>')
+    assert result.cards[0].url == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+    assert _card_image(result) == "https://i.ytimg.com/vi/dQw4w9WgXcQ/hqdefault.jpg"
+
+
+def test_figure_caption_and_alt_become_the_card_caption():
+    result = _swap("<figure>" + VIDEO.format(poster="") + "<figcaption>Our clip</figcaption>"
+                   "</figure>")
+    assert result.cards[0].caption == "Our clip"
+    assert "<figure" not in result.html and result.html.count("Our clip") == 1
+    result = _swap('<audio alt="The interview" src="talk.mp3"></audio>')
+    assert result.cards[0].caption == "The interview"
+    assert result.cards[0].url == "https://letter.example/talk.mp3"
+
+
+def test_cards_are_tables_outlook_can_lay_out():
+    soup = BeautifulSoup(_swap(VIDEO.format(poster=' poster="/p.jpg"')).html, "html.parser")
+    table = soup.find("table")
+    assert table["role"] == "presentation"
+    assert soup.find("img")["width"] == "552"
+    assert all(a["href"] == "https://cdn.example/clip.mp4" for a in soup.find_all("a"))
+
+
+def test_substack_subscribe_embed_becomes_a_button():
+    result = _swap('<iframe src="https://tides.substack.com/embed" width="480"></iframe>')
+    assert result.cards[0].kind == "subscribe"
+    link = BeautifulSoup(result.html, "html.parser").find("a")
+    assert link["href"] == "https://tides.substack.com/subscribe"
+    assert link.get_text() == "Subscribe"
+
+
+def test_object_embed_and_spaces_link_to_their_pages():
+    result = _swap('<object data="https://x.example/embed/chart"></object>'
+                   '<embed src="https://y.example/a.swf">'
+                   '<gradio-app src="https://someone-demo.hf.space"></gradio-app>')
+    assert [c.url for c in result.cards] == [
+        "https://x.example/chart", "https://y.example/a.swf", "https://someone-demo.hf.space"]
+
+
+def test_what_cannot_show_is_removed_and_custom_elements_unwrapped():
+    result = _swap('<script>alert(1)</script><form><input name="q"><button>Go</button></form>'
+                   '<svg><circle r="4"/></svg><p onclick="x()">kept</p>'
+                   '<medium-zoom src="/z.png" alt="zoomed"></medium-zoom>'
+                   '<my-widget><b>inner text</b></my-widget>'
+                   '<picture><source srcset="a.webp"><img src="a.png" alt="a"></picture>')
+    soup = BeautifulSoup(result.html, "html.parser")
+    assert {t.name for t in soup.find_all(True)} == {"p", "img", "b"}
+    assert "onclick" not in result.html and "alert" not in result.html
+    assert soup.find("img", alt="zoomed")["src"] == "/z.png"
+    assert "inner text" in soup.get_text()
+
+
+def test_embed_without_source_is_a_warning_not_a_crash():
+    result = _swap("<video controls></video><iframe></iframe><gradio-app></gradio-app>")
+    assert len(result.warnings) == 3 and result.cards == []
+    assert "<video> has no source" in result.warnings[0]
