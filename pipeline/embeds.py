@@ -253,8 +253,8 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
     for element in soup.find_all(["source", "track"]):  # left over from <picture>
         element.decompose()
     for element in soup.find_all(True):
-        for attr in ("srcset", "sizes", "onclick", "onload", "onerror"):
-            if attr in element.attrs:
+        for attr in list(element.attrs):
+            if attr in {"srcset", "sizes", "contenteditable"} or attr.lower().startswith("on"):
                 del element[attr]
     result.html = str(soup)
     return result

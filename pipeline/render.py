@@ -221,12 +221,35 @@ def _unescape_anchor(match: re.Match) -> str:
 
 
 
+_PRE_BLOCK = re.compile(r"<pre\b.*?</pre>", re.S | re.I)
+_NEWLINE_BETWEEN_TAGS = re.compile(r">[ \t]*\n\s*<")
+
+
+def keep_whitespace(fragment: str) -> str:
+    """Protect whitespace that MJML's parser would drop.
+
+    mrml drops text nodes that are only whitespace with a line break, which glues words
+    together (`<b>a</b>\n<i>b</i>` reads "ab") and joins lines of code. Newlines in
+    `<pre>` become `&#10;`; elsewhere such a node becomes one space.
+    """
+    parts = []
+    last = 0
+    for match in _PRE_BLOCK.finditer(fragment):
+        parts.append(_NEWLINE_BETWEEN_TAGS.sub("> <", fragment[last : match.start()]))
+        parts.append(match.group(0).replace("\n", "&#10;"))
+        last = match.end()
+    parts.append(_NEWLINE_BETWEEN_TAGS.sub("> <", fragment[last:]))
+    return "".join(parts)
+
+
 def render(issue: Issue, fragment: str, text_body: str, settings: Settings,
            template_folder: Path, strings: dict[str, str], lang: str) -> Email:
     """Wrap the fragment in the newsletter's template; return the finished email and its text."""
     warnings: list[str] = []
     preheader = issue.preheader or derive_preheader(text_body)
-    context = template_context(issue, settings, strings, lang, fragment, preheader)
+    context = template_context(
+        issue, settings, strings, lang, keep_whitespace(fragment), preheader
+    )
     mjml_source = render_mjml(template_folder, context)
     rendered = mjml_to_html(mjml_source)
     conditionals = len(_MSO.findall(rendered))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from bs4 import BeautifulSoup
 
 from pipeline import build, settings
 from tests.conftest import ROOT, run_publish, write_issue
@@ -166,3 +167,13 @@ def test_unknown_setting_is_refused(tmp_path):
 
 def test_repository_root_is_the_default_newsletter():
     assert settings.load(ROOT / "issues", env={}).root == ROOT
+
+
+def test_line_breaks_between_words_and_in_code_survive_mjml(letter):
+    write_issue(letter / "issues", "ws.md", "---\ntitle: Spaces\n---\n\n"
+                "**bold**\n*italic* and `code`\n[link](https://x.example)\n\n"
+                "```python\n# first line\nsecond = 2\n```\n")
+    built = build.render_issue(letter / "issues" / "ws.md", settings.load(letter, env={}))
+    soup = BeautifulSoup(built.html, "html.parser")
+    assert "bold italic and code link" in " ".join(soup.get_text().split())
+    assert soup.find("pre").get_text().splitlines()[:2] == ["# first line", "second = 2"]
