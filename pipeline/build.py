@@ -23,6 +23,8 @@ class Built:
 
     issue: Issue
     email: Email
+    # The email-safe body before the template, for services that take their own format.
+    fragment: str
     # The files as the editor sees them: tokens filled with preview values.
     html: str
     text: str
@@ -110,6 +112,7 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     built = Built(
         issue,
         email,
+        fragment=tidied.html,
         html=render.personalize(email.html, values, escape=True),
         text=render.personalize(email.text, values, escape=False),
         cards=swapped.cards,

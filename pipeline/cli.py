@@ -92,6 +92,74 @@ def build(obj: Context, issue: Path, out: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("issue", type=click.Path(path_type=Path))
+@click.option("--service", help="Where to push (default: the 'service' setting, normally local).")
+@click.option("--force", is_flag=True,
+              help="Overwrite a draft that was edited on the service since the last push.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_obj
+def draft(obj: Context, issue: Path, service: str | None, force: bool, as_json: bool) -> None:
+    """Build ISSUE and push it as a draft; running it again updates the same draft.
+
+    \b
+    publish draft issues/2025-01-ai-art.md                    # the local service
+    publish draft issues/2025-01-ai-art.md --service substack # needs SUBSTACK_SID
+
+    The state database (.publish/state.db) remembers which draft belongs to which
+    issue, so a second push never creates a second draft.
+    """
+    from . import draft as draft_mod
+
+    outcome = draft_mod.push(issue, obj.settings, service, force=force)
+    if as_json:
+        click.echo(json.dumps(outcome.summary(), ensure_ascii=False, indent=2))
+        return
+    changes = ", ".join(outcome.changes) if outcome.changes else "none (already up to date)"
+    click.echo(f"Draft   {outcome.remote_id} on {outcome.service}")
+    click.echo(f"See it  {outcome.url}")
+    click.echo(f"Changed {changes}")
+    for warning in outcome.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the drafts as JSON.")
+@click.pass_obj
+def drafts(obj: Context, as_json: bool) -> None:
+    """List the drafts this newsletter has pushed, and whether their Markdown changed since."""
+    import datetime as dt
+
+    from . import draft as draft_mod
+
+    listings = draft_mod.list_drafts(obj.settings)
+    rows = [
+        {
+            "issue": item.record.issue,
+            "service": item.record.service,
+            "draft_id": item.record.remote_id,
+            "state": item.record.status,
+            "markdown_changed": item.markdown_changed,
+            "pushed_at": item.record.pushed_at,
+            "url": item.record.url,
+        }
+        for item in listings
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        click.echo("No drafts yet. Push one with: publish draft issues/<file>.md")
+        return
+    for row in rows:
+        changed = {True: "Markdown changed since push", False: "up to date",
+                   None: "issue file missing"}[row["markdown_changed"]]
+        when = (dt.datetime.fromtimestamp(row["pushed_at"]).strftime("%Y-%m-%d %H:%M")
+                if row["pushed_at"] else "never")
+        click.echo(f"{row['issue']}  {row['service']}:{row['draft_id']}  {row['state']}  "
+                   f"pushed {when}  {changed}")
+
+
+@cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--name", default="My Newsletter", show_default=True, help="The newsletter's name.")
 def init(folder: Path, name: str) -> None:

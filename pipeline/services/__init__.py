@@ -1,0 +1,91 @@
+"""Where drafts go and how they are sent: one small interface, one module per service.
+
+A service pushes a draft (create or update), and will send a test copy and send to its
+audience. Adding one is a new module here and a line in SERVICES.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import InputError
+from ..settings import Settings
+
+SERVICES = {
+    "local": "pipeline.services.local:LocalService",
+    "substack": "pipeline.services.substack:SubstackService",
+}
+
+
+@dataclass(frozen=True)
+class DraftContent:
+    """An issue ready to push: the rendered email and what it came from."""
+
+    issue: str  # path relative to the newsletter folder
+    slug: str
+    title: str
+    subtitle: str
+    lang: str
+    fragment: str  # the email-safe body, for services that convert it to their own format
+    html: str
+    text: str
+    eml: bytes
+    revision: str  # hash of subject, html and text
+    source_hash: str  # hash of the Markdown file
+
+
+@dataclass(frozen=True)
+class DraftRecord:
+    """What the state database remembers of an earlier push."""
+
+    issue: str
+    service: str
+    remote_id: str | None
+    url: str
+    title: str
+    revision: str
+    pushed_body: str
+    source_hash: str
+    status: str
+    pushed_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> DraftRecord:
+        return cls(**{key: value for key, value in dict(row).items() if key != "id"})
+
+
+@dataclass
+class PushResult:
+    remote_id: str
+    url: str
+    created: bool
+    pushed_body: str  # fingerprint of the draft as the service holds it after the push
+    warnings: list[str] = field(default_factory=list)
+
+
+class Service(Protocol):
+    name: str
+
+    def push_draft(
+        self, content: DraftContent, previous: DraftRecord | None, *, force: bool
+    ) -> PushResult:
+        """Create the draft, or update `previous`; never create a second one for an issue."""
+        ...
+
+
+def service_class(name: str) -> type:
+    """The class behind a service name; a clear error for a name that does not exist."""
+    try:
+        module_name, class_name = SERVICES[name].split(":")
+    except KeyError:
+        raise InputError(
+            f"unknown service '{name}' (known: {', '.join(sorted(SERVICES))})"
+        ) from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def get(name: str, settings: Settings, db: sqlite3.Connection) -> Service:
+    return service_class(name)(settings, db)

@@ -1,0 +1,50 @@
+"""The `local` service: drafts kept in the state database, no account and no server needed."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from ..settings import Settings
+from . import DraftContent, DraftRecord, PushResult
+
+
+class LocalService:
+    name = "local"
+
+    def __init__(self, settings: Settings, db: sqlite3.Connection):
+        self.settings = settings
+        self.db = db
+
+    def _draft_folder(self, slug: str) -> Path:
+        return self.settings.state_path / "drafts" / slug
+
+    def push_draft(
+        self, content: DraftContent, previous: DraftRecord | None, *, force: bool
+    ) -> PushResult:
+        """Record a revision of the draft and keep its latest files where a person can open them."""
+        row = self.db.execute(
+            "SELECT id FROM drafts WHERE issue = ? AND service = ?", (content.issue, self.name)
+        ).fetchone()
+        draft_id = row["id"]
+        self.db.execute(
+            "INSERT INTO draft_revisions (draft_id, revision, subject, html, text, eml, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (draft_id, content.revision, content.title, content.html, content.text, content.eml,
+             time.time()),
+        )
+        folder = self._draft_folder(content.slug)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in (("email.html", content.html.encode("utf-8")),
+                           ("email.txt", content.text.encode("utf-8")),
+                           ("email.eml", content.eml)):
+            staging = folder / f".{name}.tmp"
+            staging.write_bytes(data)
+            staging.replace(folder / name)
+        return PushResult(
+            remote_id=f"local-{draft_id}",
+            url=(folder / "email.html").resolve().as_uri(),
+            created=previous is None or previous.remote_id is None,
+            pushed_body=content.revision,
+        )

@@ -1,0 +1,103 @@
+"""The newsletter's state database: drafts pushed, their revisions, uploads, and send ledgers.
+
+One SQLite file (`.publish/state.db`, in WAL mode). Its schema is versioned with
+`PRAGMA user_version` and marked with an application id, so a foreign file or one from a
+newer publish is refused with a clear message instead of being reset; an older schema is
+migrated forward after a backup copy is made beside it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+from .errors import PublishError
+
+APPLICATION_ID = 0x5075626C  # "Publ"
+DB_NAME = "state.db"
+
+# Each entry migrates from version (index) to version (index + 1).
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE drafts (
+        id INTEGER PRIMARY KEY,
+        issue TEXT NOT NULL,              -- issue path relative to the newsletter folder
+        service TEXT NOT NULL,
+        remote_id TEXT,                   -- NULL while a create is in flight
+        url TEXT NOT NULL DEFAULT '',
+        title TEXT NOT NULL DEFAULT '',
+        revision TEXT NOT NULL DEFAULT '', -- hash of the email as rendered (html, text, subject)
+        pushed_body TEXT NOT NULL DEFAULT '', -- hash of what the service holds after our push
+        source_hash TEXT NOT NULL DEFAULT '', -- hash of the Markdown file at push time
+        status TEXT NOT NULL DEFAULT 'draft', -- draft | creating | sent
+        pushed_at REAL,
+        UNIQUE (issue, service)
+    );
+    CREATE TABLE draft_revisions (
+        id INTEGER PRIMARY KEY,
+        draft_id INTEGER NOT NULL REFERENCES drafts(id),
+        revision TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        html TEXT NOT NULL,
+        text TEXT NOT NULL,
+        eml BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE uploads (
+        service TEXT NOT NULL,
+        target TEXT NOT NULL,             -- the publication the image was uploaded to
+        sha256 TEXT NOT NULL,
+        url TEXT NOT NULL,
+        width INTEGER,
+        height INTEGER,
+        bytes INTEGER,
+        PRIMARY KEY (service, target, sha256)
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(state_dir: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the state database, migrated to the current schema."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / DB_NAME
+    existed = path.exists() and path.stat().st_size > 0
+    try:
+        db = sqlite3.connect(path, timeout=10, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise PublishError(f"not a publish state database ({exc}); move it aside", path) from None
+    if existed and app_id != APPLICATION_ID:
+        db.close()
+        raise PublishError("not a publish state database (foreign SQLite file); move it aside",
+                           path)
+    if version > SCHEMA_VERSION:
+        db.close()
+        raise PublishError(
+            f"made by a newer publish (schema {version}, this one knows {SCHEMA_VERSION}); "
+            "upgrade publish", path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    if version < SCHEMA_VERSION:
+        if existed:
+            backup = path.with_name(f"{DB_NAME}.v{version}-{int(time.time())}.bak")
+            db.execute("PRAGMA wal_checkpoint(FULL)")
+            shutil.copy2(path, backup)
+        try:
+            db.executescript(
+                "BEGIN IMMEDIATE;"
+                + "".join(MIGRATIONS[version:])
+                + f"PRAGMA application_id={APPLICATION_ID};"
+                + f"PRAGMA user_version={SCHEMA_VERSION};"
+                + "COMMIT;"
+            )
+        except sqlite3.DatabaseError as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise PublishError(f"cannot migrate the state database: {exc}", path) from None
+    return db
