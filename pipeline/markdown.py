@@ -37,6 +37,8 @@ def _lexer(lang: str):
 def highlight(code: str, lang: str, _attrs: object = None) -> str:
     """A `<pre>` with inline-styled spans, or plain escaped code for unknown languages."""
     lexer = _lexer(lang) if lang else None
+    language = re.sub(r"[^a-z0-9+#-]", "", lang.strip().split()[0].lower()) if lang.strip() else ""
+    code_open = f'<code class="language-{language}">' if language else "<code>"
     if lexer is None:
         body = html.escape(code)
     else:
@@ -45,7 +47,7 @@ def highlight(code: str, lang: str, _attrs: object = None) -> str:
 
         formatter = HtmlFormatter(nowrap=True, noclasses=True, style="friendly")
         body = pyg_highlight(code, lexer, formatter)
-    return f'<pre style="{CODE_STYLE}"><code>{body}</code></pre>\n'
+    return f'<pre style="{CODE_STYLE}">{code_open}{body}</code></pre>\n'
 
 
 @lru_cache(maxsize=1)

@@ -35,10 +35,24 @@ class Settings:
     state_dir: str = ".publish"
     build_dir: str = "build"
     templates_dir: str = "email_templates"
+    # Substack: the publication (https://NAME.substack.com), the account host, the author.
+    substack_publication_url: str = ""
+    substack_api_url: str = "https://substack.com"
+    substack_user_id: str = ""
+    substack_audience: str = "everyone"
+    http_timeout: str = "30"
 
     @property
     def state_path(self) -> Path:
         return self.root / self.state_dir
+
+    @property
+    def http_timeout_seconds(self) -> float:
+        try:
+            return max(0.1, float(self.http_timeout))
+        except ValueError:
+            raise InputError(f"setting 'http_timeout' must be a number of seconds, "
+                             f"not {self.http_timeout!r}") from None
 
     @property
     def sender_address(self) -> str:
@@ -90,9 +104,9 @@ def load(root: Path | None = None, env: dict[str, str] | None = None) -> Setting
             raise InputError(
                 f"unknown setting '{key}' (known: {', '.join(sorted(_FILE_KEYS))})", path
             )
-        if not isinstance(value, str):
-            raise InputError(f"setting '{key}' must be a string", path)
-        values[key] = value
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise InputError(f"setting '{key}' must be text", path)
+        values[key] = str(value)
     for key in _FILE_KEYS:
         env_value = env.get(f"PUBLISH_{key.upper()}")
         if env_value is not None:

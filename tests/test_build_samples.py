@@ -80,8 +80,8 @@ def test_each_embed_kind_becomes_a_linked_card(sample):
             "https://huggingface.co/spaces/pixels-and-prose/sketch-to-picture",
             "https://letterforms.substack.com/subscribe",
             # the poster, then the front matter's media_thumbnails entry
-            "https://pixels-and-prose.example/assets/2025-01/okafor-poster.jpg",
-            "https://pixels-and-prose.example/assets/2025-01/latent-walk.jpg",
+            "https://pixels-and-prose.example/assets/2025-01/okafor-poster.png",
+            "https://pixels-and-prose.example/assets/2025-01/latent-walk.png",
         ):
             assert url in html
         assert "▶ A latent walk between two prompts, eight steps per frame: https://" in text

@@ -1,0 +1,255 @@
+"""A Substack-compatible API on loopback, as strict as the real one is reported to be.
+
+It rejects a missing cookie, an HTML body, bylines given as bare ids, and node types or
+marks that Substack's editor does not know. Faults can be queued per route to test
+retries: a status with headers, or a slow answer that still carries the request out.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+SID = "s%3Atest-session.signature"
+USER_ID = 4242
+
+NODE_TYPES = {
+    "doc", "paragraph", "text", "heading", "blockquote", "bullet_list", "ordered_list",
+    "list_item", "horizontal_rule", "hard_break", "highlighted_code_block", "captionedImage",
+    "image2", "caption", "youtube2", "subscribeWidget", "ctaCaption", "footnoteAnchor",
+    "footnote", "button", "paywall",
+}
+MARK_TYPES = {"strong", "em", "code", "strikethrough", "link", "superscript", "subscript"}
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    return None
+
+
+def check_node(node, path="doc") -> str | None:
+    """The first reason the editor would choke on this node, or None."""
+    if not isinstance(node, dict):
+        return f"not a node at {path}: {node!r}"
+    if node.get("type") not in NODE_TYPES:
+        return f"unknown node type at {path}: {node.get('type')}"
+    if node["type"] == "text":
+        if not isinstance(node.get("text"), str) or not node["text"]:
+            return f"empty text node at {path}"
+        for mark in node.get("marks", []):
+            if mark.get("type") not in MARK_TYPES:
+                return f"unknown mark at {path}: {mark.get('type')}"
+            if mark["type"] == "link" and not mark.get("attrs", {}).get("href"):
+                return f"link without href at {path}"
+    if node["type"] == "image2" and not str(node.get("attrs", {}).get("src", "")).startswith(
+            "http"):
+        return f"image2 without an uploaded src at {path}"
+    for i, child in enumerate(node.get("content", [])):
+        problem = check_node(child, f"{path}.{node['type']}[{i}]")
+        if problem:
+            return problem
+    return None
+
+
+@dataclass
+class Fault:
+    method: str
+    path: str  # a regex matched against the request path
+    status: int = 0  # 0: answer normally after `delay`
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class FakeSubstack:
+    """Run with `with FakeSubstack() as server:`; `server.url` is its base URL."""
+
+    def __init__(self):
+        self.drafts: dict[int, dict] = {}
+        self.images: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.faults: list[Fault] = []
+        self.published: list[int] = []
+        self.lock = threading.Lock()
+        self.next_id = 1000
+        self.cookies_seen: list[str] = []
+        handler = self._handler()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def count(self, method: str, pattern: str) -> int:
+        return sum(1 for m, p in self.requests if m == method and re.fullmatch(pattern, p))
+
+    def edit(self, draft_id: int, **fields) -> None:
+        """Change a draft as someone in Substack's editor would."""
+        with self.lock:
+            self.drafts[draft_id].update(fields)
+
+    # request handling ------------------------------------------------------------
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.method == method and re.fullmatch(fault.path, path):
+                    self.faults.remove(fault)
+                    return fault
+        return None
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body, headers=None):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    return json.loads(raw or b"null")
+                except ValueError:
+                    return raw.decode("latin-1")
+
+            def _route(self, method):
+                parts = urlsplit(self.path)
+                path = parts.path
+                with server.lock:
+                    server.requests.append((method, path))
+                    server.cookies_seen.append(self.headers.get("Cookie", ""))
+                body = self._body() if method in {"POST", "PUT"} else None
+                fault = server._take_fault(method, path)
+                if fault and fault.status:
+                    return self._send(fault.status, {"errors": [{"msg": "injected fault"}]},
+                                      fault.headers)
+                if f"substack.sid={SID}" not in self.headers.get("Cookie", "").replace(
+                        "substack.sid=s:", "substack.sid=s%3A"):
+                    return self._send(401, {"errors": [{"msg": "Not authorized"}]})
+                status, reply = server.dispatch(method, path, parse_qs(parts.query), body)
+                if fault and fault.delay:
+                    time.sleep(fault.delay)  # carried out, answered too late
+                return self._send(status, reply)
+
+            def do_GET(self):
+                self._route("GET")
+
+            def do_POST(self):
+                self._route("POST")
+
+            def do_PUT(self):
+                self._route("PUT")
+
+        return Handler
+
+    def dispatch(self, method, path, query, body):
+        if method == "GET" and path == "/api/v1/user/profile/self":
+            return 200, {"id": USER_ID, "name": "Test Author"}
+        if method == "POST" and path == "/api/v1/image":
+            return self._image(body)
+        if path == "/api/v1/drafts":
+            if method == "POST":
+                return self._save(None, body)
+            if method == "GET":
+                offset = int(query.get("offset", ["0"])[0])
+                limit = int(query.get("limit", ["25"])[0])
+                with self.lock:
+                    posts = [d for d in self.drafts.values() if not d["is_published"]]
+                return 200, posts[offset:offset + limit]
+        match = re.fullmatch(r"/api/v1/drafts/(\d+)(/prepublish|/publish)?", path)
+        if match:
+            draft_id = int(match.group(1))
+            if draft_id not in self.drafts:
+                return 404, {"errors": [{"msg": "Post not found"}]}
+            action = match.group(2)
+            if method == "GET" and not action:
+                return 200, self.drafts[draft_id]
+            if method == "PUT" and not action:
+                return self._save(draft_id, body)
+            if method == "GET" and action == "/prepublish":
+                return 200, {"errors": []}
+            if method == "POST" and action == "/publish":
+                with self.lock:
+                    draft = self.drafts[draft_id]
+                    if draft["is_published"]:
+                        return 400, {"errors": [{"msg": "Post is already published"}]}
+                    draft["is_published"] = True
+                    draft["post_date"] = "2025-01-15T10:00:00.000Z"
+                    self.published.append(draft_id)
+                return 200, draft
+        return 404, {"error": "Not found"}
+
+    def _image(self, body):
+        uri = body.get("image", "") if isinstance(body, dict) else ""
+        match = re.fullmatch(r"data:(image/[a-z]+);base64,(.+)", uri, re.S)
+        if not match:
+            return 400, {"errors": [{"param": "image", "msg": "Invalid value"}]}
+        data = base64.b64decode(match.group(2))
+        size = png_size(data)
+        if size is None:
+            return 400, {"errors": [{"param": "image", "msg": "Failed to process image"}]}
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        with self.lock:
+            self.images[digest] = data
+        return 200, {"id": len(self.images), "url": f"https://substack-post-media.example/{digest}.png",
+                     "imageWidth": size[0], "imageHeight": size[1], "bytes": len(data),
+                     "contentType": match.group(1)}
+
+    def _save(self, draft_id, body):
+        if not isinstance(body, dict):
+            return 400, {"errors": [{"msg": "Invalid JSON"}]}
+        bylines = body.get("draft_bylines")
+        if not isinstance(bylines, list) or not bylines:
+            return 400, {"errors": [{"param": "draft_bylines", "msg": "Invalid value"}]}
+        for i, byline in enumerate(bylines):
+            if not isinstance(byline, dict) or byline.get("id") != USER_ID \
+                    or not isinstance(byline.get("is_guest"), bool):
+                return 400, {"errors": [{"param": f"draft_bylines[{i}].id",
+                                         "msg": "Invalid value"}]}
+        raw = body.get("draft_body")
+        if not isinstance(raw, str) or raw.lstrip().startswith("<"):
+            return 400, {"errors": [{"param": "draft_body", "msg": "Invalid value"}]}
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return 400, {"errors": [{"param": "draft_body", "msg": "Invalid JSON"}]}
+        problem = check_node(doc)
+        if problem or doc.get("type") != "doc":
+            return 400, {"errors": [{"param": "draft_body", "msg": problem or "not a doc"}]}
+        with self.lock:
+            if draft_id is None:
+                self.next_id += 1
+                draft_id = self.next_id
+                self.drafts[draft_id] = {"id": draft_id, "is_published": False,
+                                         "post_date": None}
+            draft = self.drafts[draft_id]
+            draft.update({key: body[key] for key in ("draft_title", "draft_subtitle",
+                                                     "audience") if key in body})
+            # Stored re-serialised, as a real server would: key order and spacing change.
+            draft["draft_body"] = json.dumps(doc, sort_keys=True)
+            draft["draft_bylines"] = bylines
+            return 200, dict(draft)
