@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import embeds, markdown, message, plaintext, render, templates, tidy
+from . import embeds, markdown, message, plaintext, render, templates, tidy, unsubscribe
 from . import issue as issue_mod
 from .errors import InputError
 from .issue import Issue
@@ -30,6 +30,7 @@ class Built:
     text: str
     cards: list[embeds.Card]
     images: int
+    preview_values: dict[str, str]
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -59,14 +60,13 @@ class BuildResult:
         }
 
 
-def preview_values(settings: Settings) -> dict[str, str]:
+def preview_values(settings: Settings, strings: dict[str, str]) -> dict[str, str]:
     """Token values for the built files, which are read by the editor, not a subscriber."""
     return {
-        "unsubscribe_url": settings.unsubscribe_url.format(
-            base_url=settings.base_url, token="", email=""
-        ),
+        "unsubscribe_url": unsubscribe.url(settings.unsubscribe_url, settings.base_url,
+                                           settings.sender_address, "preview"),
         "email": settings.sender_address,
-        "name": "",
+        "name": strings["name_fallback"],
     }
 
 
@@ -108,7 +108,7 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     text_body = plaintext.from_html(tidied.html, strings)
     email = render.render(issue, tidied.html, text_body, settings, folder, strings, lang)
     warnings = [*issue.warnings, *swapped.warnings, *tidied.warnings, *email.warnings]
-    values = preview_values(settings)
+    values = preview_values(settings, strings)
     built = Built(
         issue,
         email,
@@ -117,6 +117,7 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
         text=render.personalize(email.text, values, escape=False),
         cards=swapped.cards,
         images=tidied.images,
+        preview_values=values,
         warnings=warnings,
     )
     if built.html_bytes > render.GMAIL_CLIP_BYTES:
@@ -129,15 +130,13 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
 
 def write_outputs(built: Built, settings: Settings, out_dir: Path) -> dict[str, Path]:
     """Write the three files into a fresh folder beside `out_dir`, then swap it in whole."""
-    values = preview_values(settings)
-    eml = message.build(
-        built.email,
-        sender=settings.sender,
-        to=settings.sender,
-        values=values,
-        list_name=settings.name,
+    template = message.MessageTemplate(
+        built.email, sender=settings.sender, list_name=settings.name,
         unsubscribe_mailto=settings.unsubscribe_mailto,
+        name_fallback=built.preview_values["name"],
     )
+    eml = template.render(message.Recipient(settings.sender_address),
+                          built.preview_values["unsubscribe_url"])
     contents = {
         "email.html": built.html.encode("utf-8"),
         "email.txt": built.text.encode("utf-8"),

@@ -1,17 +1,24 @@
-"""MIME messages: multipart/alternative (text + HTML), UTF-8, with the headers bulk mail needs."""
+"""MIME messages: multipart/alternative (text + HTML), UTF-8, with the headers bulk mail needs.
+
+`MessageTemplate` does the expensive work once per issue; `render` then fills in one
+recipient's values and headers in microseconds, so sending never re-renders an email.
+"""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import re
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid, parseaddr
+import secrets
+from dataclasses import dataclass
+from email.header import Header
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 
 from .errors import InputError
 from .render import Email, personalize
 
-_UNSAFE_HEADER = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_UNSAFE_HEADER = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029\x85]")
+_ADDRESS = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[^@\s<>\"(),;:\\\[\]]+$")
 
 
 def safe_header(value: str, what: str) -> str:
@@ -21,52 +28,92 @@ def safe_header(value: str, what: str) -> str:
     return value
 
 
+def encode_header(value: str) -> str:
+    if value.isascii():
+        return value
+    return Header(value, "utf-8", maxlinelen=10_000).encode(linesep="\r\n")
+
+
+def mailbox(name: str, address: str, what: str) -> str:
+    """`Name <address>` for a header, encoded when the name is not ASCII; checked first."""
+    safe_header(name, f"{what} name")
+    safe_header(address, f"{what} address")
+    if not _ADDRESS.match(address):
+        raise InputError(f"{what} '{address}' is not an email address")
+    return formataddr((name, address), charset="utf-8") if name else address
+
+
 def list_id(name: str, sender_address: str) -> str:
     domain = sender_address.rpartition("@")[2] or "localhost"
     label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "newsletter"
-    return f"{safe_header(name, 'newsletter name')} <{label}.{domain}>"
+    return f"{encode_header(safe_header(name, 'newsletter name'))} <{label}.{domain}>"
 
 
-def build(
-    email: Email,
-    *,
-    sender: str,
-    to: str,
-    values: dict[str, str],
-    list_name: str,
-    unsubscribe_mailto: str = "",
-    message_id: str | None = None,
-    date=None,
-    subject_prefix: str = "",
-) -> bytes:
-    """One complete message for one recipient; `values` fill the %%token%% placeholders."""
-    import datetime as dt
+def _b64_lines(text: str) -> str:
+    return base64.encodebytes(text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
 
-    sender_name, sender_address = parseaddr(safe_header(sender, "sender"))
-    if "@" not in sender_address:
-        raise InputError(f"sender '{sender}' has no email address (setting 'sender')")
-    to_name, to_address = parseaddr(safe_header(to, "recipient"))
-    if "@" not in to_address:
-        raise InputError(f"recipient '{to}' is not an email address")
 
-    msg = EmailMessage(policy=SMTP)
-    msg["Subject"] = safe_header(subject_prefix + email.subject, "subject")
-    msg["From"] = Address(sender_name, addr_spec=sender_address)
-    msg["To"] = Address(safe_header(to_name, "recipient name"), addr_spec=to_address)
-    msg["Date"] = format_datetime(date or dt.datetime.now(dt.UTC))
-    msg["Message-ID"] = message_id or make_msgid(domain=sender_address.rpartition("@")[2])
-    unsubscribe = values.get("unsubscribe_url", "")
-    targets = []
-    if unsubscribe.startswith("https://"):
-        targets.append(f"<{safe_header(unsubscribe, 'unsubscribe URL')}>")
-    if unsubscribe_mailto:
-        targets.append(f"<mailto:{safe_header(unsubscribe_mailto, 'unsubscribe address')}>")
-    if targets:
-        msg["List-Unsubscribe"] = ", ".join(targets)
-    if unsubscribe.startswith("https://"):
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["List-Id"] = list_id(list_name, sender_address)
-    msg.set_content(personalize(email.text, values, escape=False), charset="utf-8")
-    msg.add_alternative(personalize(email.html, values, escape=True), subtype="html",
-                        charset="utf-8")
-    return msg.as_bytes()
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str = ""
+
+
+class MessageTemplate:
+    """An issue's email ready to be addressed: one call to `render` per recipient."""
+
+    def __init__(self, email: Email, *, sender: str, list_name: str,
+                 unsubscribe_mailto: str = "", subject_prefix: str = "", name_fallback: str = ""):
+        sender_name, sender_address = parseaddr(safe_header(sender, "sender"))
+        if "@" not in sender_address:
+            raise InputError(f"sender '{sender}' has no email address (setting 'sender')")
+        self.email = email
+        self.sender = mailbox(sender_name, sender_address, "sender")
+        self.domain = sender_address.rpartition("@")[2]
+        self.subject = encode_header(safe_header(subject_prefix + email.subject, "subject"))
+        self.list_id = list_id(list_name, sender_address)
+        self.mailto = safe_header(unsubscribe_mailto, "unsubscribe address")
+        self.name_fallback = name_fallback
+        self.boundary = f"=_publish_{secrets.token_hex(12)}"
+
+    def render(self, recipient: Recipient, unsubscribe_url: str, *,
+               message_id: str | None = None, date: dt.datetime | None = None) -> bytes:
+        """The complete message for one recipient, CRLF line endings, base64 bodies."""
+        to = mailbox(recipient.name, recipient.email, "recipient")
+        values = {
+            "unsubscribe_url": safe_header(unsubscribe_url, "unsubscribe URL"),
+            "email": recipient.email,
+            "name": recipient.name or self.name_fallback,
+        }
+        targets = []
+        if unsubscribe_url.startswith("https://"):
+            targets.append(f"<{unsubscribe_url}>")
+        if self.mailto:
+            targets.append(f"<mailto:{self.mailto}>")
+        headers = [
+            f"From: {self.sender}",
+            f"To: {to}",
+            f"Subject: {self.subject}",
+            f"Date: {format_datetime(date or dt.datetime.now(dt.UTC))}",
+            f"Message-ID: {message_id or make_msgid(domain=self.domain)}",
+            "MIME-Version: 1.0",
+        ]
+        if targets:
+            headers.append(f"List-Unsubscribe: {', '.join(targets)}")
+        if unsubscribe_url.startswith("https://"):
+            headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+        headers += [
+            f"List-Id: {self.list_id}",
+            f'Content-Type: multipart/alternative; boundary="{self.boundary}"',
+        ]
+        text = personalize(self.email.text, values, escape=False)
+        html = personalize(self.email.html, values, escape=True)
+        parts = []
+        for subtype, body in (("plain", text), ("html", html)):
+            parts.append(
+                f"--{self.boundary}\r\n"
+                f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+                "Content-Transfer-Encoding: base64\r\n\r\n" + _b64_lines(body)
+            )
+        return ("\r\n".join(headers) + "\r\n\r\n" + "".join(parts)
+                + f"--{self.boundary}--\r\n").encode("ascii")

@@ -276,6 +276,7 @@ def render_text(issue: Issue, context: dict, body: str, s: dict[str, str]) -> st
     for key in ("subtitle", "byline", "credits"):
         if context[key]:
             lines.append(_strip_tags(context[key]))
+    lines.append(s["greeting"])
     lines.append(body.strip())
     lines.append(
         "-- \n"

@@ -27,7 +27,7 @@ class Settings:
     web_url: str = ""
     # Turns an author handle into a link; `{user}` is filled in. Empty: no link.
     profile_url: str = ""
-    unsubscribe_url: str = "{base_url}unsubscribe"
+    unsubscribe_url: str = "{base_url}unsubscribe?token={token}"
     unsubscribe_mailto: str = ""
     postal_address: str = "Postal address not set (publish.toml: postal_address)"
     language: str = "en"

@@ -175,7 +175,7 @@ def test_eml_is_a_complete_multipart_alternative_message(sample):
     assert str(msg["Subject"]) == sample.built.issue.title
     assert msg["From"].addresses[0].addr_spec == "letters@pixels-and-prose.example"
     assert msg["Date"] and msg["Message-ID"].startswith("<")
-    assert msg["List-Unsubscribe"] == "<https://pixels-and-prose.example/unsubscribe>"
+    assert msg["List-Unsubscribe"] == "<https://pixels-and-prose.example/unsubscribe?token=preview>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["List-Id"]
     text_part, html_part = msg.iter_parts()
