@@ -62,10 +62,12 @@ def content_for(result: build.BuildResult, settings: Settings) -> DraftContent:
         subtitle=built.issue.subtitle,
         lang=email.lang,
         fragment=built.fragment,
-        html=built.html,
-        text=built.text,
+        html=email.html,
+        text=email.text,
+        preview_html=built.html,
+        preview_text=built.text,
         eml=result.files["email.eml"].read_bytes(),
-        revision=sha256("\0".join((email.subject, built.html, built.text))),
+        revision=sha256("\0".join((email.subject, email.html, email.text))),
         source_hash=sha256(built.issue.path.read_bytes()),
     )
 
@@ -80,8 +82,8 @@ def _record(db, issue: str, service: str) -> DraftRecord | None:
 def push(path: str | Path, settings: Settings, service_name: str | None = None,
          *, force: bool = False) -> DraftOutcome:
     """Build the issue and push it as a draft; update the existing draft when there is one."""
-    name = service_name or settings.service
-    services.service_class(name)  # an unknown name fails before anything is built
+    # An unknown name fails before anything is built; smtp keeps its drafts locally.
+    name = services.service_class(service_name or settings.service).draft_store
     db = state.connect(settings.state_path)
     try:
         service = services.get(name, settings, db)  # checks its settings and secrets

@@ -41,6 +41,13 @@ class Settings:
     substack_user_id: str = ""
     substack_audience: str = "everyone"
     http_timeout: str = "30"
+    # Sending: the local service's Maildir, and the SMTP relay (password: SMTP_PASSWORD).
+    outbox_dir: str = "outbox"
+    smtp_host: str = "localhost"
+    smtp_port: str = "587"
+    smtp_security: str = "starttls"  # starttls | ssl | none
+    smtp_username: str = ""
+    retry_backoff: str = "1"  # seconds before the first retry of a temporary failure
 
     @property
     def state_path(self) -> Path:
@@ -48,11 +55,15 @@ class Settings:
 
     @property
     def http_timeout_seconds(self) -> float:
+        return max(0.1, self.number("http_timeout"))
+
+    def number(self, key: str) -> float:
+        """A numeric setting, with a clear error when it is not a number."""
+        value = getattr(self, key)
         try:
-            return max(0.1, float(self.http_timeout))
+            return float(value)
         except ValueError:
-            raise InputError(f"setting 'http_timeout' must be a number of seconds, "
-                             f"not {self.http_timeout!r}") from None
+            raise InputError(f"setting '{key}' must be a number, not {value!r}") from None
 
     @property
     def sender_address(self) -> str:
@@ -62,6 +73,14 @@ class Settings:
 
 
 _FILE_KEYS = {f.name for f in fields(Settings)} - {"root"}
+# Environment variables that other tools already use for the same thing.
+ALIASES = {
+    "SMTP_HOST": "smtp_host",
+    "SMTP_PORT": "smtp_port",
+    "SUBSTACK_PUBLICATION_URL": "substack_publication_url",
+    "SUBSTACK_API_URL": "substack_api_url",
+    "SUBSTACK_USER_ID": "substack_user_id",
+}
 
 
 def find_root(start: Path) -> Path:
@@ -107,6 +126,9 @@ def load(root: Path | None = None, env: dict[str, str] | None = None) -> Setting
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise InputError(f"setting '{key}' must be text", path)
         values[key] = str(value)
+    for variable, key in ALIASES.items():
+        if env.get(variable):
+            values[key] = env[variable]
     for key in _FILE_KEYS:
         env_value = env.get(f"PUBLISH_{key.upper()}")
         if env_value is not None:

@@ -56,6 +56,39 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (service, target, sha256)
     );
     """,
+    """
+    CREATE TABLE sends (
+        id INTEGER PRIMARY KEY,
+        issue TEXT NOT NULL,
+        service TEXT NOT NULL,
+        audience TEXT NOT NULL,           -- the subscriber list, or the service's own audience
+        revision TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        html TEXT NOT NULL,               -- the content, frozen when the send starts
+        text TEXT NOT NULL,
+        status TEXT NOT NULL,             -- sending | interrupted | done
+        total INTEGER NOT NULL DEFAULT 0,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        lock_pid INTEGER,
+        lock_host TEXT,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE recipients (
+        id INTEGER PRIMARY KEY,
+        send_id INTEGER NOT NULL REFERENCES sends(id),
+        key TEXT NOT NULL,                -- the address in lower case
+        email TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,              -- pending | sending | sent | failed | in_doubt | skipped
+        reason TEXT NOT NULL DEFAULT '',  -- why skipped, or the server's last answer
+        attempts INTEGER NOT NULL DEFAULT 0,
+        message_id TEXT,
+        updated_at REAL,
+        UNIQUE (send_id, key)
+    );
+    CREATE INDEX recipients_by_state ON recipients (send_id, state, id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -82,6 +115,7 @@ def connect(state_dir: Path) -> sqlite3.Connection:
             f"made by a newer publish (schema {version}, this one knows {SCHEMA_VERSION}); "
             "upgrade publish", path)
     db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps every commit across a process crash
     db.execute("PRAGMA foreign_keys=ON")
     if version < SCHEMA_VERSION:
         if existed:

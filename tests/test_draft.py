@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -39,7 +40,8 @@ def substack(monkeypatch):
 
 
 def _settings(folder, **env):
-    return settings.load(folder, env={f"PUBLISH_{k.upper()}": v for k, v in env.items()})
+    overrides = {f"PUBLISH_{k.upper()}": v for k, v in env.items()}
+    return settings.load(folder, env={**os.environ, **overrides})
 
 
 def _edit(path, old, new):
@@ -104,7 +106,7 @@ def test_unknown_service_is_one_clear_line(letter):
     result = run_publish("draft", EN, "--service", "carrier-pigeon", cwd=letter)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: unknown service 'carrier-pigeon' (known: local, substack)")
+        "error: unknown service 'carrier-pigeon' (known: local, smtp, substack)")
     assert not (letter / "build").exists()
 
 

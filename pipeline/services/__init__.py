@@ -17,6 +17,7 @@ from ..settings import Settings
 SERVICES = {
     "local": "pipeline.services.local:LocalService",
     "substack": "pipeline.services.substack:SubstackService",
+    "smtp": "pipeline.services.smtp:SmtpService",
 }
 
 
@@ -30,8 +31,10 @@ class DraftContent:
     subtitle: str
     lang: str
     fragment: str  # the email-safe body, for services that convert it to their own format
-    html: str
+    html: str  # the email with %%token%% placeholders, as it will be personalised
     text: str
+    preview_html: str  # the same with preview values, for people to look at
+    preview_text: str
     eml: bytes
     revision: str  # hash of subject, html and text
     source_hash: str  # hash of the Markdown file

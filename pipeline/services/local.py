@@ -7,11 +7,20 @@ import time
 from pathlib import Path
 
 from ..settings import Settings
+from ..transports import MaildirTransport
 from . import DraftContent, DraftRecord, PushResult
 
 
 class LocalService:
+    """Drafts in the state database; each message delivered into a Maildir outbox."""
+
     name = "local"
+    # Where this service's drafts are kept: per-recipient services share the local store.
+    draft_store = "local"
+    per_recipient = True
+
+    def transport(self) -> MaildirTransport:
+        return MaildirTransport(self.settings.root / self.settings.outbox_dir)
 
     def __init__(self, settings: Settings, db: sqlite3.Connection):
         self.settings = settings
@@ -36,8 +45,8 @@ class LocalService:
         )
         folder = self._draft_folder(content.slug)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, data in (("email.html", content.html.encode("utf-8")),
-                           ("email.txt", content.text.encode("utf-8")),
+        for name, data in (("email.html", content.preview_html.encode("utf-8")),
+                           ("email.txt", content.preview_text.encode("utf-8")),
                            ("email.eml", content.eml)):
             staging = folder / f".{name}.tmp"
             staging.write_bytes(data)

@@ -48,6 +48,8 @@ def _image_type(data: bytes) -> str | None:
 
 class SubstackService:
     name = "substack"
+    draft_store = "substack"
+    per_recipient = False  # Substack sends to its own subscribers
 
     def __init__(self, settings: Settings, db: sqlite3.Connection,
                  env: dict[str, str] | None = None):
@@ -58,8 +60,7 @@ class SubstackService:
         if not sid:
             raise InputError("SUBSTACK_SID is not set: copy the substack.sid cookie of a "
                              "logged-in browser session into that environment variable")
-        publication = (env.get("SUBSTACK_PUBLICATION_URL")
-                       or settings.substack_publication_url).strip().rstrip("/")
+        publication = settings.substack_publication_url.strip().rstrip("/")
         if not publication:
             raise InputError("no Substack publication: set substack_publication_url in "
                              "publish.toml or SUBSTACK_PUBLICATION_URL")
@@ -70,11 +71,11 @@ class SubstackService:
         timeout = settings.http_timeout_seconds
         self.api = Client(f"{publication}/api/v1", headers={"Cookie": f"substack.sid={cookie}"},
                           timeout=timeout, auth_message=AUTH_HINT)
-        account = (env.get("SUBSTACK_API_URL") or settings.substack_api_url).rstrip("/")
+        account = settings.substack_api_url.rstrip("/")
         self.account_api = Client(f"{account}/api/v1",
                                   headers={"Cookie": f"substack.sid={cookie}"},
                                   timeout=timeout, auth_message=AUTH_HINT)
-        self.user_id = (env.get("SUBSTACK_USER_ID") or settings.substack_user_id).strip()
+        self.user_id = settings.substack_user_id.strip()
 
     # the draft -----------------------------------------------------------------
     def _author_id(self) -> int:

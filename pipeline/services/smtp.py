@@ -1,0 +1,29 @@
+"""The `smtp` service: the newsletter's own subscriber list through any SMTP relay.
+
+Drafts are kept locally (as with the `local` service); sending goes through the relay in
+`smtp_host`/`smtp_port` (or SMTP_HOST/SMTP_PORT), password from SMTP_PASSWORD only.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import InputError
+from ..transports import SmtpTransport
+from .local import LocalService
+
+
+class SmtpService(LocalService):
+    name = "smtp"
+
+    def transport(self) -> SmtpTransport:
+        s = self.settings
+        if s.smtp_security not in {"starttls", "ssl", "none"}:
+            raise InputError(f"smtp_security must be starttls, ssl or none, not "
+                             f"{s.smtp_security!r}")
+        password = os.environ.get("SMTP_PASSWORD", "")
+        if s.smtp_username and not password:
+            raise InputError("smtp_username is set but SMTP_PASSWORD is not")
+        return SmtpTransport(s.smtp_host, int(s.number("smtp_port")), security=s.smtp_security,
+                             username=s.smtp_username, password=password,
+                             timeout=s.http_timeout_seconds)

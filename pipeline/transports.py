@@ -1,0 +1,157 @@
+"""Delivering one message at a time: into a Maildir outbox, or over SMTP.
+
+Each failure says what is known about the message, because the send ledger depends on it:
+`Temporary` and `Rejected` mean the server did not take it; `InDoubt` means it may have;
+`Fatal` stops the whole send (bad credentials, a server that stays down).
+"""
+
+from __future__ import annotations
+
+import mailbox
+import smtplib
+import socket
+import ssl
+from pathlib import Path
+from typing import Protocol
+
+
+class DeliveryError(Exception):
+    def __init__(self, response: str):
+        super().__init__(response)
+        self.response = response
+
+
+class Temporary(DeliveryError):
+    """Not delivered; worth trying again later (4xx, a connection lost before DATA)."""
+
+
+class Rejected(DeliveryError):
+    """Not delivered, and trying again will not help (5xx)."""
+
+
+class InDoubt(DeliveryError):
+    """The connection dropped during DATA: the server may or may not have the message."""
+
+
+class Fatal(DeliveryError):
+    """Nothing more can be sent now (authentication failed, the server is unreachable)."""
+
+
+class Transport(Protocol):
+    def deliver(self, sender: str, recipient: str, data: bytes) -> str:
+        """Deliver one message; the server's answer, or one of the errors above."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MaildirTransport:
+    """The local outbox: a Maildir any mail client can open. Writes are atomic (tmp -> new)."""
+
+    def __init__(self, folder: Path):
+        self.box = mailbox.Maildir(folder, create=True)
+
+    def deliver(self, sender: str, recipient: str, data: bytes) -> str:
+        try:
+            key = self.box.add(data)
+        except OSError as exc:
+            raise Fatal(f"cannot write to the outbox: {exc.strerror}") from None
+        return f"stored {key}"
+
+    def close(self) -> None:
+        pass
+
+
+class SmtpTransport:
+    """One reused SMTP connection; reconnects when the server closes it."""
+
+    def __init__(self, host: str, port: int, *, security: str = "starttls", username: str = "",
+                 password: str = "", timeout: float = 30.0, local_hostname: str | None = None):
+        self.host, self.port, self.security = host, port, security
+        self.username, self.password, self.timeout = username, password, timeout
+        self.local_hostname = local_hostname
+        self.conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        try:
+            if self.security == "ssl":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=context,
+                    local_hostname=self.local_hostname)
+            else:
+                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
+                                    local_hostname=self.local_hostname)
+                if self.security == "starttls":
+                    conn.starttls(context=context)
+            if self.username:
+                conn.login(self.username, self.password)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise Fatal(f"SMTP login refused ({exc.smtp_code}); check smtp_username and "
+                        "SMTP_PASSWORD") from None
+        except smtplib.SMTPNotSupportedError:
+            raise Fatal(f"{self.host}:{self.port} does not offer STARTTLS; set smtp_security "
+                        "to 'ssl' or 'none'") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise Temporary(f"cannot connect to {self.host}:{self.port}: {reason}") from None
+        return conn
+
+    def deliver(self, sender: str, recipient: str, data: bytes) -> str:
+        if self.conn is None:
+            self.conn = self._connect()
+        conn = self.conn
+        try:
+            code, reply = conn.mail(sender)
+            if code != 250:
+                raise self._refusal(code, reply, "MAIL FROM")
+            code, reply = conn.rcpt(recipient)
+            if code not in (250, 251):
+                raise self._refusal(code, reply, "RCPT TO")
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            raise Temporary(f"connection lost before DATA: {type(exc).__name__}") from None
+        except DeliveryError:
+            self._reset()
+            raise
+        try:
+            code, reply = conn.data(data)
+        except smtplib.SMTPDataError as exc:
+            self._reset()
+            raise self._refusal(exc.smtp_code, exc.smtp_error, "DATA") from None
+        except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as exc:
+            self._drop()
+            raise InDoubt(f"connection lost during DATA: {type(exc).__name__}") from None
+        return f"{code} {reply.decode('utf-8', 'replace').strip()}"
+
+    @staticmethod
+    def _refusal(code: int, reply: bytes, stage: str) -> DeliveryError:
+        text = f"{code} {reply.decode('utf-8', 'replace').strip()} ({stage})"
+        if code == 421:
+            return Temporary(text)
+        if code in (530, 535):
+            return Fatal(text)
+        return Temporary(text) if 400 <= code < 500 else Rejected(text)
+
+    def _reset(self) -> None:
+        try:
+            if self.conn is not None:
+                self.conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+        self.conn = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._drop()
