@@ -159,6 +159,230 @@ def drafts(obj: Context, as_json: bool) -> None:
                    f"pushed {when}  {changed}")
 
 
+def _progress_printer():
+    """A one-line progress display on stderr: count, rate, ETA (only on a terminal)."""
+    import time
+
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    state = {"last": 0.0}
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if not interactive or now - state["last"] < 0.2:
+            return
+        state["last"] = now
+        rate = done / max(now - started, 1e-6)
+        eta = (total - done) / rate if rate else 0
+        percent = 100 * done / total if total else 100
+        click.echo(f"\rSending  {done}/{total}  {percent:3.0f}%  {rate:6.1f} msg/s  "
+                   f"ETA {eta:4.0f}s ", nl=False, err=True)
+
+    return show
+
+
+def _print_report(report, notes: list[str]) -> None:
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    if report.note:
+        click.echo(report.note)
+    click.echo(f"Sent      {report.sent}")
+    click.echo(f"Failed    {len(report.failed)}")
+    for email, reason in report.failed[:20]:
+        click.echo(f"  {email}: {reason}")
+    if len(report.failed) > 20:
+        click.echo(f"  … and {len(report.failed) - 20} more (publish sends --json)")
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items()))
+    click.echo(f"Skipped   {sum(report.skipped.values())}" + (f" ({skipped})" if skipped else ""))
+    click.echo(f"In doubt  {len(report.in_doubt)}")
+    for email in report.in_doubt[:20]:
+        click.echo(f"  {email}")
+    if report.pending:
+        click.echo(f"Not yet   {report.pending}")
+    if report.seconds:
+        click.echo(f"Time      {report.seconds:.1f} s")
+    for note in notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
+    if report.stopped:
+        click.secho(f"Stopped: {report.stopped}", fg="red", err=True)
+
+
+@cli.command()
+@click.argument("issue", type=click.Path(path_type=Path))
+@click.option("--service", help="local (Maildir outbox), smtp, or substack. Default: settings.")
+@click.option("--list", "list_name", default="main", show_default=True,
+              help="The subscriber list in subscribers/ to send to.")
+@click.option("--subscribers", "subscribers_path", type=click.Path(path_type=Path),
+              help="A subscriber CSV to send to instead of --list.")
+@click.option("--test", "test_address", metavar="EMAIL",
+              help="Send one copy to EMAIL, subject prefixed [TEST]; nothing is recorded.")
+@click.option("--dry-run", is_flag=True, help="Show who would get it; send nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--redraft", is_flag=True, help="Push the draft first if the Markdown changed.")
+@click.option("--retry-failed", is_flag=True, help="Send again to recipients that failed.")
+@click.option("--resend-in-doubt", is_flag=True,
+              help="Send again to recipients a crash left in doubt (they may get it twice).")
+@click.option("--connections", type=click.IntRange(1, 32), default=1, show_default=True,
+              help="Parallel SMTP connections.")
+@click.option("--rate", type=float, metavar="N", help="At most N messages per second.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def send(obj: Context, issue: Path, service: str | None, list_name: str,
+         subscribers_path: Path | None, test_address: str | None, dry_run: bool, yes: bool,
+         redraft: bool, retry_failed: bool, resend_in_doubt: bool, connections: int,
+         rate: float | None, as_json: bool) -> None:
+    """Send ISSUE to its subscribers, exactly once; re-run the same command to resume.
+
+    \b
+    publish send issues/2025-01-ai-art.md --test me@example.com   # one copy to you
+    publish send issues/2025-01-ai-art.md --dry-run               # who would get it
+    publish send issues/2025-01-ai-art.md                         # asks, then sends
+
+    Every recipient is recorded in the send ledger (.publish/state.db): sent, failed,
+    skipped, or in doubt (a crash mid-message: reported, not sent again unless
+    --resend-in-doubt). After a crash or Ctrl-C, run the same command to continue.
+    """
+    from . import send as send_mod
+
+    options = send_mod.SendOptions(
+        service=service, list_name=list_name, subscribers_path=subscribers_path,
+        retry_failed=retry_failed, resend_in_doubt=resend_in_doubt, connections=connections,
+        rate=rate, redraft=redraft)
+    sender = send_mod.Sender(issue, obj.settings, options)
+    if test_address:
+        answer = sender.send_test(test_address)
+        click.echo(f"Test copy sent to {test_address}: {answer}")
+        return
+    audience = sender.preview()
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps({"will_send": audience.will_send,
+                                   "skipped": dict(audience.skipped),
+                                   "sample": audience.sample}, indent=2))
+            return
+        click.echo(f"Would send {issue} to {audience.will_send} subscriber(s) "
+                   f"through {sender.service_name}; nothing sent.")
+        for why, n in sorted(audience.skipped.items()):
+            click.echo(f"  skip {n} {why}")
+        for email in audience.sample:
+            click.echo(f"  {email}")
+        return
+    sender.check_ready()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not a terminal to ask for confirmation; add --yes")
+        who = (f"{audience.will_send} subscriber(s)" if sender.service_class.per_recipient
+               else f"the {sender.service_name} publication's subscribers")
+        click.confirm(f"Send {issue} to {who} through {sender.service_name}?", abort=True)
+    report, notes = sender.run(progress=None if as_json else _progress_printer())
+    if as_json:
+        click.echo(json.dumps({**report.summary(), "notes": notes}, ensure_ascii=False,
+                              indent=2))
+    else:
+        _print_report(report, notes)
+    if report.stopped:
+        sys.exit(130 if "Ctrl-C" in report.stopped else 1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the sends as JSON.")
+@click.pass_obj
+def sends(obj: Context, as_json: bool) -> None:
+    """List past sends with how many were sent, failed, skipped and in doubt."""
+    import datetime as dt
+
+    from . import send as send_mod
+
+    items = send_mod.list_sends(obj.settings)
+    if as_json:
+        click.echo(json.dumps([item.__dict__ for item in items], ensure_ascii=False, indent=2))
+        return
+    if not items:
+        click.echo("No sends yet.")
+        return
+    for item in items:
+        when = dt.datetime.fromtimestamp(item.started_at).strftime("%Y-%m-%d %H:%M")
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(item.counts.items()))
+        click.echo(f"#{item.id}  {when}  {item.issue} -> {item.audience} via {item.service}  "
+                   f"[{item.status}]  {counts or item.note}")
+
+
+@cli.group(name="subscribers")
+def subscribers_group() -> None:
+    """Manage subscriber lists (CSV files in subscribers/)."""
+
+
+def _list_file(obj: Context, list_name: str):
+    from . import subscribers
+
+    return subscribers.list_path(obj.settings.root, list_name)
+
+
+@subscribers_group.command(name="import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--list", "list_name", default="main", show_default=True)
+@click.pass_obj
+def subscribers_import(obj: Context, source: Path, list_name: str) -> None:
+    """Import SOURCE: a Substack export (old or new), a plain list of addresses, or our CSV.
+
+    Addresses are validated (no DNS), domains lower-cased, duplicates merged without
+    regard to case; unsubscribed, cancelled and deletion-request rows become inactive.
+    Every rejected row is reported with its line number.
+    """
+    from . import subscribers
+
+    dest = _list_file(obj, list_name)
+    report = subscribers.import_file(source, dest)
+    click.echo(f"Imported into {dest}: {report.added} added, {report.updated} updated, "
+               f"{report.unchanged} unchanged, {report.duplicates} duplicate(s) in the file, "
+               f"{len(report.rejected)} rejected.")
+    for rejected in report.rejected:
+        click.echo(f"  rejected {source}:{rejected.line}: {rejected.value!r}: {rejected.reason}",
+                   err=True)
+
+
+@subscribers_group.command(name="list")
+@click.option("--list", "list_name", default="main", show_default=True)
+@click.option("--status", type=click.Choice(["active", "unsubscribed", "bounced"]))
+@click.pass_obj
+def subscribers_list(obj: Context, list_name: str, status: str | None) -> None:
+    """Print the subscribers of a list, one per line."""
+    from . import subscribers
+
+    for _, item in subscribers.read(_list_file(obj, list_name)):
+        if isinstance(item, subscribers.Subscriber) and (status is None or item.status == status):
+            click.echo(f"{item.email}\t{item.name}\t{item.status}")
+
+
+@subscribers_group.command(name="count")
+@click.option("--list", "list_name", default="main", show_default=True)
+@click.pass_obj
+def subscribers_count(obj: Context, list_name: str) -> None:
+    """Count a list's subscribers by status."""
+    from . import subscribers
+
+    counts = subscribers.count(_list_file(obj, list_name))
+    click.echo(f"{sum(counts.values())} in {list_name}: " + ", ".join(
+        f"{n} {status}" for status, n in sorted(counts.items())))
+
+
+@subscribers_group.command(name="unsubscribe")
+@click.argument("email")
+@click.option("--list", "list_name", default="main", show_default=True)
+@click.pass_obj
+def subscribers_unsubscribe(obj: Context, email: str, list_name: str) -> None:
+    """Unsubscribe EMAIL: marked in the list and added to the suppression list."""
+    from . import subscribers
+
+    try:
+        found = subscribers.set_status(_list_file(obj, list_name), email, "unsubscribed")
+        subscribers.suppress(obj.settings.root, email)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="EMAIL") from None
+    where = "marked unsubscribed in the list and" if found else "not on the list;"
+    click.echo(f"{email}: {where} added to subscribers/suppressed.csv")
+
+
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--name", default="My Newsletter", show_default=True, help="The newsletter's name.")

@@ -7,9 +7,9 @@ Each failure says what is known about the message, because the send ledger depen
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import smtplib
-import socket
 import ssl
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +23,10 @@ class DeliveryError(Exception):
 
 class Temporary(DeliveryError):
     """Not delivered; worth trying again later (4xx, a connection lost before DATA)."""
+
+
+class Unreachable(Temporary):
+    """Could not connect at all; if it lasts, the send stops and can be resumed."""
 
 
 class Rejected(DeliveryError):
@@ -94,7 +98,7 @@ class SmtpTransport:
                         "to 'ssl' or 'none'") from None
         except (OSError, smtplib.SMTPException) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise Temporary(f"cannot connect to {self.host}:{self.port}: {reason}") from None
+            raise Unreachable(f"cannot connect to {self.host}:{self.port}: {reason}") from None
         return conn
 
     def deliver(self, sender: str, recipient: str, data: bytes) -> str:
@@ -119,7 +123,7 @@ class SmtpTransport:
         except smtplib.SMTPDataError as exc:
             self._reset()
             raise self._refusal(exc.smtp_code, exc.smtp_error, "DATA") from None
-        except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as exc:
+        except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
             raise InDoubt(f"connection lost during DATA: {type(exc).__name__}") from None
         return f"{code} {reply.decode('utf-8', 'replace').strip()}"
@@ -142,16 +146,12 @@ class SmtpTransport:
 
     def _drop(self) -> None:
         if self.conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.close()
-            except OSError:
-                pass
         self.conn = None
 
     def close(self) -> None:
         if self.conn is not None:
-            try:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
                 self.conn.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
             self._drop()

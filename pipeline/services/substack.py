@@ -16,7 +16,7 @@ import sqlite3
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InputError, PublishError
-from ..http import AmbiguousRequest, Client, HttpError
+from ..http import AmbiguousRequest, Client, HttpError, error_text
 from ..settings import Settings
 from ..templates import strings as template_strings
 from ..templates import templates_dir
@@ -243,3 +243,29 @@ class SubstackService:
              image.bytes),
         )
         return image
+
+    # sending -------------------------------------------------------------------------
+    def publish(self, remote_id: str) -> tuple[str, bool]:
+        """Publish the draft and email it to the publication's subscribers, exactly once.
+
+        Returns a note and whether this call published it (False: it already was).
+        """
+        draft = self.api.request("GET", f"/drafts/{remote_id}").body
+        if isinstance(draft, dict) and draft.get("is_published"):
+            when = draft.get("post_date") or "date unknown"
+            return f"already published on Substack ({when}); nothing sent now", False
+        check = self.api.request("GET", f"/drafts/{remote_id}/prepublish").body
+        problems = check.get("errors") if isinstance(check, dict) else None
+        if problems:
+            raise PublishError(f"Substack will not publish draft {remote_id}: "
+                               f"{error_text({'errors': problems})}")
+        try:
+            reply = self.api.request("POST", f"/drafts/{remote_id}/publish",
+                                     json={"send": True, "share_automatically": False}).body
+        except AmbiguousRequest:
+            draft = self.api.request("GET", f"/drafts/{remote_id}").body
+            if not (isinstance(draft, dict) and draft.get("is_published")):
+                raise
+            reply = draft
+        url = reply.get("canonical_url") if isinstance(reply, dict) else None
+        return f"published on Substack{': ' + url if url else ''}", True
