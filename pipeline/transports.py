@@ -53,10 +53,13 @@ class MaildirTransport:
     """The local outbox: a Maildir any mail client can open. Writes are atomic (tmp -> new)."""
 
     def __init__(self, folder: Path):
-        self.box = mailbox.Maildir(folder, create=True)
+        self.folder = folder
+        self.box: mailbox.Maildir | None = None
 
     def deliver(self, sender: str, recipient: str, data: bytes) -> str:
         try:
+            if self.box is None:
+                self.box = mailbox.Maildir(self.folder, create=True)
             key = self.box.add(data)
         except OSError as exc:
             raise Fatal(f"cannot write to the outbox: {exc.strerror}") from None
@@ -87,7 +90,9 @@ class SmtpTransport:
                 conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
                                     local_hostname=self.local_hostname)
                 if self.security == "starttls":
+                    conn.ehlo()
                     conn.starttls(context=context)
+            conn.ehlo()  # MAIL FROM is refused before a greeting
             if self.username:
                 conn.login(self.username, self.password)
         except smtplib.SMTPAuthenticationError as exc:
@@ -126,6 +131,9 @@ class SmtpTransport:
         except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
             raise InDoubt(f"connection lost during DATA: {type(exc).__name__}") from None
+        if code != 250:  # smtplib returns, not raises, the answer to the message itself
+            self._reset()
+            raise self._refusal(code, reply, "DATA")
         return f"{code} {reply.decode('utf-8', 'replace').strip()}"
 
     @staticmethod

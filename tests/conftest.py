@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,6 @@ def sample(request, repo_settings, tmp_path_factory) -> build.BuildResult:
 def run_publish(*args: str, cwd: Path = ROOT, env: dict | None = None):
     """Run the real `publish` command in a fresh process."""
     full_env = {**os.environ, **(env or {})}
-    full_env.pop("PUBLISH_BASE_URL", None) if env is None else None
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120,
@@ -45,3 +45,12 @@ def write_issue(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text, "utf-8")
     return path
+
+
+def copy_sample_newsletter(folder: Path) -> Path:
+    """A copy of this repository's sample newsletter, to change freely in a test."""
+    folder.mkdir(parents=True)
+    for name in ("email_templates", "issues", "assets", "subscribers"):
+        shutil.copytree(ROOT / name, folder / name)
+    shutil.copy2(ROOT / "publish.toml", folder / "publish.toml")
+    return folder

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import time
 
@@ -12,7 +11,7 @@ import pytest
 
 from pipeline import draft, settings, state
 from pipeline.errors import InputError, PublishError
-from tests.conftest import ROOT, run_publish
+from tests.conftest import copy_sample_newsletter, run_publish
 from tests.substack_server import SID, FakeSubstack
 
 EN = "issues/2025-01-ai-art.md"
@@ -21,13 +20,7 @@ ZH = "issues/2025-02-video-models.md"
 
 @pytest.fixture
 def letter(tmp_path):
-    """A copy of this repository's sample newsletter."""
-    folder = tmp_path / "letter"
-    folder.mkdir()
-    for name in ("email_templates", "issues", "assets", "subscribers"):
-        shutil.copytree(ROOT / name, folder / name)
-    shutil.copy2(ROOT / "publish.toml", folder / "publish.toml")
-    return folder
+    return copy_sample_newsletter(tmp_path / "letter")
 
 
 @pytest.fixture
