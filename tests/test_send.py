@@ -45,7 +45,8 @@ def load(folder, **env):
 
 def outbox_messages(folder):
     box = mailbox.Maildir(folder / "outbox", create=False)
-    return [email.message_from_bytes(box.get_bytes(key), policy=policy.default) for key in box.iterkeys()]
+    return [email.message_from_bytes(box.get_bytes(key), policy=policy.default)
+            for key in box.iterkeys()]
 
 
 def ledger(folder, send_id=1):
