@@ -85,6 +85,15 @@ def test_local_outbox_end_to_end(letter):
     assert sends[0]["counts"] == {"sent": 3, "skipped": 1} and sends[0]["status"] == "done"
 
 
+def test_suppressed_address_is_never_sent_to(letter):
+    (letter / "subscribers" / "suppressed.csv").write_text("email\nGrace@Example.NET\n", "utf-8")
+    draft.push(letter / EN, load(letter))
+    report, _ = send.Sender(letter / EN, load(letter), send.SendOptions()).run()
+    assert report.sent == 2 and report.skipped == {"suppressed": 1, "unsubscribed": 1}
+    sent_to = {m["To"].addresses[0].addr_spec for m in outbox_messages(letter)}
+    assert sent_to == {"ada@example.org", "linus@example.com"}
+
+
 def test_test_copy_and_dry_run_record_nothing(letter):
     draft.push(letter / EN, load(letter))
     result = run_publish("send", EN, "--test", "editor@example.org", cwd=letter)
