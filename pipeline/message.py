@@ -6,7 +6,7 @@ recipient's values and headers in microseconds, so sending never re-renders an e
 
 from __future__ import annotations
 
-import base64
+import binascii
 import datetime as dt
 import re
 import secrets
@@ -15,7 +15,7 @@ from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 
 from .errors import InputError
-from .render import Email, personalize
+from .render import Email, fill, split_tokens
 
 _UNSAFE_HEADER = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029\x85]")
 _ADDRESS = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[^@\s<>\"(),;:\\\[\]]+$")
@@ -49,8 +49,10 @@ def list_id(name: str, sender_address: str) -> str:
     return f"{encode_header(safe_header(name, 'newsletter name'))} <{label}.{domain}>"
 
 
-def _b64_lines(text: str) -> str:
-    return base64.encodebytes(text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+def _b64_lines(text: str) -> bytes:
+    """Base64 in 76-character CRLF lines (base64.encodebytes loops in Python per line)."""
+    encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False)
+    return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,13 @@ class MessageTemplate:
         self.mailto = safe_header(unsubscribe_mailto, "unsubscribe address")
         self.name_fallback = name_fallback
         self.boundary = f"=_publish_{secrets.token_hex(12)}"
+        self.text_segments = split_tokens(email.text)
+        self.html_segments = split_tokens(email.html)
+        self.part_heads = [
+            (f"--{self.boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
+             "Content-Transfer-Encoding: base64\r\n\r\n").encode("ascii")
+            for subtype in ("plain", "html")
+        ]
 
     def render(self, recipient: Recipient, unsubscribe_url: str, *,
                message_id: str | None = None, date: dt.datetime | None = None) -> bytes:
@@ -106,14 +115,11 @@ class MessageTemplate:
             f"List-Id: {self.list_id}",
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"',
         ]
-        text = personalize(self.email.text, values, escape=False)
-        html = personalize(self.email.html, values, escape=True)
-        parts = []
-        for subtype, body in (("plain", text), ("html", html)):
-            parts.append(
-                f"--{self.boundary}\r\n"
-                f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-                "Content-Transfer-Encoding: base64\r\n\r\n" + _b64_lines(body)
-            )
-        return ("\r\n".join(headers) + "\r\n\r\n" + "".join(parts)
-                + f"--{self.boundary}--\r\n").encode("ascii")
+        text = fill(self.text_segments, values, escape=False)
+        html = fill(self.html_segments, values, escape=True)
+        return b"".join((
+            ("\r\n".join(headers) + "\r\n\r\n").encode("ascii"),
+            self.part_heads[0], _b64_lines(text),
+            self.part_heads[1], _b64_lines(html),
+            f"--{self.boundary}--\r\n".encode("ascii"),
+        ))

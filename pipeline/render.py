@@ -43,12 +43,26 @@ def token(name: str) -> str:
     return f"%%{name}%%"
 
 
+_TOKEN = re.compile("%%(" + "|".join(TOKENS) + ")%%")
+
+
+def split_tokens(template: str) -> list[str]:
+    """The template cut at its placeholders: literal text at even places, token names at odd."""
+    return _TOKEN.split(template)
+
+
+def fill(segments: list[str], values: dict[str, str], *, escape: bool) -> str:
+    """Join split segments with each token's value (HTML-escaped for the HTML part)."""
+    parts = segments.copy()
+    for i in range(1, len(parts), 2):
+        value = values.get(parts[i], "")
+        parts[i] = html.escape(value) if escape else value
+    return "".join(parts)
+
+
 def personalize(template: str, values: dict[str, str], *, escape: bool) -> str:
     """Fill `%%token%%` placeholders; values are HTML-escaped for the HTML part."""
-    for name in TOKENS:
-        value = values.get(name, "")
-        template = template.replace(token(name), html.escape(value) if escape else value)
-    return template
+    return fill(split_tokens(template), values, escape=escape)
 
 
 def detect_language(text: str) -> str | None:

@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 class Recorder:
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, pipelining: bool = True):
+        self.pipelining = pipelining
         self.lock = threading.Lock()
         self.received: Counter = Counter()  # recipient -> messages taken
         self.messages: dict[str, list[bytes]] = defaultdict(list)
@@ -32,6 +33,12 @@ class Recorder:
         self.drop_during_data: set[str] = set()
         self.mail_faults: list[str] = []  # replies to MAIL FROM, in order, for any sender
         self.delay = delay
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:  # aiosmtpd reads commands one by one, so it can take them
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         with self.lock:
@@ -74,9 +81,9 @@ class Recorder:
 class SmtpServer:
     """`with SmtpServer() as smtp:` — `smtp.port`, `smtp.recorder`."""
 
-    def __init__(self, port: int | None = None, delay: float = 0.0):
+    def __init__(self, port: int | None = None, delay: float = 0.0, pipelining: bool = True):
         self.port = port or free_port()
-        self.recorder = Recorder(delay)
+        self.recorder = Recorder(delay, pipelining)
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port,
                                      ready_timeout=10)
 

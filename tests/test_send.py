@@ -194,11 +194,12 @@ def test_smtp_end_to_end_with_two_connections(letter, monkeypatch):
     assert message["To"].addresses[0].display_name == "Reader 7"
 
 
-def test_smtp_faults_are_retried_failed_or_in_doubt(letter, monkeypatch):
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
+def test_smtp_faults_are_retried_failed_or_in_doubt(letter, monkeypatch, pipelining):
     write_list(letter, [(a, "", "active") for a in (
         "fine@example.org", "full@example.org", "gone@example.org", "slow@example.org",
         "dropped@example.org", "busy@example.org")])
-    with SmtpServer() as smtp:
+    with SmtpServer(pipelining=pipelining) as smtp:
         for key, value in smtp_env(smtp).items():
             monkeypatch.setenv(key, value)
         rec = smtp.recorder
