@@ -89,6 +89,10 @@ def push(path: str | Path, settings: Settings, service_name: str | None = None,
         service = services.get(name, settings, db)  # checks its settings and secrets
         result = build.build(path, settings)  # a build error stops here: nothing is pushed
         content = content_for(result, settings)
+        sending = state.running_send(db, content.issue)
+        if sending is not None:
+            raise PublishError(f"{content.issue} is being sent right now (pid {sending}); "
+                               "push the draft after the send finishes")
         previous = _record(db, content.issue, name)
         if previous is not None and previous.status == "sent":
             raise PublishError(

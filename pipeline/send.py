@@ -89,20 +89,6 @@ def classify(item: subscribers.Subscriber | subscribers.Rejected,
     return "pending", ""
 
 
-def _alive(pid: int | None, host: str | None) -> bool:
-    if not pid:
-        return False
-    if host and host != socket.gethostname():
-        return True  # cannot tell; assume it runs
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class _RateLimit:
     def __init__(self, per_second: float | None):
         self.interval = 1.0 / per_second if per_second else 0.0
@@ -254,13 +240,10 @@ class Sender:
     def _lock(self, db: sqlite3.Connection, send_id: int) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
-            for other in db.execute(
-                    "SELECT id, lock_pid, lock_host FROM sends WHERE issue = ? AND status != 'done'"
-                    " AND lock_pid IS NOT NULL", (self.issue,)).fetchall():
-                if other["lock_pid"] != os.getpid() and _alive(other["lock_pid"],
-                                                                other["lock_host"]):
-                    raise PublishError(f"another `publish send` of {self.issue} is running "
-                                       f"(pid {other['lock_pid']}); wait for it to finish")
+            other = state.running_send(db, self.issue)
+            if other is not None:
+                raise PublishError(f"another `publish send` of {self.issue} is running "
+                                   f"(pid {other}); wait for it to finish")
             db.execute("UPDATE sends SET lock_pid = ?, lock_host = ? WHERE id = ?",
                        (os.getpid(), socket.gethostname(), send_id))
             db.execute("COMMIT")

@@ -8,7 +8,9 @@ migrated forward after a backup copy is made beside it.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -135,3 +137,27 @@ def connect(state_dir: Path) -> sqlite3.Connection:
                 db.execute("ROLLBACK")
             raise PublishError(f"cannot migrate the state database: {exc}", path) from None
     return db
+
+
+def process_alive(pid: int | None, host: str | None) -> bool:
+    """Whether the process holding a lock still runs (assumed so when on another host)."""
+    if not pid:
+        return False
+    if host and host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_send(db: sqlite3.Connection, issue: str) -> int | None:
+    """The pid of another live `publish send` of this issue, if there is one."""
+    for row in db.execute("SELECT lock_pid, lock_host FROM sends WHERE issue = ? AND "
+                          "status != 'done' AND lock_pid IS NOT NULL", (issue,)).fetchall():
+        if row["lock_pid"] != os.getpid() and process_alive(row["lock_pid"], row["lock_host"]):
+            return row["lock_pid"]
+    return None

@@ -161,6 +161,8 @@ def test_a_second_send_of_the_same_issue_is_refused_while_one_runs(letter, monke
         db.close()
         with pytest.raises(PublishError, match=f"running \\(pid {sleeper.pid}\\)"):
             send.Sender(letter / EN, s, options).run()
+        with pytest.raises(PublishError, match="being sent right now"):
+            draft.push(letter / EN, s, force=True)
     finally:
         sleeper.kill()
         sleeper.wait()
