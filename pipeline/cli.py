@@ -260,6 +260,10 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
                                    "skipped": dict(audience.skipped),
                                    "sample": audience.sample}, indent=2))
             return
+        if not sender.service_class.per_recipient:
+            click.echo(f"Would publish the {sender.service_name} draft of {issue} to the "
+                       "publication's own subscribers; nothing sent.")
+            return
         click.echo(f"Would send {issue} to {audience.will_send} subscriber(s) "
                    f"through {sender.service_name}; nothing sent.")
         for why, n in sorted(audience.skipped.items()):
