@@ -9,7 +9,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import embeds, markdown, message, plaintext, render, templates, tidy, unsubscribe
+from . import (
+    check,
+    embeds,
+    markdown,
+    message,
+    plaintext,
+    render,
+    templates,
+    tidy,
+    unsubscribe,
+)
 from . import issue as issue_mod
 from .errors import InputError
 from .issue import Issue
@@ -32,6 +42,7 @@ class Built:
     images: int
     preview_values: dict[str, str]
     warnings: list[str] = field(default_factory=list)
+    findings: list[check.Finding] = field(default_factory=list)
 
     @property
     def html_bytes(self) -> int:
@@ -52,10 +63,11 @@ class BuildResult:
             "lang": email.lang,
             "preheader": email.preheader,
             "html_bytes": self.built.html_bytes,
-            "gmail_clip_bytes": render.GMAIL_CLIP_BYTES,
+            "gmail_clip_bytes": check.GMAIL_CLIP,
             "images": self.built.images,
             "embeds_swapped": dict(Counter(card.kind for card in self.built.cards)),
             "warnings": self.built.warnings,
+            "findings": [finding.as_dict() for finding in self.built.findings],
             "files": {name: str(path) for name, path in self.files.items()},
         }
 
@@ -120,11 +132,9 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
         preview_values=values,
         warnings=warnings,
     )
-    if built.html_bytes > render.GMAIL_CLIP_BYTES:
-        warnings.append(
-            f"{issue.path}: the HTML is {built.html_bytes / 1024:.1f} KB; Gmail clips emails "
-            "over 102 KB and hides the footer with the unsubscribe link"
-        )
+    built.findings = check.check_html(
+        built.html, text=built.text, subject=email.subject, preheader=email.preheader,
+        postal_address=settings.postal_address, accept=check.accepted(settings.check_accept))
     return built
 
 

@@ -60,7 +60,11 @@ def _print_summary(summary: dict) -> None:
         click.echo(f"{name:<10}{path}")
     for warning in summary["warnings"]:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
-    if not summary["warnings"]:
+    for finding in summary["findings"]:
+        click.secho(f"check: {finding['severity']} {finding['rule']}: {finding['message']}"
+                    + (f" at {finding['where']}" if finding["where"] else ""),
+                    fg="yellow", err=True)
+    if not summary["warnings"] and not summary["findings"]:
         click.echo("No warnings.")
 
 
@@ -89,6 +93,41 @@ def build(obj: Context, issue: Path, out: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
     else:
         _print_summary(summary)
+
+
+@cli.command(name="check")
+@click.argument("issue", type=click.Path(path_type=Path))
+@click.option("--links", is_flag=True,
+              help="Also request every link and image (needs the network; off by default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_obj
+def check_command(obj: Context, issue: Path, links: bool, as_json: bool) -> None:
+    """Build ISSUE and lint the email; exit 1 when an error is found.
+
+    Rules cover what mail clients cannot show (video, iframes, scripts, forms, SVG,
+    custom elements, linked CSS, flex/grid/position layout), client support from
+    caniemail's data for Gmail, Outlook, Apple Mail and Yahoo (accept features with
+    check_accept in publish.toml), Gmail's 102 KB clip, images and links, the
+    preheader and subject, the unsubscribe link and postal address, and text that can
+    vanish in dark mode.
+    """
+    from . import build as build_mod
+    from . import check
+
+    built = build_mod.render_issue(issue, obj.settings)
+    findings = list(built.findings)
+    if links:
+        findings += check.check_links(built.html, timeout=obj.settings.http_timeout_seconds)
+    if as_json:
+        click.echo(json.dumps([f.as_dict() for f in findings], ensure_ascii=False, indent=2))
+    else:
+        for finding in findings:
+            click.echo(str(finding))
+        errors = len(check.errors(findings))
+        click.echo(f"{issue}: {errors} error(s), {len(findings) - errors} warning(s)"
+                   if findings else f"{issue}: clean")
+    if check.errors(findings):
+        sys.exit(1)
 
 
 @cli.command()
@@ -225,12 +264,13 @@ def _print_report(report, notes: list[str]) -> None:
 @click.option("--connections", type=click.IntRange(1, 32), default=1, show_default=True,
               help="Parallel SMTP connections.")
 @click.option("--rate", type=float, metavar="N", help="At most N messages per second.")
+@click.option("--ignore-check", is_flag=True, help="Send even if `publish check` finds errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def send(obj: Context, issue: Path, service: str | None, list_name: str,
          subscribers_path: Path | None, test_address: str | None, dry_run: bool, yes: bool,
          redraft: bool, retry_failed: bool, resend_in_doubt: bool, connections: int,
-         rate: float | None, as_json: bool) -> None:
+         rate: float | None, ignore_check: bool, as_json: bool) -> None:
     """Send ISSUE to its subscribers, exactly once; re-run the same command to resume.
 
     \b
@@ -247,7 +287,7 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
     options = send_mod.SendOptions(
         service=service, list_name=list_name, subscribers_path=subscribers_path,
         retry_failed=retry_failed, resend_in_doubt=resend_in_doubt, connections=connections,
-        rate=rate, redraft=redraft)
+        rate=rate, redraft=redraft, ignore_check=ignore_check)
     sender = send_mod.Sender(issue, obj.settings, options)
     if test_address:
         answer = sender.send_test(test_address)

@@ -16,7 +16,6 @@ from .issue import Issue, Person
 from .plaintext import underline
 from .settings import Settings
 
-GMAIL_CLIP_BYTES = 102 * 1024
 FONT_STACK = (
     "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Helvetica, Arial, "
     "'PingFang SC', 'Hiragino Sans GB', 'Microsoft YaHei', 'Noto Sans CJK SC', "

@@ -20,9 +20,18 @@ from dataclasses import dataclass, field
 from email.utils import make_msgid
 from pathlib import Path
 
+from . import (
+    check,
+    render,
+    services,
+    state,
+    subscribers,
+    templates,
+    transports,
+    unsubscribe,
+)
 from . import draft as draft_mod
 from . import issue as issue_mod
-from . import render, services, state, subscribers, templates, transports, unsubscribe
 from .errors import InputError, PublishError
 from .message import MessageTemplate, Recipient
 from .settings import Settings
@@ -40,6 +49,7 @@ class SendOptions:
     connections: int = 1
     rate: float | None = None  # messages per second, all connections together
     redraft: bool = False
+    ignore_check: bool = False
 
 
 @dataclass
@@ -303,6 +313,7 @@ class Sender:
         if existing is None:
             draft_row = self._draft(db)
             email = self._email(db, draft_row)
+            self._refuse_on_check_errors(email)
             send_id = self._freeze(db, email, draft_row["revision"])
             self._lock(db, send_id)
             return send_id, notes
@@ -328,6 +339,17 @@ class Sender:
             notes.append("the draft changed since this send started; the rest of the audience "
                          "gets the content frozen when it started, like everyone before them")
         return send_id, notes
+
+    def _refuse_on_check_errors(self, email: render.Email) -> None:
+        if self.options.ignore_check:
+            return
+        found = check.errors(check.check_html(
+            email.html, text=email.text, subject=email.subject,
+            postal_address=self.settings.postal_address,
+            accept=check.accepted(self.settings.check_accept)))
+        if found:
+            raise PublishError(f"`publish check {self.issue}` finds {len(found)} error(s), "
+                               f"first: {found[0]}; fix them or add --ignore-check")
 
     def run(self, progress: Callable[[int, int], None] | None = None,
             stop: threading.Event | None = None) -> tuple[SendReport, list[str]]:

@@ -135,14 +135,14 @@ def test_plain_value_with_colon_is_read_as_text_with_a_warning(letter):
     assert summary["warnings"][0].startswith("issues/c.md:2: front matter")
 
 
-def test_over_gmail_clip_limit_is_a_warning(letter, tmp_path):
+def test_over_gmail_clip_limit_is_flagged(letter, tmp_path):
     paragraph = "This sentence is here to make the issue long enough to be clipped. " * 12
     body = "\n\n".join(f"{n}. {paragraph}" for n in range(180))
     write_issue(letter / "issues", "long.md", "---\ntitle: Long\n---\n\n" + body)
     s = settings.load(letter, env={})
     result = build.build(letter / "issues" / "long.md", s)
     assert result.built.html_bytes > 102 * 1024
-    assert any("Gmail clips" in w for w in result.built.warnings)
+    assert [f.rule for f in result.built.findings if f.severity == "error"] == ["gmail-clip"]
 
 
 def test_settings_come_from_pyproject_and_environment(tmp_path):

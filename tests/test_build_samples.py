@@ -8,8 +8,8 @@ from email import policy
 
 from bs4 import BeautifulSoup
 
+from pipeline.check import GMAIL_CLIP
 from pipeline.embeds import FORBIDDEN_TAGS
-from pipeline.render import GMAIL_CLIP_BYTES
 from pipeline.tidy import CONTENT_WIDTH
 
 
@@ -34,6 +34,7 @@ def test_builds_three_files_and_no_warnings(sample):
     for path in sample.files.values():
         assert path.stat().st_size > 500
     assert sample.built.warnings == []
+    assert sample.built.findings == []  # the sample issues pass `publish check` clean
 
 
 def test_no_tag_that_email_cannot_show_survives(sample):
@@ -117,7 +118,7 @@ def test_html_is_inlined_and_keeps_what_mail_clients_need(sample):
     assert "prefers-color-scheme: dark" in html
     assert 'name="color-scheme"' in html
     assert "googleapis" not in html and "@import" not in html
-    assert sample.built.html_bytes < GMAIL_CLIP_BYTES
+    assert sample.built.html_bytes < GMAIL_CLIP
 
 
 def test_code_is_coloured_with_inline_styles_and_math_stays_readable(sample):

@@ -122,6 +122,18 @@ def test_refuses_a_draft_older_than_the_markdown(letter):
                for m in outbox_messages(letter))
 
 
+def test_check_errors_stop_the_send_unless_ignored(letter):
+    path = letter / EN
+    path.write_text(path.read_text("utf-8").replace("See you next month.", "See you TK."),
+                    "utf-8")
+    draft.push(path, load(letter))
+    with pytest.raises(PublishError, match=r"finds 1 error.*placeholder.*--ignore-check"):
+        send.Sender(path, load(letter), send.SendOptions()).run()
+    assert not (letter / "outbox").exists()
+    report, _ = send.Sender(path, load(letter), send.SendOptions(ignore_check=True)).run()
+    assert report.sent == 3
+
+
 def test_no_confirmation_without_a_terminal(letter):
     draft.push(letter / EN, load(letter))
     result = run_publish("send", EN, cwd=letter)
