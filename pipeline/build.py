@@ -138,19 +138,23 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     return built
 
 
-def write_outputs(built: Built, settings: Settings, out_dir: Path) -> dict[str, Path]:
-    """Write the three files into a fresh folder beside `out_dir`, then swap it in whole."""
+def preview_eml(built: Built, settings: Settings) -> bytes:
+    """The message as the editor opens it: addressed to the sender, preview values filled."""
     template = message.MessageTemplate(
         built.email, sender=settings.sender, list_name=settings.name,
         unsubscribe_mailto=settings.unsubscribe_mailto,
         name_fallback=built.preview_values["name"],
     )
-    eml = template.render(message.Recipient(settings.sender_address),
-                          built.preview_values["unsubscribe_url"])
+    return template.render(message.Recipient(settings.sender_address),
+                           built.preview_values["unsubscribe_url"])
+
+
+def write_outputs(built: Built, settings: Settings, out_dir: Path) -> dict[str, Path]:
+    """Write the three files into a fresh folder beside `out_dir`, then swap it in whole."""
     contents = {
         "email.html": built.html.encode("utf-8"),
         "email.txt": built.text.encode("utf-8"),
-        "email.eml": eml,
+        "email.eml": preview_eml(built, settings),
     }
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)

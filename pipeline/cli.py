@@ -95,6 +95,37 @@ def build(obj: Context, issue: Path, out: Path | None, as_json: bool) -> None:
         _print_summary(summary)
 
 
+@cli.command()
+@click.argument("issue", type=click.Path(path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=0,
+              help="Port on 127.0.0.1 (default: a free one).")
+@click.option("--no-open", is_flag=True, help="Do not open a browser.")
+@click.pass_obj
+def preview(obj: Context, issue: Path, port: int, no_open: bool) -> None:
+    """Preview ISSUE in a browser: desktop and mobile, dark mode, text, source, headers.
+
+    Saving the issue, a template or the settings rebuilds and refreshes the page; a
+    build error shows in the page and the server keeps running. Ctrl-C stops it.
+    """
+    import time
+    import webbrowser
+
+    from . import preview as preview_mod
+
+    running = preview_mod.start(issue, obj.settings, port)
+    click.echo(f"Previewing {issue} at {running.url}  (Ctrl-C to stop)")
+    if not no_open:
+        webbrowser.open(running.url)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()
+        click.echo("Stopped.")
+
+
 @cli.command(name="check")
 @click.argument("issue", type=click.Path(path_type=Path))
 @click.option("--links", is_flag=True,
