@@ -95,6 +95,7 @@ def _embed_context(issue: Issue, settings: Settings, strings: dict[str, str], wh
         base_url=settings.base_url,
         strings=strings,
         where=where,
+        source=str(issue.path),
         media_thumbnails={str(k): str(v) for k, v in thumbs.items()},
         embed_thumbnail=str(embed_thumbnail),
     )

@@ -54,6 +54,7 @@ class EmbedContext:
     base_url: str
     strings: dict[str, str]
     where: Callable[[str, int], str]  # (text, nth occurrence) -> "path:line"
+    source: str = ""  # the issue file, for findings without a line
     media_thumbnails: dict[str, str] = field(default_factory=dict)
     embed_thumbnail: str = ""
 
@@ -192,6 +193,30 @@ def _replace_with_html(element, markup: str) -> None:
     element.replace_with(BeautifulSoup(markup, "html.parser"))
 
 
+MAX_DEPTH = 48
+
+
+def flatten_deep(soup, max_depth: int = MAX_DEPTH) -> int:
+    """Unwrap elements nested deeper than `max_depth`, keeping their text.
+
+    Hand-written HTML or runs of `*` can nest thousands deep; mail clients give up long
+    before, and so would every recursive walk after this one. Returns how many were unwrapped.
+    """
+    from bs4 import Tag
+
+    depth = {id(soup): 0}
+    too_deep = []
+    for element in soup.descendants:
+        if isinstance(element, Tag):
+            level = depth[id(element.parent)] + 1
+            depth[id(element)] = level
+            if level > max_depth:
+                too_deep.append(element)
+    for element in too_deep:
+        element.unwrap()
+    return len(too_deep)
+
+
 def swap(fragment: str, ctx: EmbedContext) -> Swapped:
     """Replace every embed in an HTML fragment by an email-safe card; drop what cannot show."""
     from bs4 import BeautifulSoup
@@ -199,6 +224,17 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
     soup = BeautifulSoup(fragment, "html.parser")
     result = Swapped(html="")
     nth: dict[str, int] = {}
+    from bs4.element import CData, Comment, Declaration, Doctype, ProcessingInstruction
+
+    # Authors' comments are notes to themselves; CDATA and declarations break MJML's parser.
+    for node in soup.find_all(string=lambda text: isinstance(
+            text, CData | Comment | Declaration | Doctype | ProcessingInstruction)):
+        node.extract()
+    flattened = flatten_deep(soup)
+    if flattened:
+        result.warnings.append(f"{ctx.source}: HTML nested more than "
+                               f"{MAX_DEPTH} levels deep; {flattened} inner element(s) "
+                               "flattened")
 
     for element in soup.find_all(list(DROP_TAGS)):
         if not element.decomposed:

@@ -11,6 +11,7 @@ from typing import Any
 from .errors import InputError
 
 _FENCE = re.compile(r"^---[ \t]*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LANG_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
@@ -222,6 +223,12 @@ def load(path: str | Path) -> Issue:
     translators += [
         Person(p.name, p.user, p.guest, p.org, proofreader=True) for p in proofreaders
     ]
+    control = _CONTROL.search(body)
+    if control:
+        line = body_line + body.count("\n", 0, control.start())
+        warnings.append(f"{path}:{line}: control characters (such as U+{ord(control.group()):04X}) "
+                        "removed; they are not text")
+        body = _CONTROL.sub("", body)
     slug = meta.text("slug") or path.stem
     return Issue(
         path=path,

@@ -9,8 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from pipeline import build, settings
+
+# HYPOTHESIS_PROFILE=thorough for a long hunt; CI runs the default.
+hypothesis_settings.register_profile("default", max_examples=60)
+hypothesis_settings.register_profile("thorough", max_examples=1500)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"

@@ -109,7 +109,7 @@ def test_cli_import_count_list_unsubscribe(tmp_path):
 addresses = st.from_regex(r"[a-z]{1,8}@[a-z]{1,6}\.(org|com)", fullmatch=True)
 
 
-@settings(max_examples=40, deadline=None,
+@settings(deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(addresses, st.sampled_from(subscribers.STATUSES),
                                st.booleans()), max_size=25))
