@@ -84,6 +84,7 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
+        where = f"{self.host}:{self.port}"
         try:
             if self.security == "ssl":
                 conn: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -92,21 +93,33 @@ class SmtpTransport:
             else:
                 conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
                                     local_hostname=self.local_hostname)
-                if self.security == "starttls":
-                    conn.ehlo()
-                    conn.starttls(context=context)
             conn.ehlo()  # MAIL FROM is refused before a greeting
-            if self.username:
-                conn.login(self.username, self.password)
-        except smtplib.SMTPAuthenticationError as exc:
-            raise Fatal(f"SMTP login refused ({exc.smtp_code}); check smtp_username and "
-                        "SMTP_PASSWORD") from None
-        except smtplib.SMTPNotSupportedError:
-            raise Fatal(f"{self.host}:{self.port} does not offer STARTTLS; set smtp_security "
-                        "to 'ssl' or 'none'") from None
         except (OSError, smtplib.SMTPException) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise Unreachable(f"cannot connect to {self.host}:{self.port}: {reason}") from None
+            raise Unreachable(f"cannot connect to {where}: {reason}") from None
+        try:
+            if self.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    raise Fatal(f"{where} does not offer STARTTLS; set smtp_security to 'ssl' "
+                                "or 'none'")
+                conn.starttls(context=context)
+                conn.ehlo()
+            if self.username:
+                if not conn.has_extn("auth"):
+                    raise Fatal(f"{where} does not offer SMTP AUTH; unset smtp_username or "
+                                "use smtp_security 'starttls'")
+                conn.login(self.username, self.password)
+        except smtplib.SMTPAuthenticationError as exc:
+            conn.close()
+            raise Fatal(f"SMTP login refused ({exc.smtp_code}); check smtp_username and "
+                        "SMTP_PASSWORD") from None
+        except (ssl.SSLError, smtplib.SMTPException, OSError) as exc:
+            conn.close()
+            raise Fatal(f"{where}: {type(exc).__name__} while securing the connection"
+                        ) from None
+        except Fatal:
+            conn.close()
+            raise
         return conn
 
     def deliver(self, sender: str, recipient: str, data: bytes) -> str:

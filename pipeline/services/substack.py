@@ -199,8 +199,12 @@ class SubstackService:
         if src.startswith(base):
             relative = unquote(urlsplit(src).path[len(urlsplit(base).path):])
             root = self.settings.root.resolve()
-            local = (root / relative).resolve()
-            if local.is_relative_to(root) and local.is_file():
+            candidate = root / relative
+            if candidate.is_file() or candidate.is_symlink():
+                local = candidate.resolve()
+                if not local.is_relative_to(root):
+                    raise PublishError(f"image {relative} leads outside the newsletter folder "
+                                       f"({root}); refused")
                 return local.read_bytes()
         scheme = urlsplit(src).scheme
         if scheme not in {"http", "https"}:
@@ -208,10 +212,12 @@ class SubstackService:
         import requests
 
         try:
-            reply = requests.get(src, timeout=self.settings.http_timeout_seconds, stream=True,
-                                 allow_redirects=True)
-            reply.raise_for_status()
-            data = reply.raw.read(MAX_IMAGE_BYTES + 1, decode_content=True)
+            with requests.Session() as session:  # no cookie: images are public
+                session.max_redirects = 5
+                reply = session.get(src, timeout=self.settings.http_timeout_seconds,
+                                    stream=True)
+                reply.raise_for_status()
+                data = reply.raw.read(MAX_IMAGE_BYTES + 1, decode_content=True)
         except requests.RequestException as exc:
             raise PublishError(f"cannot fetch image {src}: {type(exc).__name__}") from None
         if len(data) > MAX_IMAGE_BYTES:

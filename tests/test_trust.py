@@ -1,0 +1,109 @@
+"""Nothing leaked, nothing read from outside, nothing reset: the promises around secrets,
+local files, other hosts and the state database."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from pipeline import draft, settings, state
+from pipeline.errors import PublishError
+from pipeline.http import Client, HttpError
+from tests.conftest import copy_sample_newsletter, run_publish
+from tests.smtp_server import SmtpServer
+from tests.substack_server import SID, FakeSubstack, Fault
+
+EN = "issues/2025-01-ai-art.md"
+SENTINELS = {
+    "SUBSTACK_SID": "SENTINEL-SID-7f3a9c",
+    "SMTP_PASSWORD": "SENTINEL-PW-91c2e4",
+    "PUBLISH_UNSUBSCRIBE_SECRET": "SENTINEL-KEY-5d8e0b-long-enough",
+}
+
+
+def test_secrets_never_appear_in_output_files_or_state(tmp_path):
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    outputs = []
+    with FakeSubstack() as substack, SmtpServer() as smtp:
+        env = {**SENTINELS, "SUBSTACK_PUBLICATION_URL": substack.url,
+               "SUBSTACK_API_URL": substack.url, "PUBLISH_SMTP_HOST": "127.0.0.1",
+               "PUBLISH_SMTP_PORT": str(smtp.port), "PUBLISH_SMTP_SECURITY": "none",
+               "PUBLISH_SMTP_USERNAME": "editor"}
+        for args in (
+            ["build", EN], ["check", EN], ["draft", EN], ["drafts"],
+            ["send", EN, "--dry-run"], ["send", EN, "--test", "me@example.org"],
+            ["send", EN, "--yes"], ["sends"], ["subscribers", "count"],
+            ["--debug", "draft", EN, "--service", "substack"],           # 401: bad cookie
+            ["draft", EN, "--service", "substack"],
+            ["--debug", "send", EN, "--service", "smtp", "--yes"],       # no AUTH offered
+            ["send", EN, "--service", "smtp", "--yes"],
+        ):
+            result = run_publish(*args, cwd=folder, env=env)
+            outputs.append((args, result.returncode, result.stdout + result.stderr))
+    failing = [a for a, code, _ in outputs if code != 0]
+    assert ["--debug", "draft", EN, "--service", "substack"] in failing
+    assert ["--debug", "send", EN, "--service", "smtp", "--yes"] in failing
+    for args, _code, text in outputs:
+        for name, secret in SENTINELS.items():
+            assert secret not in text, f"{name} printed by publish {' '.join(args)}"
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for name, secret in SENTINELS.items():
+                assert secret.encode() not in data, f"{name} found in {path}"
+
+
+def test_images_outside_the_newsletter_folder_are_refused(tmp_path, monkeypatch):
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    outside = tmp_path / "private.png"
+    outside.write_bytes((folder / "assets" / "2025-01" / "cover.png").read_bytes())
+    link = folder / "assets" / "2025-01" / "timeline.png"
+    link.unlink()
+    link.symlink_to(outside)
+    with FakeSubstack() as server:
+        monkeypatch.setenv("SUBSTACK_SID", SID)
+        monkeypatch.setenv("SUBSTACK_PUBLICATION_URL", server.url)
+        monkeypatch.setenv("SUBSTACK_API_URL", server.url)
+        s = settings.load(folder, env=dict(os.environ))
+        with pytest.raises(PublishError, match="leads outside the newsletter folder"):
+            draft.push(folder / EN, s, "substack")
+        assert server.images == {} and server.drafts == {}
+
+
+def test_session_cookie_never_goes_to_another_host():
+    client = Client("http://127.0.0.1:9/api/v1", headers={"Cookie": "substack.sid=x"})
+    with pytest.raises(HttpError, match="another host"):
+        client.request("GET", "http://127.0.0.2:9/steal")
+    with FakeSubstack() as publication, FakeSubstack() as elsewhere:
+        publication.faults.append(Fault("GET", "/api/v1/drafts/1", status=302,
+                                        headers={"Location": f"{elsewhere.url}/api/v1/x"}))
+        client = Client(f"{publication.url}/api/v1",
+                        headers={"Cookie": f"substack.sid={SID}"}, timeout=5)
+        with pytest.raises(HttpError, match="redirected"):
+            client.request("GET", "/drafts/1")
+        assert elsewhere.requests == []
+
+
+def test_an_older_state_database_is_migrated_with_a_backup(tmp_path):
+    folder = tmp_path / ".publish"
+    folder.mkdir()
+    old = sqlite3.connect(folder / state.DB_NAME)
+    old.executescript(state.MIGRATIONS[0])
+    old.execute(f"PRAGMA application_id={state.APPLICATION_ID}")
+    old.execute("PRAGMA user_version=1")
+    old.execute("INSERT INTO drafts (issue, service, remote_id) VALUES ('issues/a.md', 'local', "
+                "'local-1')")
+    old.commit()
+    old.close()
+    db = state.connect(folder)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
+    assert db.execute("SELECT remote_id FROM drafts").fetchone()[0] == "local-1"
+    db.execute("SELECT count(*) FROM recipients").fetchone()
+    db.close()
+    backups = list(folder.glob("state.db.v1-*.bak"))
+    assert len(backups) == 1
+    backup = sqlite3.connect(backups[0])
+    assert backup.execute("PRAGMA user_version").fetchone()[0] == 1
+    backup.close()
