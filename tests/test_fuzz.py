@@ -110,6 +110,8 @@ def test_generated_issues_build_or_fail_cleanly(tmp_path_factory, meta, title, b
     ("emphasis-5000", "*" * 5000 + "x" + "*" * 5000),
     ("line-1-mb", "word " * 200_000),
     ("nul-bytes", "a\x00b <b>\x00</b>"),
+    ("cdata-section", "<![CDATA[x]]> and <!DOCTYPE html> <?php echo 1 ?>"),  # broke MJML
+    ("c0-control-character", "before\x1fafter"),  # broke MJML
     ("attribute-quotes", '<img src="a\nb.png" alt="x\'y\n&quot;z"> <p title=\'"\'>t</p>'),
 ])
 def test_named_hard_cases(tmp_path, name, body):
