@@ -105,7 +105,7 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     """Every stage from Markdown to the finished email, in memory."""
     issue = issue_mod.load(path)
     folder = templates.templates_dir(settings.root, settings.templates_dir)
-    lang = issue.lang or render.detect_language(issue.body) or settings.language
+    lang = render.choose_language(issue, settings)
     try:
         strings = templates.strings(folder, lang)
     except InputError as exc:

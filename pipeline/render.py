@@ -73,8 +73,9 @@ def detect_language(text: str) -> str | None:
     return "zh" if cjk / len(letters) > 0.3 else None
 
 
-def choose_language(issue: Issue, settings: Settings, body_text: str) -> str:
-    return issue.lang or detect_language(body_text) or settings.language
+def choose_language(issue: Issue, settings: Settings) -> str:
+    """The front matter's `lang`, else the language the text is clearly in, else the setting."""
+    return issue.lang or detect_language(issue.body) or settings.language
 
 
 def _join(names: list[str], s: dict[str, str]) -> str:

@@ -173,8 +173,7 @@ class Sender:
         return render.Email(revision["subject"], "", revision["html"], revision["text"], "")
 
     def _name_fallback(self) -> str:
-        loaded = issue_mod.load(self.path)
-        lang = loaded.lang or render.detect_language(loaded.body) or self.settings.language
+        lang = render.choose_language(issue_mod.load(self.path), self.settings)
         folder = templates.templates_dir(self.settings.root, self.settings.templates_dir)
         return templates.strings(folder, lang)["name_fallback"]
 
