@@ -204,7 +204,7 @@ def _merge_db() -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
     db.execute("CREATE TABLE rows (key TEXT PRIMARY KEY, email TEXT, name TEXT, status TEXT,"
-               " created_at TEXT, attributes TEXT, ord INTEGER)")
+               " created_at TEXT, attributes TEXT, ord INTEGER, imported INTEGER DEFAULT 0)")
     return db
 
 
@@ -245,25 +245,24 @@ def import_file(source: Path, dest: Path) -> ImportReport:
         for _, item in read(dest):
             if isinstance(item, Subscriber):
                 order += 1
-                db.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
                            (item.key, item.email, item.name, item.status, item.created_at,
                             json.dumps(item.attributes), order))
-    seen_in_source: set[str] = set()
     for _, item in read(source):
         if isinstance(item, Rejected):
             report.rejected.append(item)
             continue
-        if item.key in seen_in_source:
-            report.duplicates += 1
-            continue
-        seen_in_source.add(item.key)
-        row = db.execute("SELECT name, status FROM rows WHERE key = ?", (item.key,)).fetchone()
+        row = db.execute("SELECT name, status, imported FROM rows WHERE key = ?",
+                         (item.key,)).fetchone()
         if row is None:
             order += 1
             report.added += 1
-            db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
                        (item.key, item.email, item.name, item.status, item.created_at,
                         json.dumps(item.attributes), order))
+            continue
+        if row[2]:  # seen earlier in this same file, in some spelling
+            report.duplicates += 1
             continue
         name = row[0] or item.name
         status = max(row[1], item.status, key=lambda s: _RANK.get(s, 0))
@@ -271,8 +270,8 @@ def import_file(source: Path, dest: Path) -> ImportReport:
             report.unchanged += 1
         else:
             report.updated += 1
-            db.execute("UPDATE rows SET name = ?, status = ? WHERE key = ?",
-                       (name, status, item.key))
+        db.execute("UPDATE rows SET name = ?, status = ?, imported = 1 WHERE key = ?",
+                   (name, status, item.key))
     db.execute("COMMIT")
     _write(db, dest)
     db.close()
@@ -291,7 +290,7 @@ def set_status(dest: Path, email: str, status: str) -> bool:
             if item.key == key:
                 found = True
                 row_status = status
-            db.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
                        (item.key, item.email, item.name, row_status, item.created_at,
                         json.dumps(item.attributes), order))
     db.execute("COMMIT")
