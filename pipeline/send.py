@@ -386,7 +386,7 @@ class Sender:
         key = self._key()
         service = services.get(self.service_name, self.settings, db)
         connections = self.options.connections if self.service_name != "local" else 1
-        work: queue.Queue = queue.Queue(maxsize=connections * 64)
+        work: queue.Queue = queue.Queue(maxsize=connections * 16)
         limiter = _RateLimit(self.options.rate)
         todo = db.execute("SELECT count(*) FROM recipients WHERE send_id = ? AND state = "
                           "'pending'", (send_id,)).fetchone()[0]
@@ -405,8 +405,7 @@ class Sender:
                         return
                     if stop.is_set():
                         continue
-                    outcome = self._deliver_one(wdb, transport, template, key, item, limiter,
-                                                backoff, stop)
+                    outcome = self._deliver_one(wdb, transport, item, limiter, backoff, stop)
                     with lock:
                         done[0] += 1
                         if outcome:
@@ -420,6 +419,7 @@ class Sender:
         for thread in threads:
             thread.start()
         last_id = 0
+        domain = self.settings.sender_address.rpartition("@")[2]
         try:
             while not stop.is_set():
                 batch = db.execute(
@@ -427,15 +427,27 @@ class Sender:
                     "'pending' AND id > ? ORDER BY id LIMIT 500", (send_id, last_id)).fetchall()
                 if not batch:
                     break
-                for item in batch:
+                for row in batch:
+                    last_id = row["id"]
+                    # Rendered here, ahead of the workers, while they wait on the network.
+                    message_id = make_msgid(domain=domain)
+                    try:
+                        data = template.render(Recipient(row["email"], row["name"]),
+                                               self._unsubscribe_url(key, row["email"]),
+                                               message_id=message_id)
+                    except InputError as exc:
+                        self._mark(db, row["id"], "failed", f"refused: {exc}")
+                        with lock:
+                            done[0] += 1
+                        continue
+                    item = (row["id"], row["email"], message_id, data)
                     while not stop.is_set():
                         try:
-                            work.put((item["id"], item["email"], item["name"]), timeout=0.2)
+                            work.put(item, timeout=0.2)
                             break
                         except queue.Full:
                             if progress:
                                 progress(done[0], todo)
-                    last_id = item["id"]
                     if stop.is_set():
                         break
             for _ in threads:
@@ -456,27 +468,18 @@ class Sender:
             return fatal[0]
         return "interrupted; run the same command to continue" if stop.is_set() else ""
 
-    def _deliver_one(self, db: sqlite3.Connection, transport, template: MessageTemplate,
-                     key: bytes | None, item: tuple[int, str, str], limiter: _RateLimit,
-                     backoff: float, stop: threading.Event) -> str:
-        """Send to one recipient and record the outcome; returns a reason to stop, or ''."""
-        recipient_id, address, name = item
-        domain = self.settings.sender_address.rpartition("@")[2]
-        try:
-            data_for = template.render(Recipient(address, name),
-                                       self._unsubscribe_url(key, address),
-                                       message_id=(message_id := make_msgid(domain=domain)))
-        except InputError as exc:
-            db.execute("UPDATE recipients SET state = 'failed', reason = ?, updated_at = ? "
-                       "WHERE id = ?", (f"refused: {exc}", time.time(), recipient_id))
-            return ""
+    def _deliver_one(self, db: sqlite3.Connection, transport,
+                     item: tuple[int, str, str, bytes], limiter: _RateLimit, backoff: float,
+                     stop: threading.Event) -> str:
+        """Send one rendered message and record the outcome; returns a reason to stop, or ''."""
+        recipient_id, address, message_id, data = item
         for attempt in range(1, MAX_ATTEMPTS + 1):
             limiter.wait()
             db.execute("UPDATE recipients SET state = 'sending', attempts = attempts + 1, "
                        "message_id = ?, updated_at = ? WHERE id = ?",
                        (message_id, time.time(), recipient_id))
             try:
-                answer = transport.deliver(self.settings.sender_address, address, data_for)
+                answer = transport.deliver(self.settings.sender_address, address, data)
             except transports.InDoubt as exc:
                 self._mark(db, recipient_id, "in_doubt", exc.response)
                 return ""
