@@ -60,3 +60,25 @@ def copy_sample_newsletter(folder: Path) -> Path:
         shutil.copytree(ROOT / name, folder / name)
     shutil.copy2(ROOT / "publish.toml", folder / "publish.toml")
     return folder
+
+
+def assert_email_promises(built) -> None:
+    """What every built email must keep, whatever went in: nothing email cannot show,
+    every in-page link resolving to an `<a id name>`, every image absolute with alt text,
+    and a text part."""
+    import re
+
+    from bs4 import BeautifulSoup
+
+    from pipeline.embeds import FORBIDDEN_TAGS
+
+    soup = BeautifulSoup(built.html, "html.parser")
+    names = {tag.name for tag in soup.find_all(True)}
+    assert not names & FORBIDDEN_TAGS
+    assert not [n for n in names if "-" in n]
+    for link in soup.find_all("a", href=re.compile(r"^#")):
+        assert soup.find("a", attrs={"name": link["href"][1:]}) is not None, link["href"]
+    for img in soup.find_all("img"):
+        assert re.match(r"https?://|data:", img["src"]), img["src"]
+        assert img.get("alt") is not None
+    assert built.text.strip()

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import re
 import signal
 
 import pytest
 import yaml
-from bs4 import BeautifulSoup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import build, subscribers
 from pipeline import settings as settings_mod
-from pipeline.embeds import FORBIDDEN_TAGS
 from pipeline.errors import InputError
+from tests.conftest import assert_email_promises
 
 
 @contextlib.contextmanager
@@ -36,19 +34,6 @@ def at_most(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def assert_email_promises(built) -> None:
-    soup = BeautifulSoup(built.html, "html.parser")
-    names = {tag.name for tag in soup.find_all(True)}
-    assert not names & FORBIDDEN_TAGS
-    assert not [n for n in names if "-" in n]
-    for link in soup.find_all("a", href=re.compile(r"^#")):
-        assert soup.find("a", attrs={"name": link["href"][1:]}) is not None, link["href"]
-    for img in soup.find_all("img"):
-        assert re.match(r"https://|http://|data:", img["src"]), img["src"]
-        assert img.get("alt") is not None
-    assert built.text.strip()
 
 
 def build_or_input_error(path, s):
