@@ -1,7 +1,8 @@
 """Where drafts go and how they are sent: one small interface, one module per service.
 
-A service pushes a draft (create or update), and will send a test copy and send to its
-audience. Adding one is a new module here and a line in SERVICES.
+A service pushes a draft (create or update) and sends it: message by message through a
+transport (local Maildir, SMTP), or by publishing to its own audience (Substack). Adding
+one is a new module here and a line in SERVICES.
 """
 
 from __future__ import annotations
@@ -70,7 +71,17 @@ class PushResult:
 
 
 class Service(Protocol):
+    """What `publish draft` and `publish send` need from a service.
+
+    A service that sends to the newsletter's own list (`per_recipient = True`) gives
+    `publish send` a `transport()` that delivers one message at a time; the ledger and
+    retries are the send's. A service with its own audience (`per_recipient = False`)
+    offers `publish(remote_id) -> (note, published_now)` instead.
+    """
+
     name: str
+    draft_store: str  # the service whose drafts this one sends (smtp sends local drafts)
+    per_recipient: bool
 
     def push_draft(
         self, content: DraftContent, previous: DraftRecord | None, *, force: bool
