@@ -57,7 +57,7 @@ def _print_summary(summary: dict) -> None:
     click.echo(f"Images  {summary['images']}")
     click.echo(f"Embeds  {swapped}")
     for name, path in summary["files"].items():
-        click.echo(f"{name:<10}{path}")
+        click.echo(f"{name:<11} {path}")
     for warning in summary["warnings"]:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     for finding in summary["findings"]:
