@@ -57,7 +57,10 @@ def _print_summary(summary: dict) -> None:
     click.echo(f"Images  {summary['images']}")
     click.echo(f"Embeds  {swapped}")
     for name, path in summary["files"].items():
-        click.echo(f"{name:<11} {path}")
+        shown = Path(path)
+        if shown.is_relative_to(Path.cwd()):
+            shown = shown.relative_to(Path.cwd())
+        click.echo(f"{name:<11} {shown}")
     for warning in summary["warnings"]:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     for finding in summary["findings"]:
