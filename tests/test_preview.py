@@ -152,3 +152,27 @@ def test_saving_rebuilds_in_the_background(served):
         time.sleep(0.01)
     assert running.preview.snapshot.version > before
     assert "Lagos and Accra" in running.preview.snapshot.html
+
+
+def test_send_test_from_the_preview_uses_the_send_path(served, monkeypatch):
+    import email
+    import json
+    import mailbox
+    from email import policy
+    from urllib.parse import urlencode
+
+    folder, running = served
+    monkeypatch.setenv("PUBLISH_UNSUBSCRIBE_SECRET", "preview-test-secret-0123456789")
+    request = urllib.request.Request(running.url + "send-test",
+                                     data=urlencode({"address": "editor@example.org"}).encode())
+    answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
+    assert answer["ok"], answer
+    box = mailbox.Maildir(folder / "outbox", create=False)
+    [key] = list(box.iterkeys())
+    message = email.message_from_bytes(box.get_bytes(key), policy=policy.default)
+    assert str(message["Subject"]).startswith("[TEST] ")
+    assert message["To"].addresses[0].addr_spec == "editor@example.org"
+    bad = urllib.request.Request(running.url + "send-test",
+                                 data=urlencode({"address": "not an address"}).encode())
+    refused = json.loads(urllib.request.urlopen(bad, timeout=30).read())
+    assert not refused["ok"] and "not an address" in refused["message"]
