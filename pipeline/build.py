@@ -21,7 +21,7 @@ from . import (
     unsubscribe,
 )
 from . import issue as issue_mod
-from .errors import InputError
+from .errors import InputError, PublishError
 from .issue import Issue
 from .render import Email
 from .settings import Settings
@@ -158,8 +158,11 @@ def write_outputs(built: Built, settings: Settings, out_dir: Path) -> dict[str, 
         "email.eml": preview_eml(built, settings),
     }
     out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise PublishError(f"cannot write the outputs: {exc.strerror}", out_dir) from None
     try:
         for name, data in contents.items():
             (staging / name).write_bytes(data)
@@ -167,9 +170,16 @@ def write_outputs(built: Built, settings: Settings, out_dir: Path) -> dict[str, 
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, old)
-        os.replace(staging, out_dir)
+        try:
+            os.replace(staging, out_dir)
+        except OSError:
+            if old is not None:  # put the previous outputs back
+                os.replace(old, out_dir)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise PublishError(f"cannot write the outputs: {exc.strerror}", out_dir) from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

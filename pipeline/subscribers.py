@@ -102,7 +102,7 @@ def rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     A file whose first row holds an address and no header is read as a plain list.
     """
     if not path.is_file():
-        raise InputError("no such subscriber list", path)
+        raise InputError("no such file", path)
     encoding = _encoding(path)
     try:
         with open(path, encoding=encoding, newline="") as handle:
