@@ -177,3 +177,12 @@ def test_line_breaks_between_words_and_in_code_survive_mjml(letter):
     soup = BeautifulSoup(built.html, "html.parser")
     assert "bold italic and code link" in " ".join(soup.get_text().split())
     assert soup.find("pre").get_text().splitlines()[:2] == ["# first line", "second = 2"]
+
+
+def test_unwritable_output_folder_is_a_clear_error(letter):
+    write_issue(letter / "issues", "ok.md", GOOD)
+    result = run_publish("build", "issues/ok.md", "--out", "/proc/publish-cannot-write-here",
+                         cwd=letter)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: /proc/publish-cannot-write-here: cannot write the "
+                                     "outputs: No such file or directory")
