@@ -445,13 +445,24 @@ def subscribers_count(obj: Context, list_name: str) -> None:
 
 
 @subscribers_group.command(name="unsubscribe")
-@click.argument("email")
+@click.argument("email", required=False)
+@click.option("--token", help="An unsubscribe token from a link (checked with "
+              "PUBLISH_UNSUBSCRIBE_SECRET) instead of EMAIL.")
 @click.option("--list", "list_name", default="main", show_default=True)
 @click.pass_obj
-def subscribers_unsubscribe(obj: Context, email: str, list_name: str) -> None:
-    """Unsubscribe EMAIL: marked in the list and added to the suppression list."""
-    from . import subscribers
+def subscribers_unsubscribe(obj: Context, email: str | None, token: str | None,
+                            list_name: str) -> None:
+    """Unsubscribe EMAIL (or the reader a --token was made for): marked in the list and
+    added to the suppression list, which wins over every list."""
+    from . import subscribers, unsubscribe
 
+    if bool(email) == bool(token):
+        raise click.UsageError("give an EMAIL or --token, not both")
+    if token:
+        email = unsubscribe.verify_token(unsubscribe.key_from_env(), token.strip())
+        if email is None:
+            raise click.BadParameter("not a token made with this newsletter's secret",
+                                     param_hint="--token")
     try:
         found = subscribers.set_status(_list_file(obj, list_name), email, "unsubscribed")
         subscribers.suppress(obj.settings.root, email)

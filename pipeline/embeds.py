@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
+from .tidy import CONTENT_WIDTH as CARD_WIDTH
 from .urls import absolute, host
-
-CARD_WIDTH = 552
 
 # Removed with their content: nothing in them is meant for a reader of an email.
 DROP_TAGS = {

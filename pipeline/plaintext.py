@@ -75,7 +75,7 @@ class _Writer:
             label = table.find_all("a", href=True)[-1].get_text(" ", strip=True)
         return f"{PLAY} {label.rstrip('.。:：')}: {url}"
 
-    def blocks(self, node, prefix: str = "") -> list[str]:
+    def blocks(self, node) -> list[str]:
         """Plain-text blocks for a container's children, inline runs joined into paragraphs."""
         from bs4 import Tag
 

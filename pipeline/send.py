@@ -468,7 +468,7 @@ class Sender:
             return fatal[0]
         return "interrupted; run the same command to continue" if stop.is_set() else ""
 
-    def _deliver_one(self, db: sqlite3.Connection, transport,
+    def _deliver_one(self, db: sqlite3.Connection, transport: transports.Transport,
                      item: tuple[int, str, str, bytes], limiter: _RateLimit, backoff: float,
                      stop: threading.Event) -> str:
         """Send one rendered message and record the outcome; returns a reason to stop, or ''."""

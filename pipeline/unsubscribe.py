@@ -1,7 +1,7 @@
 """Unsubscribe links that cannot be forged: the address signed with a key from the environment.
 
 A token is `base64url(email).base64url(hmac-sha256(key, email))[:22]`; the unsubscribe
-page (or `publish subscribers unsubscribe --token`) verifies it in constant time.
+page (or `publish subscribers unsubscribe --token TOKEN`) verifies it in constant time.
 """
 
 from __future__ import annotations

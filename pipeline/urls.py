@@ -21,9 +21,5 @@ def absolute(url: str, base: str) -> str:
     return encode(urljoin(base, url))
 
 
-def is_absolute(url: str) -> bool:
-    return bool(urlsplit(url).scheme)
-
-
 def host(url: str) -> str:
     return urlsplit(url).hostname or ""

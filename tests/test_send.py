@@ -85,6 +85,22 @@ def test_local_outbox_end_to_end(letter):
     assert sends[0]["counts"] == {"sent": 3, "skipped": 1} and sends[0]["status"] == "done"
 
 
+def test_unsubscribe_link_token_unsubscribes_that_reader(letter):
+    draft.push(letter / EN, load(letter))
+    send.Sender(letter / EN, load(letter), send.SendOptions()).run()
+    message = next(m for m in outbox_messages(letter)
+                   if m["To"].addresses[0].addr_spec == "grace@example.net")
+    token = message["List-Unsubscribe"].split("token=")[1].split(">")[0]
+    result = run_publish("subscribers", "unsubscribe", "--token", token, cwd=letter)
+    assert result.returncode == 0, result.stderr
+    assert "grace@example.net: marked unsubscribed" in result.stdout
+    assert "grace@example.net" in (letter / "subscribers" / "suppressed.csv").read_text()
+    forged = unsubscribe.make_token(b"another-newsletter-secret-0000", "ada@example.org")
+    refused = run_publish("subscribers", "unsubscribe", "--token", forged, cwd=letter)
+    assert refused.returncode == 2 and "not a token made with" in refused.stderr
+    assert "ada@example.org" not in (letter / "subscribers" / "suppressed.csv").read_text()
+
+
 def test_suppressed_address_is_never_sent_to(letter):
     (letter / "subscribers" / "suppressed.csv").write_text("email\nGrace@Example.NET\n", "utf-8")
     draft.push(letter / EN, load(letter))
