@@ -39,9 +39,18 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     """Turn Markdown newsletter issues into email that reads well in every inbox.
 
     \b
-    Start a newsletter:     publish init my-letter
-    Build an issue:         publish build issues/2025-01-ai-art.md
-    Machine-readable:       publish build issues/2025-01-ai-art.md --json
+    Start a newsletter:   publish init my-letter
+    Build an issue:       publish build issues/2025-01-ai-art.md
+    Look at it:           publish preview issues/2025-01-ai-art.md
+    Lint it:              publish check issues/2025-01-ai-art.md
+    Push the draft:       publish draft issues/2025-01-ai-art.md [--service substack]
+    Send a test copy:     publish send issues/2025-01-ai-art.md --test me@example.com
+    Send it, once:        publish send issues/2025-01-ai-art.md
+    Subscribers:          publish subscribers import export.csv
+
+    Settings live in publish.toml; secrets (SUBSTACK_SID, SMTP_PASSWORD,
+    PUBLISH_UNSUBSCRIBE_SECRET) only in the environment. Add --json to most
+    commands for machine-readable output.
     """
     ctx.obj = Context(root, debug)
 
