@@ -8,6 +8,7 @@ its message is handed over and `sent` after the server's 250; rows a crash leave
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
@@ -386,7 +387,7 @@ class Sender:
         key = self._key()
         service = services.get(self.service_name, self.settings, db)
         connections = self.options.connections if self.service_name != "local" else 1
-        work: queue.Queue = queue.Queue(maxsize=connections * 16)
+        work: queue.Queue = queue.Queue(maxsize=connections * 64)
         limiter = _RateLimit(self.options.rate)
         todo = db.execute("SELECT count(*) FROM recipients WHERE send_id = ? AND state = "
                           "'pending'", (send_id,)).fetchone()[0]
@@ -395,22 +396,47 @@ class Sender:
         lock = threading.Lock()
         backoff = self.settings.number("retry_backoff")
 
+        domain = self.settings.sender_address.rpartition("@")[2]
+
+        def prepare(row: tuple[int, str, str] | None) -> tuple | None:
+            """A recipient's message, rendered; None marks the end of the work."""
+            if row is None:
+                return None
+            recipient_id, address, name = row
+            message_id = make_msgid(domain=domain)
+            try:
+                data = template.render(Recipient(address, name),
+                                       self._unsubscribe_url(key, address),
+                                       message_id=message_id)
+            except InputError as exc:
+                return recipient_id, address, message_id, None, f"refused: {exc}"
+            return recipient_id, address, message_id, data, ""
+
         def worker() -> None:
             wdb = state.connect(self.settings.state_path)
             transport = service.transport()
             try:
-                while True:
-                    item = work.get()
-                    if item is None:
-                        return
-                    if stop.is_set():
+                current = prepare(work.get())
+                while current is not None:
+                    if stop.is_set():  # drain the queue up to the end marker
+                        current = work.get()
                         continue
-                    outcome = self._deliver_one(wdb, transport, item, limiter, backoff, stop)
+                    following: list = []
+
+                    def render_next(following: list = following) -> None:
+                        # Runs while the server handles the current message.
+                        if not following:
+                            with contextlib.suppress(queue.Empty):
+                                following.append(prepare(work.get_nowait()))
+
+                    outcome = self._deliver_one(wdb, transport, current, limiter, backoff,
+                                                stop, render_next)
                     with lock:
                         done[0] += 1
                         if outcome:
                             fatal.append(outcome)
                             stop.set()
+                    current = following[0] if following else prepare(work.get())
             finally:
                 transport.close()
                 wdb.close()
@@ -419,7 +445,6 @@ class Sender:
         for thread in threads:
             thread.start()
         last_id = 0
-        domain = self.settings.sender_address.rpartition("@")[2]
         try:
             while not stop.is_set():
                 batch = db.execute(
@@ -429,21 +454,9 @@ class Sender:
                     break
                 for row in batch:
                     last_id = row["id"]
-                    # Rendered here, ahead of the workers, while they wait on the network.
-                    message_id = make_msgid(domain=domain)
-                    try:
-                        data = template.render(Recipient(row["email"], row["name"]),
-                                               self._unsubscribe_url(key, row["email"]),
-                                               message_id=message_id)
-                    except InputError as exc:
-                        self._mark(db, row["id"], "failed", f"refused: {exc}")
-                        with lock:
-                            done[0] += 1
-                        continue
-                    item = (row["id"], row["email"], message_id, data)
                     while not stop.is_set():
                         try:
-                            work.put(item, timeout=0.2)
+                            work.put((row["id"], row["email"], row["name"]), timeout=0.2)
                             break
                         except queue.Full:
                             if progress:
@@ -469,17 +482,21 @@ class Sender:
         return "interrupted; run the same command to continue" if stop.is_set() else ""
 
     def _deliver_one(self, db: sqlite3.Connection, transport: transports.Transport,
-                     item: tuple[int, str, str, bytes], limiter: _RateLimit, backoff: float,
-                     stop: threading.Event) -> str:
+                     item: tuple, limiter: _RateLimit, backoff: float, stop: threading.Event,
+                     while_waiting: Callable[[], None]) -> str:
         """Send one rendered message and record the outcome; returns a reason to stop, or ''."""
-        recipient_id, address, message_id, data = item
+        recipient_id, address, message_id, data, refused = item
+        if data is None:
+            self._mark(db, recipient_id, "failed", refused)
+            return ""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             limiter.wait()
             db.execute("UPDATE recipients SET state = 'sending', attempts = attempts + 1, "
                        "message_id = ?, updated_at = ? WHERE id = ?",
                        (message_id, time.time(), recipient_id))
             try:
-                answer = transport.deliver(self.settings.sender_address, address, data)
+                answer = transport.deliver(self.settings.sender_address, address, data,
+                                           while_waiting)
             except transports.InDoubt as exc:
                 self._mark(db, recipient_id, "in_doubt", exc.response)
                 return ""

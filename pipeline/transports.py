@@ -12,6 +12,7 @@ import mailbox
 import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -45,8 +46,13 @@ class Fatal(DeliveryError):
 
 
 class Transport(Protocol):
-    def deliver(self, sender: str, recipient: str, data: bytes) -> str:
-        """Deliver one message; the server's answer, or one of the errors above."""
+    def deliver(self, sender: str, recipient: str, data: bytes,
+                while_waiting: Callable[[], None] | None = None) -> str:
+        """Deliver one message; the server's answer, or one of the errors above.
+
+        `while_waiting` runs once the message is handed over and before the answer is
+        read, so the caller can prepare the next message while the server works.
+        """
         ...
 
     def close(self) -> None: ...
@@ -59,13 +65,16 @@ class MaildirTransport:
         self.folder = folder
         self.box: mailbox.Maildir | None = None
 
-    def deliver(self, sender: str, recipient: str, data: bytes) -> str:
+    def deliver(self, sender: str, recipient: str, data: bytes,
+                while_waiting: Callable[[], None] | None = None) -> str:
         try:
             if self.box is None:
                 self.box = mailbox.Maildir(self.folder, create=True)
             key = self.box.add(data)
         except OSError as exc:
             raise Fatal(f"cannot write to the outbox: {exc.strerror}") from None
+        if while_waiting is not None:
+            while_waiting()
         return f"stored {key}"
 
     def close(self) -> None:
@@ -122,7 +131,8 @@ class SmtpTransport:
             raise
         return conn
 
-    def deliver(self, sender: str, recipient: str, data: bytes) -> str:
+    def deliver(self, sender: str, recipient: str, data: bytes,
+                while_waiting: Callable[[], None] | None = None) -> str:
         if self.conn is None:
             self.conn = self._connect()
         conn = self.conn
@@ -162,6 +172,8 @@ class SmtpTransport:
             if not payload.endswith(b"\r\n"):
                 payload += b"\r\n"
             conn.send(payload + b".\r\n")
+            if while_waiting is not None:
+                while_waiting()
             code, reply = conn.getreply()
         except (smtplib.SMTPServerDisconnected, TimeoutError, OSError) as exc:
             self._drop()
