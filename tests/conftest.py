@@ -82,3 +82,15 @@ def assert_email_promises(built) -> None:
         assert re.match(r"https?://|data:", img["src"]), img["src"]
         assert img.get("alt") is not None
     assert built.text.strip()
+
+
+@pytest.fixture
+def substack(monkeypatch):
+    """The strict Substack-compatible server on loopback, with the environment pointing at it."""
+    from tests.substack_server import SID, FakeSubstack
+
+    with FakeSubstack() as server:
+        monkeypatch.setenv("SUBSTACK_SID", SID)
+        monkeypatch.setenv("SUBSTACK_PUBLICATION_URL", server.url)
+        monkeypatch.setenv("SUBSTACK_API_URL", server.url)
+        yield server

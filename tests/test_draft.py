@@ -12,7 +12,7 @@ import pytest
 from pipeline import draft, settings, state
 from pipeline.errors import InputError, PublishError
 from tests.conftest import copy_sample_newsletter, run_publish
-from tests.substack_server import SID, FakeSubstack
+from tests.substack_server import SID
 
 EN = "issues/2025-01-ai-art.md"
 ZH = "issues/2025-02-video-models.md"
@@ -21,15 +21,6 @@ ZH = "issues/2025-02-video-models.md"
 @pytest.fixture
 def letter(tmp_path):
     return copy_sample_newsletter(tmp_path / "letter")
-
-
-@pytest.fixture
-def substack(monkeypatch):
-    with FakeSubstack() as server:
-        monkeypatch.setenv("SUBSTACK_SID", SID)
-        monkeypatch.setenv("SUBSTACK_PUBLICATION_URL", server.url)
-        monkeypatch.setenv("SUBSTACK_API_URL", server.url)
-        yield server
 
 
 def _settings(folder, **env):

@@ -46,6 +46,15 @@ def _email_frame(page, which: str):
     return page.frame_locator(f"#{which} iframe")
 
 
+def _open(browser, running):
+    """The preview page, once the desktop frame shows the email."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    page.goto(running.url)
+    frame = _email_frame(page, "desktop")
+    frame.locator("h1").wait_for()
+    return page, frame
+
+
 def _png_size(path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -54,10 +63,7 @@ def _png_size(path) -> tuple[int, int]:
 
 def test_preview_page_shows_the_email_on_desktop_and_mobile(served, browser, tmp_path):
     _folder, running = served
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(running.url)
-    desktop = _email_frame(page, "desktop")
-    desktop.locator("h1").wait_for()
+    page, desktop = _open(browser, running)
     assert "What image models learned" in desktop.locator("h1").inner_text()
     assert page.locator("#subject").inner_text().startswith("Pixels & Prose #1")
     assert "Twelve months" in page.locator("#preheader").inner_text()
@@ -92,10 +98,7 @@ def test_preview_page_shows_the_email_on_desktop_and_mobile(served, browser, tmp
 
 def test_dark_mode_inverts_the_email_but_not_its_images(served, browser):
     _folder, running = served
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(running.url)
-    frame = _email_frame(page, "desktop")
-    frame.locator("h1").wait_for()
+    page, frame = _open(browser, running)
     page.click("#dark")
     assert page.locator("#dark").get_attribute("aria-pressed") == "true"
     html_filter = frame.locator("html").evaluate("el => getComputedStyle(el).filter")
@@ -107,10 +110,7 @@ def test_dark_mode_inverts_the_email_but_not_its_images(served, browser):
 
 def test_saving_the_issue_reloads_the_page_and_errors_show_without_stopping(served, browser):
     folder, running = served
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(running.url)
-    frame = _email_frame(page, "desktop")
-    frame.locator("h1").wait_for()
+    page, frame = _open(browser, running)
     issue = folder / EN
     original = issue.read_text("utf-8")
     issue.write_text(original.replace("Welcome to the first issue",

@@ -19,7 +19,6 @@ from pipeline import draft, send, settings, unsubscribe
 from pipeline.errors import PublishError
 from tests.conftest import copy_sample_newsletter, run_publish
 from tests.smtp_server import SmtpServer
-from tests.substack_server import SID, FakeSubstack
 
 EN = "issues/2025-01-ai-art.md"
 SECRET = "test-unsubscribe-secret-0123456789"
@@ -304,11 +303,16 @@ def _kill_midway(letter, smtp, sig, after: int) -> subprocess.CompletedProcess |
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def test_killed_send_resumes_every_recipient_exactly_once_except_in_doubt(letter):
-    addresses = [f"sub{n}@example.org" for n in range(2000)]
+def _subscribers_and_draft(letter, count: int) -> list[str]:
+    addresses = [f"sub{n}@example.org" for n in range(count)]
     write_list(letter, [(a, "", "active") for a in addresses])
+    draft.push(letter / EN, load(letter))
+    return addresses
+
+
+def test_killed_send_resumes_every_recipient_exactly_once_except_in_doubt(letter):
+    addresses = _subscribers_and_draft(letter, 2000)
     with SmtpServer(delay=0.001) as smtp:
-        draft.push(letter / EN, load(letter))
         killed = _kill_midway(letter, smtp, signal.SIGKILL, after=400)
         assert killed.returncode == -signal.SIGKILL
         first_run = sum(smtp.recorder.received.values())
@@ -332,10 +336,8 @@ def test_killed_send_resumes_every_recipient_exactly_once_except_in_doubt(letter
 
 
 def test_ctrl_c_finishes_the_message_in_flight_and_resumes(letter):
-    addresses = [f"sub{n}@example.org" for n in range(600)]
-    write_list(letter, [(a, "", "active") for a in addresses])
+    addresses = _subscribers_and_draft(letter, 600)
     with SmtpServer(delay=0.002) as smtp:
-        draft.push(letter / EN, load(letter))
         stopped = _kill_midway(letter, smtp, signal.SIGINT, after=100)
         assert stopped.returncode == 130, stopped.stderr
         assert "Ctrl-C" in stopped.stderr
@@ -350,34 +352,26 @@ def test_ctrl_c_finishes_the_message_in_flight_and_resumes(letter):
 
 # Substack --------------------------------------------------------------------------
 
-def test_substack_publish_once_and_already_published(letter, monkeypatch):
-    with FakeSubstack() as server:
-        monkeypatch.setenv("SUBSTACK_SID", SID)
-        monkeypatch.setenv("SUBSTACK_PUBLICATION_URL", server.url)
-        monkeypatch.setenv("SUBSTACK_API_URL", server.url)
-        outcome = draft.push(letter / EN, load(letter), "substack")
-        with pytest.raises(Exception, match="do not apply"):
-            send.Sender(letter / EN, load(letter),
-                        send.SendOptions(service="substack", list_name="other"))
-        report, _ = send.Sender(letter / EN, load(letter),
-                                send.SendOptions(service="substack")).run()
-        assert report.note.startswith("published on Substack")
-        assert server.published == [int(outcome.remote_id)]
-        assert server.count("GET", rf"/api/v1/drafts/{outcome.remote_id}/prepublish") == 1
-        with pytest.raises(PublishError, match="already published"):
-            send.Sender(letter / EN, load(letter), send.SendOptions(service="substack")).run()
-        assert server.published == [int(outcome.remote_id)]
-        with pytest.raises(PublishError, match="already sent"):
-            draft.push(letter / EN, load(letter), "substack", force=True)
+def test_substack_publish_once_and_already_published(letter, substack):
+    outcome = draft.push(letter / EN, load(letter), "substack")
+    with pytest.raises(Exception, match="do not apply"):
+        send.Sender(letter / EN, load(letter),
+                    send.SendOptions(service="substack", list_name="other"))
+    report, _ = send.Sender(letter / EN, load(letter),
+                            send.SendOptions(service="substack")).run()
+    assert report.note.startswith("published on Substack")
+    assert substack.published == [int(outcome.remote_id)]
+    assert substack.count("GET", rf"/api/v1/drafts/{outcome.remote_id}/prepublish") == 1
+    with pytest.raises(PublishError, match="already published"):
+        send.Sender(letter / EN, load(letter), send.SendOptions(service="substack")).run()
+    assert substack.published == [int(outcome.remote_id)]
+    with pytest.raises(PublishError, match="already sent"):
+        draft.push(letter / EN, load(letter), "substack", force=True)
 
 
-def test_substack_draft_published_elsewhere_is_not_published_again(letter, monkeypatch):
-    with FakeSubstack() as server:
-        monkeypatch.setenv("SUBSTACK_SID", SID)
-        monkeypatch.setenv("SUBSTACK_PUBLICATION_URL", server.url)
-        monkeypatch.setenv("SUBSTACK_API_URL", server.url)
-        outcome = draft.push(letter / EN, load(letter), "substack")
-        server.edit(int(outcome.remote_id), is_published=True, post_date="2025-01-01")
-        with pytest.raises(PublishError, match="already published on Substack"):
-            send.Sender(letter / EN, load(letter), send.SendOptions(service="substack")).run()
-        assert server.published == []
+def test_substack_draft_published_elsewhere_is_not_published_again(letter, substack):
+    outcome = draft.push(letter / EN, load(letter), "substack")
+    substack.edit(int(outcome.remote_id), is_published=True, post_date="2025-01-01")
+    with pytest.raises(PublishError, match="already published on Substack"):
+        send.Sender(letter / EN, load(letter), send.SendOptions(service="substack")).run()
+    assert substack.published == []

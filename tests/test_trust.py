@@ -55,21 +55,17 @@ def test_secrets_never_appear_in_output_files_or_state(tmp_path):
                 assert secret.encode() not in data, f"{name} found in {path}"
 
 
-def test_images_outside_the_newsletter_folder_are_refused(tmp_path, monkeypatch):
+def test_images_outside_the_newsletter_folder_are_refused(tmp_path, substack):
     folder = copy_sample_newsletter(tmp_path / "letter")
     outside = tmp_path / "private.png"
     outside.write_bytes((folder / "assets" / "2025-01" / "cover.png").read_bytes())
     link = folder / "assets" / "2025-01" / "timeline.png"
     link.unlink()
     link.symlink_to(outside)
-    with FakeSubstack() as server:
-        monkeypatch.setenv("SUBSTACK_SID", SID)
-        monkeypatch.setenv("SUBSTACK_PUBLICATION_URL", server.url)
-        monkeypatch.setenv("SUBSTACK_API_URL", server.url)
-        s = settings.load(folder, env=dict(os.environ))
-        with pytest.raises(PublishError, match="leads outside the newsletter folder"):
-            draft.push(folder / EN, s, "substack")
-        assert server.images == {} and server.drafts == {}
+    s = settings.load(folder, env=dict(os.environ))
+    with pytest.raises(PublishError, match="leads outside the newsletter folder"):
+        draft.push(folder / EN, s, "substack")
+    assert substack.images == {} and substack.drafts == {}
 
 
 def test_session_cookie_never_goes_to_another_host():
