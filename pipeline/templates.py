@@ -7,7 +7,6 @@ ship with publish are used.
 from __future__ import annotations
 
 import tomllib
-from functools import lru_cache
 from pathlib import Path
 
 from .errors import InputError
@@ -29,7 +28,6 @@ def templates_dir(root: Path, name: str = "email_templates") -> Path:
     return skeleton_dir() / "email_templates"
 
 
-@lru_cache(maxsize=16)
 def _strings_file(path: Path) -> dict[str, str]:
     try:
         data = tomllib.loads(path.read_text("utf-8"))

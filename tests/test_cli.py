@@ -74,3 +74,19 @@ def test_template_syntax_error_names_the_template_line(tmp_path):
     result = run_publish("build", "issues/2025-01-ai-art.md", cwd=folder)
     assert result.returncode == 2
     assert "issue.mjml.j2:6:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_edited_template_strings_are_read_afresh_in_one_process(tmp_path):
+    """The preview rebuilds in one long-lived process; a changed strings file must show."""
+    from pipeline import build, settings
+
+    folder = tmp_path / "letter"
+    run_publish("init", str(folder), cwd=tmp_path)
+    s = settings.load(folder, env={})
+    issue = folder / "issues" / "2025-01-ai-art.md"
+    assert "Unsubscribe" in build.render_issue(issue, s).text
+    strings = folder / "email_templates" / "strings" / "en.toml"
+    strings.write_text(strings.read_text("utf-8").replace('unsubscribe = "Unsubscribe"',
+                                                          'unsubscribe = "Leave the list"'),
+                       "utf-8")
+    assert "Leave the list" in build.render_issue(issue, s).text
