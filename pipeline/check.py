@@ -133,11 +133,8 @@ def _inline(element, prop: str) -> str:
 
 
 def _hidden(element) -> bool:
-    for node in [element, *element.parents]:
-        if getattr(node, "attrs", None) and "display:none" in _inline(node, "display").join(
-                ["display:", ""]).replace(" ", ""):
-            return True
-    return False
+    return any(getattr(node, "attrs", None) and _inline(node, "display") == "none"
+               for node in [element, *element.parents])
 
 
 def _background(element) -> tuple[float, float, float] | None:

@@ -21,23 +21,25 @@ MATH_STYLE = (
 )
 
 
-def _lexer(lang: str):
+def _language(info: str) -> str:
+    """The language of a fence's info string: `Python`, `python=` and `python {x}` are python."""
+    return re.sub(r"[^a-z0-9+#-].*$", "", info.strip().lower())
+
+
+def _lexer(language: str):
     from pygments.lexers import get_lexer_by_name
     from pygments.util import ClassNotFound
 
-    name = re.sub(r"[^a-z0-9+#-].*$", "", lang.strip().lower())
-    if not name:
-        return None
     try:
-        return get_lexer_by_name(name)
+        return get_lexer_by_name(language)
     except ClassNotFound:
         return None
 
 
 def highlight(code: str, lang: str, _attrs: object = None) -> str:
     """A `<pre>` with inline-styled spans, or plain escaped code for unknown languages."""
-    lexer = _lexer(lang) if lang else None
-    language = re.sub(r"[^a-z0-9+#-]", "", lang.strip().split()[0].lower()) if lang.strip() else ""
+    language = _language(lang)
+    lexer = _lexer(language) if language else None
     code_open = f'<code class="language-{language}">' if language else "<code>"
     if lexer is None:
         body = html.escape(code)
