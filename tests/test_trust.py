@@ -103,3 +103,23 @@ def test_an_older_state_database_is_migrated_with_a_backup(tmp_path):
     backup = sqlite3.connect(backups[0])
     assert backup.execute("PRAGMA user_version").fetchone()[0] == 1
     backup.close()
+
+
+def test_smtp_password_is_not_offered_without_starttls(tmp_path, monkeypatch):
+    """With smtp_security = starttls (the default), a relay that cannot encrypt never
+    sees the login: the send stops first, everyone still pending."""
+    from pipeline import send
+
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    with SmtpServer() as smtp:  # offers no STARTTLS
+        for key, value in {"PUBLISH_UNSUBSCRIBE_SECRET": SENTINELS["PUBLISH_UNSUBSCRIBE_SECRET"],
+                           "SMTP_PASSWORD": SENTINELS["SMTP_PASSWORD"],
+                           "PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(smtp.port),
+                           "PUBLISH_SMTP_USERNAME": "editor"}.items():
+            monkeypatch.setenv(key, value)
+        s = settings.load(folder, env=dict(os.environ))
+        draft.push(folder / EN, s)
+        report, _ = send.Sender(folder / EN, s, send.SendOptions(service="smtp")).run()
+        assert "does not offer STARTTLS" in report.stopped
+        assert report.sent == 0 and report.pending == 3
+        assert sum(smtp.recorder.received.values()) == 0
