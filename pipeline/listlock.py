@@ -44,8 +44,9 @@ def locked(folder: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
                                        f"lists in {folder} for {timeout:g} s; try again when it "
                                        "has finished") from None
                 time.sleep(0.02)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        with contextlib.suppress(OSError):  # who holds it is only a courtesy
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -64,7 +65,20 @@ def remove_stale(dest: Path) -> None:
 
 @contextlib.contextmanager
 def replacing(dest: Path, encoding: str) -> Iterator[TextIO]:
-    """A text file that takes `dest`'s place whole when the block ends without an error."""
+    """A text file that takes `dest`'s place whole when the block ends without an error.
+
+    A failure to write (a full disk, say) is a PublishError that says the list is unchanged.
+    """
+    try:
+        with _replacing(dest, encoding) as out:
+            yield out
+    except OSError as exc:
+        raise PublishError(f"cannot write {dest}: {exc.strerror or exc}; the list is "
+                           "unchanged") from None
+
+
+@contextlib.contextmanager
+def _replacing(dest: Path, encoding: str) -> Iterator[TextIO]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=_staging_prefix(dest), suffix=".tmp",
                                        dir=dest.parent)

@@ -9,6 +9,7 @@ read-and-replace holds the lists' lock (see `listlock`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import csvrows, listlock
+from .errors import PublishError
 from .subscribers import (
     COLUMNS,
     Progress,
@@ -61,8 +63,22 @@ class _Discard(Exception):
     """Raised inside a rewrite to leave the list as it was."""
 
 
-def _scratch() -> sqlite3.Connection:
+@contextlib.contextmanager
+def _scratch() -> Iterator[sqlite3.Connection]:
     """A scratch database on disk, so merging a million rows keeps memory flat."""
+    try:
+        db = _open_scratch()
+        try:
+            yield db
+        finally:
+            db.close()
+    except (sqlite3.Error, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise PublishError(f"cannot merge the list in a temporary folder: {reason}; the list "
+                           "is unchanged") from None
+
+
+def _open_scratch() -> sqlite3.Connection:
     handle, path = tempfile.mkstemp(suffix=".db")
     os.close(handle)
     db = sqlite3.connect(path, isolation_level=None)
@@ -243,8 +259,7 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
                 progress: Progress | None = None) -> ImportReport:
     """Merge a subscriber export into a list; the stricter status wins for a known address."""
     report = ImportReport(dry_run=dry_run)
-    db = _scratch()
-    try:
+    with _scratch() as db:
         extras = _incoming(db, read(source, progress), report)
         if dry_run:
             _rewrite(dest, db, extras, report)
@@ -252,8 +267,6 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
             with listlock.locked(dest.parent):
                 listlock.remove_stale(dest)
                 _rewrite(dest, db, extras, report)
-    finally:
-        db.close()
     return report
 
 
@@ -263,8 +276,7 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
     if not dest.exists():
         return False
     report = ImportReport(dry_run=dry_run)
-    db = _scratch()
-    try:
+    with _scratch() as db:
         db.execute("INSERT INTO incoming VALUES (?, ?, '', ?, '', '{}', 1, 0)",
                    (email_key(address), address, status))
         # Rewritten only when a row changes; a row appended means the address was not there.
@@ -272,8 +284,6 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
             listlock.remove_stale(dest)
             _rewrite(dest, db, [], report, overwrite_status=True,
                      commit=lambda r: r.added == 0 and r.updated > 0)
-    finally:
-        db.close()
     return report.added == 0
 
 
@@ -281,13 +291,10 @@ def suppress(path: Path, email: str, *, dry_run: bool = False) -> bool:
     """Add an address to the suppression list; False when it is already there."""
     address = normalize_email(email)
     report = ImportReport(dry_run=dry_run)
-    db = _scratch()
-    try:
+    with _scratch() as db:
         db.execute("INSERT INTO incoming VALUES (?, ?, '', 'unsubscribed', '', '{}', 1, 0)",
                    (email_key(address), address))
         with listlock.locked(path.parent):
             listlock.remove_stale(path)
             _rewrite(path, db, [], report, commit=lambda r: r.added > 0)
-    finally:
-        db.close()
     return report.added > 0
