@@ -147,6 +147,8 @@ def preview(obj: Context, issue: Path, port: int, no_open: bool) -> None:
 def check_command(obj: Context, issue: Path, links: bool, as_json: bool) -> None:
     """Build ISSUE and lint the email; exit 1 when an error is found.
 
+    Every warning of the build comes first, with the file and line it is about.
+
     Rules cover what mail clients cannot show (video, iframes, scripts, forms, SVG,
     custom elements, linked CSS, flex/grid/position layout), client support from
     caniemail's data for Gmail, Outlook, Apple Mail and Yahoo (accept features with
@@ -158,7 +160,7 @@ def check_command(obj: Context, issue: Path, links: bool, as_json: bool) -> None
     from . import check
 
     built = build_mod.render_issue(issue, obj.settings)
-    findings = list(built.findings)
+    findings = check.from_warnings(built.warnings, str(built.issue.path)) + built.findings
     if links:
         findings += check.check_links(built.html, timeout=obj.settings.http_timeout_seconds)
     if as_json:
