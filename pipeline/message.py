@@ -40,7 +40,15 @@ def mailbox(name: str, address: str, what: str) -> str:
     safe_header(address, f"{what} address")
     if not _ADDRESS.match(address):
         raise InputError(f"{what} '{address}' is not an email address")
-    return formataddr((name, address), charset="utf-8") if name else address
+    if not name:
+        return address
+    if address.isascii():
+        return formataddr((name, address), charset="utf-8")
+    # A UTF-8 address (RFC 6532, sent with SMTPUTF8), which formataddr refuses: the name
+    # is encoded as formataddr would, the address written as it is.
+    placeholder = "a@b"
+    return formataddr((name, placeholder), charset="utf-8")[:-len(placeholder) - 2] + \
+        f"<{address}>"
 
 
 def list_id(name: str, sender_address: str) -> str:

@@ -188,10 +188,11 @@ def test_a_crash_between_claim_and_settle_leaves_the_reader_in_doubt(letter):
 # 3. any error in a worker stops the send cleanly -----------------------------------------
 
 NON_ASCII = ["user@bücher.de", "Café@example.org", "chloé@exämple.fr", "plain@example.org"]
+NAMES = {"chloé@exämple.fr": "Chloé Dupont", "user@bücher.de": "Jürgen"}
 
 
 def test_internationalised_addresses_in_the_local_outbox(letter):
-    write_list(letter, [(a, "", "active") for a in NON_ASCII])
+    write_list(letter, [(a, NAMES.get(a, ""), "active") for a in NON_ASCII])
     draft.push(letter / EN, load(letter))
     result = run_publish("send", EN, "--yes", "--json", cwd=letter)
     assert result.returncode == 0, result.stderr
@@ -204,7 +205,7 @@ def test_internationalised_addresses_in_the_local_outbox(letter):
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
 @pytest.mark.parametrize("smtputf8", [True, False], ids=["smtputf8", "ascii-only"])
 def test_internationalised_addresses_over_smtp(letter, smtputf8, pipelining):
-    write_list(letter, [(a, "", "active") for a in NON_ASCII])
+    write_list(letter, [(a, NAMES.get(a, ""), "active") for a in NON_ASCII])
     draft.push(letter / EN, load(letter))
     with SmtpServer(smtputf8=smtputf8, pipelining=pipelining) as smtp:
         result = run_publish("send", EN, "--service", "smtp", "--yes", "--json", cwd=letter,
@@ -218,12 +219,44 @@ def test_internationalised_addresses_over_smtp(letter, smtputf8, pipelining):
         assert report["sent"] == 4 and not report["failed"]
         assert received["Café@example.org"] == 1 and received["chloé@xn--exmple-cua.fr"] == 1
         assert b"To: Caf\xc3\xa9@example.org" in messages["Café@example.org"][0]
+        chloe = messages["chloé@xn--exmple-cua.fr"][0]
+        assert "<chloé@xn--exmple-cua.fr>".encode() in chloe and b"Chlo=C3=A9" in chloe
     else:
         assert report["sent"] == 2 and report["pending"] == 0
         assert sorted(f["email"] for f in report["failed"]) == ["Café@example.org",
                                                                "chloé@exämple.fr"]
         assert all("SMTPUTF8" in f["reason"] for f in report["failed"])
         assert sum(received.values()) == 2
+
+
+def test_a_non_ascii_sender_without_smtputf8_stops_with_everyone_pending(letter):
+    write_list(letter, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
+    env = {"PUBLISH_SENDER": "Lëttres <lëttres@example.org>"}
+    draft.push(letter / EN, load(letter, sender=env["PUBLISH_SENDER"]))
+    with SmtpServer() as smtp:
+        result = run_publish("send", EN, "--service", "smtp", "--yes", cwd=letter,
+                             env={**smtp_env(smtp), **env})
+        assert result.returncode == 1
+        assert "SMTPUTF8" in one_clear_line(result)
+        assert sum(smtp.recorder.received.values()) == 0
+    assert {s for s, *_ in ledger_rows(letter).values()} == {"pending"}
+    with SmtpServer(smtputf8=True) as smtp:
+        result = run_publish("send", EN, "--service", "smtp", "--yes", cwd=letter,
+                             env={**smtp_env(smtp), **env})
+        assert result.returncode == 0, result.stderr
+        assert dict(smtp.recorder.received) == {"a@example.org": 1, "b@example.org": 1}
+
+
+def test_a_test_copy_to_an_internationalised_address(letter):
+    draft.push(letter / EN, load(letter))
+    with SmtpServer() as smtp:
+        result = run_publish("send", EN, "--service", "smtp", "--test", "Éditrice@bücher.de",
+                             cwd=letter, env=smtp_env(smtp))
+        assert result.returncode == 1 and "SMTPUTF8" in one_clear_line(result)
+        result = run_publish("send", EN, "--service", "smtp", "--test", "editor@bücher.de",
+                             cwd=letter, env=smtp_env(smtp))
+        assert result.returncode == 0, result.stderr
+        assert dict(smtp.recorder.received) == {"editor@xn--bcher-kva.de": 1}
 
 
 def test_a_non_ascii_smtp_password_logs_in_as_utf8(letter, monkeypatch):
@@ -645,6 +678,26 @@ def test_sigkill_at_random_points_then_resume_sends_each_once(letter, connection
     assert all(received[a] == 1 for a in addresses if a not in in_doubt)
     assert all(received[a] <= 1 for a in in_doubt)
     assert report["sent"] + len(in_doubt) == len(addresses)
+
+
+def test_sigterm_stops_like_ctrl_c_and_resumes_once(letter):
+    addresses = [f"sub{n}@example.org" for n in range(600)]
+    write_list(letter, [(a, "", "active") for a in addresses])
+    draft.push(letter / EN, load(letter))
+    with SmtpServer(delay=0.002) as smtp:
+        proc = _start_send(letter, smtp_env(smtp), "--connections", "2", "--json")
+        _wait_for(lambda: sum(smtp.recorder.received.values()) >= 100, "100 messages")
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, err
+        assert "SIGTERM" in json.loads(out)["stopped"] and "Traceback" not in err
+        rows = ledger_rows(letter)
+        assert not [e for e, (s, *_) in rows.items() if s in ("sending", "in_doubt")]
+        resumed = run_publish("send", EN, "--service", "smtp", "--yes", cwd=letter,
+                              env=smtp_env(smtp))
+        assert resumed.returncode == 0, resumed.stderr
+        received = smtp.recorder.received
+    assert sorted(received) == sorted(addresses) and set(received.values()) == {1}
 
 
 def test_double_ctrl_c_leaves_no_duplicate(letter):
