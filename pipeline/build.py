@@ -115,12 +115,14 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     def where(needle: str, nth: int = 0) -> str:
         return issue.where(issue.line_of(needle, nth))
 
-    fragment = markdown.to_html(issue.body)
-    swapped = embeds.swap(fragment, _embed_context(issue, settings, strings, where))
+    rendered = markdown.render(issue.body, strings)
+    swapped = embeds.swap(rendered.html, _embed_context(issue, settings, strings, where))
     tidied = tidy.tidy(swapped.html, settings.base_url, where)
     text_body = plaintext.from_html(tidied.html, strings)
     email = render.render(issue, tidied.html, text_body, settings, folder, strings, lang)
-    warnings = [*issue.warnings, *swapped.warnings, *tidied.warnings, *email.warnings]
+    source_warnings = [f"{issue.where(line)}: {message}" for line, message in rendered.warnings]
+    warnings = [*issue.warnings, *source_warnings, *swapped.warnings, *tidied.warnings,
+                *email.warnings]
     values = preview_values(settings, strings)
     built = Built(
         issue,

@@ -147,6 +147,8 @@ def preview(obj: Context, issue: Path, port: int, no_open: bool) -> None:
 def check_command(obj: Context, issue: Path, links: bool, as_json: bool) -> None:
     """Build ISSUE and lint the email; exit 1 when an error is found.
 
+    Every warning of the build comes first, with the file and line it is about.
+
     Rules cover what mail clients cannot show (video, iframes, scripts, forms, SVG,
     custom elements, linked CSS, flex/grid/position layout), client support from
     caniemail's data for Gmail, Outlook, Apple Mail and Yahoo (accept features with
@@ -158,7 +160,7 @@ def check_command(obj: Context, issue: Path, links: bool, as_json: bool) -> None
     from . import check
 
     built = build_mod.render_issue(issue, obj.settings)
-    findings = list(built.findings)
+    findings = check.from_warnings(built.warnings, str(built.issue.path)) + built.findings
     if links:
         findings += check.check_links(built.html, timeout=obj.settings.http_timeout_seconds)
     if as_json:
@@ -336,31 +338,16 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         answer = sender.send_test(test_address)
         click.echo(f"Test copy sent to {test_address}: {answer}")
         return
-    audience = sender.preview()
+    plan = sender.plan()  # every check of the real send; nothing recorded
     if dry_run:
-        if as_json:
-            click.echo(json.dumps({"will_send": audience.will_send,
-                                   "skipped": dict(audience.skipped),
-                                   "sample": audience.sample}, indent=2))
-            return
-        if not sender.service_class.per_recipient:
-            click.echo(f"Would publish the {sender.service_name} draft of {issue} to the "
-                       "publication's own subscribers; nothing sent.")
-            return
-        click.echo(f"Would send {issue} to {audience.will_send} subscriber(s) "
-                   f"through {sender.service_name}; nothing sent.")
-        for why, n in sorted(audience.skipped.items()):
-            click.echo(f"  skip {n} {why}")
-        for email in audience.sample:
-            click.echo(f"  {email}")
+        _print_plan(issue, plan, as_json)
         return
-    sender.check_ready()
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("not a terminal to ask for confirmation; add --yes")
-        who = (f"{audience.will_send} subscriber(s)" if sender.service_class.per_recipient
-               else f"the {sender.service_name} publication's subscribers")
-        click.confirm(f"Send {issue} to {who} through {sender.service_name}?", abort=True)
+        who = (f"{plan.will_send} subscriber(s)" if plan.per_recipient
+               else f"the {plan.service} publication's subscribers")
+        click.confirm(f"Send {issue} to {who} through {plan.service}?", abort=True)
     report, notes = sender.run(progress=None if as_json else _progress_printer())
     if as_json:
         click.echo(json.dumps({**report.summary(), "notes": notes}, ensure_ascii=False,
@@ -368,7 +355,35 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
     else:
         _print_report(report, notes)
     if report.stopped:
+        if obj.debug and report.error is not None:
+            import traceback
+
+            traceback.print_exception(report.error)
         sys.exit(130 if "Ctrl-C" in report.stopped else 1)
+
+
+def _print_plan(issue: Path, plan, as_json: bool) -> None:
+    """What `publish send --dry-run` found the real send would do."""
+    if as_json:
+        click.echo(json.dumps(plan.summary(), ensure_ascii=False, indent=2))
+        return
+    if not plan.per_recipient:
+        click.echo(f"Would publish the {plan.service} draft of {issue} to the "
+                   "publication's own subscribers; nothing sent.")
+    elif plan.resuming:
+        click.echo(f"Would continue send #{plan.resuming} of {issue}: {plan.will_send} "
+                   f"subscriber(s) still to send to through {plan.service}; nothing sent.")
+    else:
+        click.echo(f"Would send {issue} to {plan.will_send} subscriber(s) "
+                   f"through {plan.service}; nothing sent.")
+    for why, n in sorted(plan.skipped.items()):
+        click.echo(f"  skip {n} {why}")
+    if plan.in_doubt:
+        click.echo(f"  {plan.in_doubt} in doubt (not sent again without --resend-in-doubt)")
+    for email in plan.sample:
+        click.echo(f"  {email}")
+    for note in plan.notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
 
 
 @cli.command()
