@@ -215,6 +215,9 @@ async function attack(port) {
 class _EvilSite:
     """Another web page on another loopback origin, like any site the editor has open."""
 
+    def __init__(self, host: str):
+        self.host = host
+
     def __enter__(self):
         page = EVIL_PAGE.encode()
 
@@ -229,9 +232,9 @@ class _EvilSite:
                 self.end_headers()
                 self.wfile.write(page)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((self.host, 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.2:{self.server.server_address[1]}/"
+        self.url = f"http://{self.host}:{self.server.server_address[1]}/"
         return self
 
     def __exit__(self, *exc):
@@ -239,9 +242,10 @@ class _EvilSite:
         self.server.server_close()
 
 
-def test_a_page_on_another_origin_cannot_send_or_read(served, browser):
+@pytest.mark.parametrize("evil_host", ["127.0.0.2", "127.0.0.1"])  # cross-site, same-site
+def test_a_page_on_another_origin_cannot_send_or_read(served, browser, evil_host):
     folder, running = served
-    with _EvilSite() as evil:
+    with _EvilSite(evil_host) as evil:
         page = browser.new_page()
         page.goto(evil.url)
         results = page.evaluate(f"attack({_port(running)})")
