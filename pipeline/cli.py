@@ -412,6 +412,9 @@ def sends(obj: Context, as_json: bool) -> None:
 @cli.group(name="subscribers")
 def subscribers_group() -> None:
     """Manage subscriber lists (CSV files in subscribers/)."""
+    from . import listlock
+
+    listlock.notify = lambda message: click.echo(message, err=True)
 
 
 def _list_file(obj: Context, list_name: str):

@@ -272,7 +272,8 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
         else:
             with listlock.locked(dest.parent):
                 listlock.remove_stale(dest)
-                _rewrite(dest, db, extras, report)
+                # Nothing added or changed: the list is left alone, not rewritten.
+                _rewrite(dest, db, extras, report, commit=lambda r: r.added + r.updated > 0)
     return report
 
 
