@@ -206,3 +206,43 @@ def test_a_header_with_a_line_break_is_refused_without_its_value():
     with pytest.raises(HttpError) as caught:
         Client("http://127.0.0.1:9/api/v1", headers={"Cookie": "substack.sid=SECRET\r\nX: y"})
     assert "Cookie" in str(caught.value) and "SECRET" not in str(caught.value)
+
+
+def test_a_server_that_echoes_the_cookie_does_not_get_it_printed(tmp_path):
+    """A service whose error quotes the request's cookie back: the message is shown,
+    the secret in it is not (with and without --debug)."""
+    import http.server
+    import json
+    import threading
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _echo(self):
+            body = json.dumps({"error": f"bad session {self.headers.get('Cookie')}"}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = _echo
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    env = {"SUBSTACK_SID": "s%3AECHOED-SENTINEL-4b1d.sig", "SUBSTACK_PUBLICATION_URL": url,
+           "SUBSTACK_API_URL": url}
+    try:
+        for debug in ([], ["--debug"]):
+            result = run_publish(*debug, "draft", EN, "--service", "substack", cwd=folder,
+                                 env=env)
+            text = result.stdout + result.stderr
+            assert result.returncode == 1 and "bad session" in text, text
+            assert "ECHOED-SENTINEL" not in text, text
+            assert "[SUBSTACK_SID]" in text
+    finally:
+        server.shutdown()
+        server.server_close()

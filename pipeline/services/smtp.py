@@ -20,7 +20,7 @@ class SmtpService(LocalService):
         if s.smtp_security not in {"starttls", "ssl", "none"}:
             raise InputError(f"smtp_security must be starttls, ssl or none, not "
                              f"{s.smtp_security!r}")
-        password = read_secret("SMTP_PASSWORD", ascii_only=True)  # smtplib logs in in ASCII
+        password = read_secret("SMTP_PASSWORD")
         if s.smtp_username and not password:
             raise InputError("smtp_username is set but SMTP_PASSWORD is not")
         return SmtpTransport(s.smtp_host, int(s.number("smtp_port")), security=s.smtp_security,
