@@ -21,9 +21,12 @@ ALERT_COLOURS = {
 }
 _ALERT = re.compile(r"\[!(NOTE|TIP|IMPORTANT|WARNING|CAUTION)\][ \t]*\n?", re.I)
 PLACEHOLDER = re.compile(r"\{\{?[ \t]*[A-Za-z_][\w.-]+[ \t]*\}\}?")
+_DATE = (r"(?:(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{1,2},? \d{4}"
+         r"|\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{4}"
+         r"|\d{4}-\d{2}-\d{2})")
 _SCAFFOLD = re.compile(
-    r"(?:Published|Posted|Updated)(?: on)?\s+[\w ,./-]{3,40}?\d{4}\.?"
-    r"(?:\s*(?:Update|Edit|View)(?: this page)? on GitHub)?", re.I)
+    rf"(?:Published|Posted|Updated)(?: on)? {_DATE}\.?"
+    r"(?: ?(?:Update|Edit|View)(?: this page)? on GitHub)?", re.I)
 # Regions of an HTML block whose text is not prose: kept byte for byte.
 _OPAQUE = re.compile(
     r"<!--.*?-->|<(pre|code|kbd|samp|script|style|textarea|math|svg)\b.*?</\1\s*>", re.S | re.I)
