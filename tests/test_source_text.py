@@ -364,3 +364,37 @@ def test_tex_quotes_are_quotations_not_code(source, shown, code):
 def test_unclosed_backticks_and_hash_without_space_are_warned():
     result = render("Title.\n\nGive ```slider`` a step.\n\n#Heading without space\n")
     assert {line for line, _ in result.warnings} == {3, 5}
+
+
+# attacks --------------------------------------------------------------------------------
+@pytest.mark.parametrize("source", [
+    "<div>\n" + "<code>x " * 2000 + "\n</div>\n",            # unclosed opaque elements
+    "<div>\n" + "<!-- x " * 2000 + "\n</div>\n",              # unclosed comments
+    "a " + "\\\\( x " * 2000, "a " + "\\( x_1 " * 2000,      # unclosed math
+    "a " + "``x " * 2000, "a " + "[x]((" * 2000,              # unclosed quotes and links
+    "**a: **" * 2000, "**注意：**这" * 2000, "](" * 2000,
+])
+def test_hostile_runs_render_completely(source):
+    result = render(source)
+    text = BeautifulSoup(result.html, "html.parser").get_text()
+    assert _words(text) >= _words(source_prose(source)) - Counter(a=1)
+    assert len(result.warnings) <= 40  # a flood of warnings is summarised
+
+
+def test_a_thousand_placeholders_give_a_short_list_of_warnings():
+    result = render("Hi {name}.\n" * 1000)
+    assert len(result.warnings) == 11
+    assert result.warnings[-1] == (None, "template placeholder shown as text: "
+                                         "990 more like this")
+
+
+@pytest.mark.parametrize("source", [
+    "[a]((javascript:alert(1)))", "<p>\n[a](javascript:alert(1)) **b**\n</p>",
+    "[a]((data:text/html;base64,PHNjcmlwdD4=))", "> [!TIP]\n> <script>alert(1)</script>",
+])
+def test_no_repair_makes_a_script_link(source, tmp_path, repo_settings):
+    built, _ = _built(tmp_path, source + "\n", repo_settings)
+    soup = BeautifulSoup(built.fragment, "html.parser")
+    assert soup.find("script") is None
+    for link in soup.find_all("a", href=True):
+        assert not re.match(r"\W*(javascript|data|vbscript):", link["href"], re.I)
