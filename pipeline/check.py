@@ -92,12 +92,12 @@ def from_warnings(warnings: list[str], source: str = "") -> list[Finding]:
     """
     findings = []
     for warning in warnings:
-        file, line, message = source, None, warning
+        file, line, message = "", None, warning
         located = _LOCATED.fullmatch(warning)
         if located:
             file, line, message = located["file"], int(located["line"]), located["message"]
         elif source and warning.startswith(f"{source}: "):
-            message = warning[len(source) + 2:]
+            file, message = source, warning[len(source) + 2:]
         rule, hint = next(((r, h) for r, needle, h in BUILD_RULES if needle in message),
                           ("build", "see the message"))
         findings.append(Finding(rule, "warning", message, hint, file=file, line=line))

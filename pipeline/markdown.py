@@ -105,7 +105,7 @@ def render(body: str, strings: dict[str, str] | None = None) -> Rendered:
     """Render an issue's Markdown body; `strings` label callouts in the issue's language."""
     env: dict = {"strings": strings or {}, "warnings": []}
     fragment = _parser().render(body, env)
-    return Rendered(fragment, env["warnings"])
+    return Rendered(fragment, md_blocks.limited(env["warnings"]))
 
 
 def to_html(body: str) -> str:
