@@ -90,3 +90,8 @@ def _parser():
 def to_html(body: str) -> str:
     """Render an issue's Markdown body to an HTML fragment."""
     return _parser().render(body)
+
+
+def parse(body: str) -> list:
+    """The token stream of a Markdown body, as `to_html` sees it (for reading its prose)."""
+    return _parser().parse(body)
