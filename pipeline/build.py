@@ -122,8 +122,8 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     def where(needle: str, nth: int = 0) -> str:
         return issue.where(issue.line_of(needle, nth))
 
-    fragment = markdown.to_html(issue.body)
-    swapped = embeds.swap(fragment, _embed_context(issue, settings, strings, where))
+    rendered = markdown.render(issue.body, strings)
+    swapped = embeds.swap(rendered.html, _embed_context(issue, settings, strings, where))
     tidied = tidy.tidy(swapped.html, settings.base_url, where)
     opening = headline.split(issue.title, tidied.html)
     text_body = plaintext.from_html(opening.fragment, strings)
@@ -132,7 +132,9 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     lang_line = issue.meta_lines.get("lang") or issue.meta_lines.get("language")
     lang_where = f"{issue.path}:{lang_line}" if lang_line else str(issue.path)
     language_warnings = [f"{lang_where}: {w}" for w in (*choice.warnings, strings_warning) if w]
-    warnings = [*issue.warnings, *language_warnings, *swapped.warnings, *tidied.warnings,
+    source_warnings = [f"{issue.where(line)}: {message}" for line, message in rendered.warnings]
+    warnings = [*issue.warnings, *language_warnings, *source_warnings, *swapped.warnings,
+                *tidied.warnings,
                 *email.warnings]
     values = preview_values(settings, strings)
     built = Built(

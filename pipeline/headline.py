@@ -30,10 +30,16 @@ class Opening:
     dropped: str = ""  # the text of the heading that was dropped, if any
 
 
-def normalise(text: str) -> str:
-    """Letters and digits only, case-folded and in their compatibility forms (（ → ()."""
+def _words(text: str) -> list[str]:
+    """Case-folded words in compatibility forms (（ → (); each CJK character is a word."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(c for c in text if unicodedata.category(c)[0] in "LN")
+    return re.findall(r"[^\W_]+?(?=[\u2e80-\u9fff\uac00-\ud7af\U00020000-\U0002fa1f]|[\W_]|$)|"
+                      r"[\u2e80-\u9fff\uac00-\ud7af\U00020000-\U0002fa1f]", text)
+
+
+def normalise(text: str) -> str:
+    """Letters and digits only: what is left when punctuation, case and spacing go."""
+    return "".join(_words(text))
 
 
 def _numbers(text: str) -> list[str]:
@@ -41,21 +47,23 @@ def _numbers(text: str) -> list[str]:
 
 
 def says_the_same(title: str, heading: str, *, loose: bool = True) -> bool:
-    """Whether `heading` repeats `title`: equal once normalised, or (when `loose`) a close
-    variant with the same numbers, or one a prefix covering most of the other."""
-    a, b = normalise(title), normalise(heading)
+    """Whether `heading` repeats `title`: the same words once punctuation, case and spacing
+    are set aside; or, when `loose`, the heading starts with the title's words, or is a
+    beginning of the title covering most of it, or a close variant with the same numbers
+    ("The X" for "X", "v1.0" for "1.0")."""
+    title_words, heading_words = _words(title), _words(heading)
+    a, b = "".join(title_words), "".join(heading_words)
     if not a or not b:
         return False
     if a == b:
         return True
     if not loose:
         return False
-    (shorter, short_text), (longer, long_text) = sorted(((a, title), (b, heading)),
-                                                         key=lambda pair: len(pair[0]))
-    if longer.startswith(shorter):
-        few, more = _numbers(short_text), _numbers(long_text)
-        return more[: len(few)] == few and len(shorter) / len(longer) >= PREFIX_COVERAGE
-    if _numbers(title) != _numbers(heading) or len(shorter) < 8:
+    if heading_words[: len(title_words)] == title_words:
+        return True
+    if title_words[: len(heading_words)] == heading_words:
+        return len(b) / len(a) >= PREFIX_COVERAGE
+    if _numbers(title) != _numbers(heading) or min(len(a), len(b)) < 8:
         return False  # "Gradio 4" is not "Gradio 5"; very short words match too easily
     return SequenceMatcher(None, a, b, autojunk=False).ratio() >= NEAR_MATCH
 
@@ -95,9 +103,9 @@ def split(title: str, fragment: str) -> Opening:
     if not says_the_same(title, text, loose=first.name == "h1"):
         return Opening(title, fragment)
     headline = title
-    if len(normalise(text)) > len(normalise(title)) and normalise(text).startswith(
-            normalise(title)):
-        headline = text
+    if len(_words(text)) > len(_words(title)) and _words(text)[: len(_words(title))] == _words(
+            title):
+        headline = text  # the title only begins it
     anchors = [a.extract() for a in first.find_all("a", attrs={"name": True})
                if not a.get_text(strip=True)]
     for anchor in reversed(anchors):

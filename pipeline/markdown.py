@@ -1,14 +1,19 @@
 """Markdown (CommonMark, tables, strikethrough, footnotes, raw HTML, math) to an HTML fragment.
 
 Code is coloured with inline styles, since email clients drop most `<style>` rules;
-`$$…$$` math stays as its readable TeX source.
+math stays as its readable TeX source, set as code: `$$…$$` blocks, inline `$…$`,
+`\\(…\\)` and `\\[…\\]`. Repairs for what authors meant and warnings for source
+left as text live in md_inline and md_blocks.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass, field
 from functools import lru_cache
+
+from . import md_blocks, md_inline
 
 CODE_STYLE = (
     "background-color:#f6f8fa;color:#1f2328;border-radius:6px;padding:12px 14px;"
@@ -71,10 +76,10 @@ def _parser():
     )
 
     def inline_math(self, tokens, idx, options, env):
-        return html.escape("$" + tokens[idx].content + "$")
+        return f'<code class="math">{html.escape("$" + tokens[idx].content.strip() + "$")}</code>'
 
     def inline_double_math(self, tokens, idx, options, env):
-        return html.escape("$$" + tokens[idx].content + "$$")
+        return f'<code class="math">{html.escape("$$" + tokens[idx].content.strip() + "$$")}</code>'
 
     def block_math(self, tokens, idx, options, env):
         tex = html.escape(tokens[idx].content.strip())
@@ -84,14 +89,30 @@ def _parser():
     md.add_render_rule("math_inline_double", inline_double_math)
     md.add_render_rule("math_block", block_math)
     md.add_render_rule("math_block_label", block_math)
+    md_inline.install(md)
+    md_blocks.install(md)
     return md
+
+
+@dataclass
+class Rendered:
+    html: str
+    # (line of the body, 1-based, or None; message) for what the author should look at.
+    warnings: list[tuple[int | None, str]] = field(default_factory=list)
+
+
+def render(body: str, strings: dict[str, str] | None = None) -> Rendered:
+    """Render an issue's Markdown body; `strings` label callouts in the issue's language."""
+    env: dict = {"strings": strings or {}, "warnings": []}
+    fragment = _parser().render(body, env)
+    return Rendered(fragment, env["warnings"])
 
 
 def to_html(body: str) -> str:
     """Render an issue's Markdown body to an HTML fragment."""
-    return _parser().render(body)
+    return render(body).html
 
 
 def parse(body: str) -> list:
-    """The token stream of a Markdown body, as `to_html` sees it (for reading its prose)."""
-    return _parser().parse(body)
+    """The token stream of a Markdown body, as `render` sees it (for reading its prose)."""
+    return _parser().parse(body, {"strings": {}, "warnings": []})
