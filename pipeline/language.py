@@ -29,6 +29,12 @@ _EMAIL_ADDRESS = re.compile(r"\S+@\S+\.\w+")
 _SKIPPED_TAGS = ("pre", "code", "script", "style", "kbd", "samp", "var", "math", "svg",
                  "template", "noscript", "textarea")
 
+# Common characters written differently in the two scripts (simplified, traditional).
+# Any real Chinese prose uses dozens of them, so their counts tell the script apart.
+_SIMPLIFIED = set("这们个来时说为国会对发过还进经现动问开关实学体长与书电数设计让应该"
+                  "产样种点见边东车门马给题处总无从网络图标结论简单页测试")
+_TRADITIONAL = set("這們個來時說為國會對發過還進經現動問開關實學體長與書電數設計讓應該"
+                   "產樣種點見邊東車門馬給題處總無從網絡圖標結論簡單頁測試")
 # A call this close to even is reported, so the editor can set `lang` in the front matter.
 CLOSE_MARGIN = 0.15
 MIN_WORDS = 12
@@ -114,6 +120,13 @@ def prose(markdown_body: str) -> str:
     return _EMAIL_ADDRESS.sub(" ", text)
 
 
+def _traditional(text: str) -> bool:
+    """Whether Chinese prose is written in Traditional characters (clearly more of them)."""
+    simplified = sum(1 for c in text if c in _SIMPLIFIED)
+    traditional = sum(1 for c in text if c in _TRADITIONAL)
+    return traditional >= 3 and traditional > 2 * simplified
+
+
 def count(text: str) -> Counts:
     return Counts(
         han=len(_HAN_CHAR.findall(text)),
@@ -131,7 +144,8 @@ def detect(markdown_body: str, fallback: str) -> Choice:
     tell English from French here), unless that language is Chinese, Japanese or Korean,
     in which case it is 'en'. Japanese (kana) and Korean (hangul) are not Chinese.
     """
-    counts = count(prose(markdown_body))
+    text = prose(markdown_body)
+    counts = count(text)
     total = counts.total
     if total < MIN_WORDS:
         return Choice(fallback, f"the setting: too little prose to tell ({total} words)")
@@ -146,6 +160,9 @@ def detect(markdown_body: str, fallback: str) -> Choice:
     if han_share > 0.5:
         lang = "zh"
         reason = f"detected: {han_share:.0%} of prose words are Chinese"
+        if _traditional(text):
+            lang = "zh-Hant"
+            reason += ", in Traditional characters"
     else:
         lang = fallback
         if fallback.split("-")[0].lower() in CJK_LANGUAGES:

@@ -8,7 +8,9 @@ which is how an inbox row fills up.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
 
 from .headline import says_the_same
 from .plaintext import display_width
@@ -139,19 +141,17 @@ def _is_prose(text: str, linked: str, title: str) -> bool:
     return not says_the_same(title, text, loose=False)
 
 
-def paragraphs(fragment: str, title: str = "", *, strict: bool = True) -> list[str]:
-    """The issue's prose paragraphs in reading order (strict: not in lists or quotes)."""
-    from bs4 import BeautifulSoup, NavigableString, Tag
+def paragraphs(soup, title: str = "", *, strict: bool = True) -> Iterator[str]:
+    """The prose paragraphs of a parsed fragment in reading order, read lazily (strict: not
+    in lists or quotes)."""
+    from bs4 import NavigableString, Tag
 
-    soup = BeautifulSoup(fragment, "html.parser")
-    found: list[str] = []
-
-    def consider(nodes) -> None:
+    def consider(nodes) -> Iterator[str]:
         text = clean("".join(_visible(node) for node in nodes))
         if _is_prose(text, _linked(nodes), title):
-            found.append(text)
+            yield text
 
-    def visit(container, quiet: bool = False) -> None:
+    def visit(container, quiet: bool = False) -> Iterator[str]:
         run: list = []
         for node in container.children:
             if isinstance(node, NavigableString):
@@ -165,19 +165,18 @@ def paragraphs(fragment: str, title: str = "", *, strict: bool = True) -> list[s
                 run.append(node)
                 continue
             if not quiet:
-                consider(run)
+                yield from consider(run)
             run = []
             if _skipped(node) or node.name in _BLOCKS:
                 continue
             if node.name in _PARAGRAPHS:
-                consider([node])
+                yield from consider([node])
             elif not _passed_over(node, strict):
-                visit(node, quiet or _quiet(node))
+                yield from visit(node, quiet or _quiet(node))
         if not quiet:
-            consider(run)
+            yield from consider(run)
 
-    visit(soup)
-    return found
+    return visit(soup)
 
 
 def cut(text: str, limit: int = LIMIT) -> str:
@@ -211,10 +210,15 @@ def cut(text: str, limit: int = LIMIT) -> str:
 
 def derive(fragment: str, title: str = "", limit: int = LIMIT) -> str:
     """The first prose of the issue, joined by the next paragraphs while it is short."""
-    for strict in (True, False):
-        found = paragraphs(fragment, title, strict=strict)
-        if found:
-            break
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(fragment, "html.parser")
+    found = paragraphs(soup, title, strict=True)
+    first = next(found, None)
+    if first is None:  # no plain paragraph: lists and quotes will do
+        found = paragraphs(soup, title, strict=False)
+    else:
+        found = itertools.chain([first], found)
     text = ""
     for paragraph in found:
         cjk_end = _CJK.match(text[-1:]) and (_CJK.match(paragraph[:1]) or text[-1] in "。！？")

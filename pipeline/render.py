@@ -16,11 +16,11 @@ from .issue import Issue, Person
 from .plaintext import underline
 from .settings import Settings
 
-FONT_STACK = (
-    "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Helvetica, Arial, "
-    "'PingFang SC', 'Hiragino Sans GB', 'Microsoft YaHei', 'Noto Sans CJK SC', "
-    "'Noto Sans SC', sans-serif"
-)
+LATIN_FONTS = "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Helvetica, Arial"
+SIMPLIFIED_FONTS = ("'PingFang SC', 'Hiragino Sans GB', 'Microsoft YaHei', 'Noto Sans CJK SC', "
+                    "'Noto Sans SC'")
+TRADITIONAL_FONTS = "'PingFang TC', 'Microsoft JhengHei', 'Noto Sans CJK TC', 'Noto Sans TC'"
+FONT_STACK = f"{LATIN_FONTS}, {SIMPLIFIED_FONTS}, sans-serif"
 TOKENS = ("unsubscribe_url", "email", "name")
 _PREHEADER_SPACER = "\u200c\u00a0" * 90
 _MSO = re.compile(r"<!--\[if")
@@ -60,6 +60,16 @@ def fill(segments: list[str], values: dict[str, str], *, escape: bool) -> str:
 def personalize(template: str, values: dict[str, str], *, escape: bool) -> str:
     """Fill `%%token%%` placeholders; values are HTML-escaped for the HTML part."""
     return fill(split_tokens(template), values, escape=escape)
+
+
+def font_stack(lang: str) -> str:
+    """The body fonts: Traditional Chinese gets its own CJK fonts first, whose glyph shapes
+    follow its script's conventions."""
+    from .language import TRADITIONAL_CHINESE
+
+    if lang.lower().startswith(TRADITIONAL_CHINESE):
+        return f"{LATIN_FONTS}, {TRADITIONAL_FONTS}, {SIMPLIFIED_FONTS}, sans-serif"
+    return FONT_STACK
 
 
 def choose_language(issue: Issue, settings: Settings) -> str:
@@ -140,7 +150,7 @@ def template_context(issue: Issue, settings: Settings, s: dict[str, str], lang: 
         "subtitle": issue.subtitle,
         "preheader": preheader,
         "preheader_spacer": _PREHEADER_SPACER,
-        "font_stack": FONT_STACK,
+        "font_stack": font_stack(lang),
         "newsletter_name": settings.name,
         "date_text": format_date(issue, s),
         "web_url": web_url,

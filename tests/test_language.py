@@ -152,3 +152,47 @@ def test_prose_leaves_out_what_the_reader_does_not_read():
     for hidden in ("代码", "数学", "路径", "注释", "缩进", "href"):
         assert hidden not in text, hidden
     assert "中文" in text and "Words here" in text
+
+
+TRADITIONAL_PROSE = ("我們很高興在此發布這個通用的多模態模型，"
+                     "它接受任意文字序列和圖像序列作為輸入，並據此產生文字。它可用於回答與圖像相關的問題、描述視覺內容、根據多幅圖像創作故事。")
+
+
+def test_traditional_prose_without_lang_gets_traditional_strings_and_fonts(
+        tmp_path, repo_settings):
+    built = _build(tmp_path, repo_settings, TRADITIONAL_PROSE * 2, "title: 模型簡介")
+    assert built.email.lang == "zh-Hant" and "Traditional" in built.lang_reason
+    assert "取消訂閱" in built.text and "退订" not in built.text
+    assert "PingFang TC" in built.html
+    simplified = _build(tmp_path, repo_settings, ZH_PROSE * 2)
+    assert simplified.email.lang == "zh" and "PingFang TC" not in simplified.html
+
+
+def test_script_hints_are_one_script_each():
+    import hanzidentifier
+
+    assert len(language._SIMPLIFIED) == len(language._TRADITIONAL) >= 40
+    for char in language._SIMPLIFIED:
+        assert hanzidentifier.identify(char) == hanzidentifier.SIMPLIFIED, char
+    for char in language._TRADITIONAL:
+        assert hanzidentifier.identify(char) == hanzidentifier.TRADITIONAL, char
+
+
+def test_a_newsletter_without_traditional_strings_warns_instead_of_silently_simplifying(
+        tmp_path):
+    from pipeline import settings as settings_mod
+    from tests.conftest import copy_sample_newsletter
+
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    (folder / "email_templates" / "strings" / "zh-Hant.toml").unlink()
+    built = _build(tmp_path, settings_mod.load(folder, env={}), TRADITIONAL_PROSE,
+                   "title: 模型簡介\nlang: zh-TW")
+    assert _html_lang(built) == "zh-TW"
+    warning = [w for w in built.warnings if "Traditional" in w]
+    assert warning and "issue.md:3" in warning[0] and "zh-Hant.toml" in warning[0]
+
+
+def test_too_little_prose_keeps_the_setting(tmp_path, repo_settings):
+    settings = dataclasses.replace(repo_settings, language="zh")
+    built = _build(tmp_path, settings, CODE * 3 + "中文\n", "title: x")
+    assert built.email.lang == "zh" and "too little prose" in built.lang_reason
