@@ -19,6 +19,7 @@ NEAR_MATCH = 0.8
 # A shorter headline that begins the longer one must cover this much of it.
 PREFIX_COVERAGE = 0.6
 _SILENT = ("img", "br", "hr", "picture", "source")
+_WRAPPERS = ("div", "center", "header", "section", "article", "hgroup", "main")
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,13 @@ def says_the_same(title: str, heading: str, *, loose: bool = True) -> bool:
     return SequenceMatcher(None, a, b, autojunk=False).ratio() >= NEAR_MATCH
 
 
-def _first_with_words(soup):
-    """The first element of the body a reader sees words in (images and comments skipped)."""
+def _first_with_words(container):
+    """The first element a reader sees words in (images and comments skipped), looking
+    inside wrappers such as `<div align="center">` that hold it."""
     from bs4 import NavigableString, Tag
     from bs4.element import Comment
 
-    for node in soup.children:
+    for node in container.children:
         if isinstance(node, Comment):
             continue
         if isinstance(node, NavigableString):
@@ -83,8 +85,24 @@ def _first_with_words(soup):
         if isinstance(node, Tag):
             if node.name in _SILENT or not node.get_text(strip=True):
                 continue
+            if node.name in _WRAPPERS:
+                return _first_with_words(node)
             return node
     return None
+
+
+def _keep_from(heading) -> list:
+    """What a dropped heading holds that is not its words: the anchors links point at, and
+    images (a logo beside the title), with a link around them when they have one."""
+    kept = []
+    for anchor in heading.find_all("a", attrs={"name": True}):
+        if not anchor.get_text(strip=True):
+            kept.append(anchor)
+    for image in heading.find_all("img"):
+        parent = image.parent
+        linked = parent.name == "a" and parent.get("href") and not parent.get_text(strip=True)
+        kept.append(parent if linked else image)
+    return [element.extract() for element in kept]
 
 
 def split(title: str, fragment: str) -> Opening:
@@ -103,12 +121,10 @@ def split(title: str, fragment: str) -> Opening:
     if not says_the_same(title, text, loose=first.name == "h1"):
         return Opening(title, fragment)
     headline = title
-    if len(_words(text)) > len(_words(title)) and _words(text)[: len(_words(title))] == _words(
-            title):
+    words, title_words = _words(text), _words(title)
+    if len(words) > len(title_words) and words[: len(title_words)] == title_words:
         headline = text  # the title only begins it
-    anchors = [a.extract() for a in first.find_all("a", attrs={"name": True})
-               if not a.get_text(strip=True)]
-    for anchor in reversed(anchors):
-        first.insert_before(anchor)
+    for element in _keep_from(first):
+        first.insert_before(element)
     first.decompose()
     return Opening(headline, str(soup), dropped=text)

@@ -297,3 +297,29 @@ def test_greeting_setting_from_publish_toml(tmp_path):
     assert loaded.greeting == "auto"
     built = build.render_issue(folder / "issues" / "2025-02-video-models.md", loaded)
     assert "朋友，你好！" in built.text
+
+
+def test_a_heading_inside_a_centred_wrapper_with_a_logo_keeps_the_logo(tmp_path, repo_settings):
+    body = ('<div align="center">\n<h1><a href="https://example.com/"><img src="https://'
+            'example.com/logo.png" alt="Logo" width="80"></a><br>Pixels and Prose</h1>\n'
+            '<p>A newsletter about images</p>\n</div>\n\n' + PROSE_EN + "\n")
+    built = _build(tmp_path, repo_settings, body)
+    soup = _soup(built)
+    assert len(soup.find_all("h1")) == 1
+    logo = soup.find("img", alt="Logo")
+    assert logo is not None and logo.parent.name == "a"
+    assert "A newsletter about images" in soup.get_text()
+
+
+def test_hidden_text_and_placeholders_are_not_the_preheader(tmp_path, repo_settings):
+    body = ('<p style="display: none">Secret words meant for nobody at all to read here.</p>\n\n'
+            "{authors}\n\n" + PROSE_EN + "\n")
+    built = _build(tmp_path, repo_settings, body)
+    assert built.email.preheader.startswith("Open models got smaller")
+
+
+def test_preheader_text_is_escaped_in_the_html(tmp_path, repo_settings):
+    body = "When a < b & c > d, the model says <not a tag> out loud, which we kept as is.\n"
+    built = _build(tmp_path, repo_settings, body)
+    assert built.email.preheader.startswith("When a < b & c > d")
+    assert _hidden_preheader(built).startswith("When a < b & c > d")
