@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .plaintext import display_width
+
 GMAIL_CLIP = 102 * 1024
 SIZE_WARNING = 90 * 1024
 STYLE_LIMIT = 16 * 1024
@@ -287,9 +289,10 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
     if not preheader:
         add("preheader", "warning", "no preheader; inboxes show the first text instead",
             "set preheader in the front matter")
-    elif not 40 <= len(preheader) <= 140:
-        add("preheader", "warning", f"preheader is {len(preheader)} characters",
-            "keep it between 40 and 140 characters")
+    elif not 40 <= display_width(preheader) <= 140:
+        add("preheader", "warning", f"preheader is {display_width(preheader)} columns wide "
+            "(a CJK character counts as two)", "keep it between 40 and 140 columns "
+            "(20 to 70 Chinese characters)")
     if len(subject) > 78:
         add("subject-length", "warning", f"subject is {len(subject)} characters; inboxes cut "
             "it", "keep it under 78 characters")
