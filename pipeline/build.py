@@ -12,6 +12,7 @@ from pathlib import Path
 from . import (
     check,
     embeds,
+    images,
     markdown,
     message,
     plaintext,
@@ -117,7 +118,13 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
 
     fragment = markdown.to_html(issue.body)
     swapped = embeds.swap(fragment, _embed_context(issue, settings, strings, where))
-    tidied = tidy.tidy(swapped.html, settings.base_url, where)
+    sizes = images.ImageSizes(settings.root, settings.base_url, settings.state_path,
+                              timeout=min(images.TIMEOUT, settings.http_timeout_seconds))
+    tidied = tidy.tidy(swapped.html, settings.base_url, where, sizes)
+    sizes.save()
+    size_warning = sizes.warning(str(issue.path))
+    if size_warning:
+        tidied.warnings.append(size_warning)
     text_body = plaintext.from_html(tidied.html, strings)
     email = render.render(issue, tidied.html, text_body, settings, folder, strings, lang)
     warnings = [*issue.warnings, *swapped.warnings, *tidied.warnings, *email.warnings]
