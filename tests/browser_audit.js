@@ -68,7 +68,7 @@
   const images = [];
   for (const img of document.images) {
     if (!img.complete || !img.naturalWidth || !img.checkVisibility()) continue;
-    const width = img.getBoundingClientRect().width;
+    const width = parseFloat(getComputedStyle(img).width);  // the content box, not padding
     if (width > img.naturalWidth + 0.5) images.push({src: img.currentSrc.slice(0, 120),
       rendered: Math.round(width), natural: img.naturalWidth});
   }
