@@ -116,8 +116,8 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     def where(needle: str, nth: int = 0) -> str:
         return issue.where(issue.line_of(needle, nth))
 
-    fragment = markdown.to_html(issue.body)
-    swapped = embeds.swap(fragment, _embed_context(issue, settings, strings, where))
+    rendered = markdown.render(issue.body, strings)
+    swapped = embeds.swap(rendered.html, _embed_context(issue, settings, strings, where))
     sizes = images.ImageSizes(settings.root, settings.base_url, settings.state_path,
                               timeout=min(images.TIMEOUT, settings.http_timeout_seconds))
     tidied = tidy.tidy(swapped.html, settings.base_url, where, sizes)
@@ -127,7 +127,9 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
         tidied.warnings.append(size_warning)
     text_body = plaintext.from_html(tidied.html, strings)
     email = render.render(issue, tidied.html, text_body, settings, folder, strings, lang)
-    warnings = [*issue.warnings, *swapped.warnings, *tidied.warnings, *email.warnings]
+    source_warnings = [f"{issue.where(line)}: {message}" for line, message in rendered.warnings]
+    warnings = [*issue.warnings, *source_warnings, *swapped.warnings, *tidied.warnings,
+                *email.warnings]
     values = preview_values(settings, strings)
     built = Built(
         issue,

@@ -60,13 +60,49 @@ class Finding:
     message: str
     hint: str
     where: str = ""  # the element, as a short snippet
+    file: str = ""  # the issue file and line a finding from the build points at
+    line: int | None = None
 
     def __str__(self) -> str:
         at = f" at {self.where}" if self.where else ""
-        return f"{self.severity} {self.rule}: {self.message}{at} — {self.hint}"
+        place = f"{self.file}:{self.line}: " if self.file and self.line else (
+            f"{self.file}: " if self.file else "")
+        return f"{place}{self.severity} {self.rule}: {self.message}{at} — {self.hint}"
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# Build warnings as findings: (rule, what the warning says, hint), first match wins.
+BUILD_RULES = (
+    ("img-alt", "image has no alt text", "describe the image (alt=\"\" for decoration)"),
+    ("anchor-missing", "matches no heading", "fix the link or the heading it points at"),
+    ("link-malformed", "malformed link", "fix the link in the issue"),
+    ("placeholder", "template placeholder", "fill it in or remove it"),
+    ("scaffolding", "scaffolding", "remove the web page's scaffolding from the issue"),
+    ("markdown-as-text", "shown as text", "fix the Markdown in the issue"),
+    ("front-matter", "front matter", "fix the front matter"),
+)
+_LOCATED = re.compile(r"(?P<file>.+?):(?P<line>\d+): (?P<message>.*)", re.S)
+
+
+def from_warnings(warnings: list[str], source: str = "") -> list[Finding]:
+    """Every build warning as a finding, with the file and line it names.
+
+    `publish check` is what an editor runs before sending, so it must show what the build saw.
+    """
+    findings = []
+    for warning in warnings:
+        file, line, message = source, None, warning
+        located = _LOCATED.fullmatch(warning)
+        if located:
+            file, line, message = located["file"], int(located["line"]), located["message"]
+        elif source and warning.startswith(f"{source}: "):
+            message = warning[len(source) + 2:]
+        rule, hint = next(((r, h) for r, needle, h in BUILD_RULES if needle in message),
+                          ("build", "see the message"))
+        findings.append(Finding(rule, "warning", message, hint, file=file, line=line))
+    return findings
 
 
 @lru_cache(maxsize=1)

@@ -3,14 +3,19 @@
 Code is coloured with inline styles, since email clients drop most `<style>` rules. Code
 blocks are dark in light and dark mode alike, with a palette that stays legible when a
 client inverts the page, so no client's dark mode has to recolour each token; long lines
-wrap inside the block instead of widening the email. `$$…$$` math stays as its TeX source.
+wrap inside the block instead of widening the email. Math stays as its readable TeX
+source, set as code: `$$…$$` blocks, inline `$…$`, `\\(…\\)` and `\\[…\\]`. Repairs for
+what authors meant and warnings for source left as text live in md_inline and md_blocks.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass, field
 from functools import lru_cache
+
+from . import md_blocks, md_inline
 
 CODE_BACKGROUND = "#0d1117"
 CODE_TEXT = "#e6edf3"
@@ -103,10 +108,10 @@ def _parser():
     )
 
     def inline_math(self, tokens, idx, options, env):
-        return html.escape("$" + tokens[idx].content + "$")
+        return f'<code class="math">{html.escape("$" + tokens[idx].content.strip() + "$")}</code>'
 
     def inline_double_math(self, tokens, idx, options, env):
-        return html.escape("$$" + tokens[idx].content + "$$")
+        return f'<code class="math">{html.escape("$$" + tokens[idx].content.strip() + "$$")}</code>'
 
     def block_math(self, tokens, idx, options, env):
         tex = html.escape(tokens[idx].content.strip())
@@ -121,9 +126,25 @@ def _parser():
     md.add_render_rule("math_inline_double", inline_double_math)
     md.add_render_rule("math_block", block_math)
     md.add_render_rule("math_block_label", block_math)
+    md_inline.install(md)
+    md_blocks.install(md)
     return md
+
+
+@dataclass
+class Rendered:
+    html: str
+    # (line of the body, 1-based, or None; message) for what the author should look at.
+    warnings: list[tuple[int | None, str]] = field(default_factory=list)
+
+
+def render(body: str, strings: dict[str, str] | None = None) -> Rendered:
+    """Render an issue's Markdown body; `strings` label callouts in the issue's language."""
+    env: dict = {"strings": strings or {}, "warnings": []}
+    fragment = _parser().render(body, env)
+    return Rendered(fragment, env["warnings"])
 
 
 def to_html(body: str) -> str:
     """Render an issue's Markdown body to an HTML fragment."""
-    return _parser().render(body)
+    return render(body).html

@@ -8,6 +8,7 @@ migrated forward after a backup copy is made beside it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ from .errors import PublishError
 
 APPLICATION_ID = 0x5075626C  # "Publ"
 DB_NAME = "state.db"
+BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write before giving up
 
 # Each entry migrates from version (index) to version (index + 1).
 MIGRATIONS: list[str] = [
@@ -101,7 +103,7 @@ def connect(state_dir: Path) -> sqlite3.Connection:
     path = state_dir / DB_NAME
     existed = path.exists() and path.stat().st_size > 0
     try:
-        db = sqlite3.connect(path, timeout=10, isolation_level=None)
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
         db.row_factory = sqlite3.Row
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -152,6 +154,78 @@ def process_alive(pid: int | None, host: str | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def begin_immediate(db: sqlite3.Connection) -> None:
+    """Take the database's write lock (waiting up to the busy timeout), or say who has it."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise explain(exc, db) from None
+
+
+def explain(exc: sqlite3.Error, db: sqlite3.Connection | None = None) -> PublishError:
+    """One line for a database error a person can act on: who holds the lock, a full disk."""
+    path = _file_of(db)
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        holder = lock_holder(path) if path else None
+        who = "another process" if holder is None else (
+            "this process" if holder[0] == os.getpid() else f"process {holder[0]} ({holder[1]})")
+        return PublishError(f"the state database is locked by {who} for longer than "
+                            f"{BUSY_TIMEOUT:.0f} s; let it finish (or stop it) and run the "
+                            "same command again", path)
+    if "full" in text:
+        return PublishError("the state database cannot be written: the disk holding it is "
+                            "full; free some space and run the same command again", path)
+    return PublishError(f"the state database failed: {text}", path)
+
+
+def _file_of(db: sqlite3.Connection | None) -> Path | None:
+    if db is None:
+        return None
+    try:
+        name = db.execute("PRAGMA database_list").fetchone()[2]
+    except sqlite3.Error:
+        return None
+    return Path(name) if name else None
+
+
+def lock_holder(path: Path) -> tuple[int, str] | None:
+    """(pid, program name) of the process holding the write lock of the database at `path`.
+
+    SQLite takes POSIX byte-range locks: in WAL mode byte 120 of the `-shm` file is the
+    write lock (and the database file's reserved/pending bytes otherwise). Linux lists
+    them in /proc/locks; elsewhere the holder is unknown (None).
+    """
+    wanted = {}
+    for file, first, last in ((Path(f"{path}-shm"), 120, 120), (path, 0x40000000, 0x40000001)):
+        with contextlib.suppress(OSError):
+            info = file.stat()
+            wanted[(os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)] = (first, last)
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if "->" in fields or len(fields) < 8 or fields[1] != "POSIX" or fields[3] != "WRITE":
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            where = (int(major, 16), int(minor, 16), int(inode))
+            pid, start = int(fields[4]), int(fields[6])
+            end = float("inf") if fields[7] == "EOF" else int(fields[7])
+        except ValueError:
+            continue
+        span = wanted.get(where)
+        if span and start <= span[1] and end >= span[0]:
+            try:
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                name = "unknown program"
+            return pid, name
+    return None
 
 
 def running_send(db: sqlite3.Connection, issue: str) -> int | None:
