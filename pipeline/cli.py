@@ -360,7 +360,7 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         if obj.debug and report.error is not None:
             import traceback
 
-            traceback.print_exception(report.error)
+            _say_error("".join(traceback.format_exception(report.error)).rstrip("\n"))
         sys.exit(130 if "Ctrl-C" in report.stopped else 1)
 
 

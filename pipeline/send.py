@@ -36,6 +36,7 @@ from .delivery import MAX_ATTEMPTS, Delivery, Job
 from .errors import InputError, PublishError
 from .ledger import SendSummary
 from .message import MessageTemplate, Recipient
+from .redact import redact
 from .settings import Settings
 
 __all__ = ["MAX_ATTEMPTS", "Plan", "SendOptions", "SendReport", "SendSummary", "Sender",
@@ -343,7 +344,7 @@ class Sender:
                     stopped = stopped or str(exc if isinstance(exc, PublishError)
                                              else state.explain(exc, db))
             report = self.report(db, opened.send_id)
-            report.stopped, report.error = stopped, delivery.error
+            report.stopped, report.error = redact(stopped), delivery.error
             report.seconds = time.monotonic() - started
             return report, opened.notes
         finally:
