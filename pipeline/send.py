@@ -32,15 +32,12 @@ from . import (
 )
 from . import draft as draft_mod
 from . import issue as issue_mod
-from .delivery import MAX_ATTEMPTS, Delivery, Job
+from .delivery import Delivery, Job
 from .errors import InputError, PublishError
 from .ledger import SendSummary
 from .message import MessageTemplate, Recipient
 from .redact import redact
 from .settings import Settings
-
-__all__ = ["MAX_ATTEMPTS", "Plan", "SendOptions", "SendReport", "SendSummary", "Sender",
-           "list_sends"]
 
 MIN_RATE = 0.001  # messages per second: one every 17 minutes
 MAX_BACKOFF = 3600.0  # seconds
@@ -258,7 +255,11 @@ class Sender:
         row = self._draft(db, push=commit)
 
         def new_content() -> ledger.Content:
-            content = self._content(db, row)
+            # Read again under the lock: a draft pushed meanwhile is the one frozen.
+            current = self._draft_row(db) if row is not None else None
+            if current is not None and self._stale(current):
+                self._refuse_stale(self._stale(current))
+            content = self._content(db, current)
             self._refuse_on_check_errors(content)
             return content
 
@@ -373,8 +374,8 @@ class Sender:
         return Delivery(
             state_dir=self.settings.state_path, send_id=send_id,
             sender=self.settings.sender_address, transport=service.transport,
-            prepare=prepare, connections=self.options.connections if
-            self.service_name != "local" else 1, rate=self.options.rate,
+            prepare=prepare, rate=self.options.rate,
+            connections=min(self.options.connections, self.service_class.max_connections),
             backoff=self.backoff, progress=progress, stop=stop)
 
     def report(self, db: sqlite3.Connection, send_id: int) -> SendReport:

@@ -82,6 +82,7 @@ class Service(Protocol):
     name: str
     draft_store: str  # the service whose drafts this one sends (smtp sends local drafts)
     per_recipient: bool
+    max_connections: int  # transports a send may run side by side (per_recipient only)
 
     def push_draft(
         self, content: DraftContent, previous: DraftRecord | None, *, force: bool

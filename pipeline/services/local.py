@@ -18,6 +18,7 @@ class LocalService:
     # Where this service's drafts are kept: per-recipient services share the local store.
     draft_store = "local"
     per_recipient = True
+    max_connections = 1  # one writer into the outbox is as fast as the disk
 
     def transport(self) -> MaildirTransport:
         return MaildirTransport(self.settings.root / self.settings.outbox_dir)

@@ -14,6 +14,7 @@ from .local import LocalService
 
 class SmtpService(LocalService):
     name = "smtp"
+    max_connections = 32
 
     def transport(self) -> SmtpTransport:
         s = self.settings
