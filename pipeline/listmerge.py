@@ -272,8 +272,10 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
         else:
             with listlock.locked(dest.parent):
                 listlock.remove_stale(dest)
-                # Nothing added or changed: the list is left alone, not rewritten.
-                _rewrite(dest, db, extras, report, commit=lambda r: r.added + r.updated > 0)
+                # Nothing added or changed: the list is left alone, not rewritten (but a
+                # list that does not exist yet is made, even empty).
+                _rewrite(dest, db, extras, report,
+                         commit=lambda r: r.added + r.updated > 0 or not dest.exists())
     return report
 
 
