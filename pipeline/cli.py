@@ -61,6 +61,8 @@ def _print_summary(summary: dict) -> None:
     embeds = summary["embeds_swapped"]
     swapped = ", ".join(f"{n} {kind}" for kind, n in sorted(embeds.items())) or "none"
     click.echo(f"Built   {summary['title']}  [{summary['lang']}]")
+    click.echo(f"Lang    {summary['lang']} ({summary['lang_reason']})")
+    click.echo(f"Inbox   {summary['preheader'] or '(no preheader)'}")
     click.echo(f"HTML    {size / 1024:.1f} KB of Gmail's {limit // 1024} KB clip limit "
                f"({100 * size / limit:.0f}%)")
     click.echo(f"Images  {summary['images']}")
