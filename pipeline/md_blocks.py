@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import html
+import itertools
 import re
 
 ALERT_COLOURS = {
@@ -108,6 +109,31 @@ def scaffolding(state) -> None:
 
 def _warn(state, line: int | None, message: str) -> None:
     state.env.setdefault("warnings", []).append((line, message))
+
+
+_OPEN_TAG = re.compile(r"<([A-Za-z][\w-]*)[^<>]*?(?<!/)>")
+_VOID = {"img", "br", "hr", "input", "meta", "link", "source", "wbr", "area", "col", "embed"}
+_PROSE_MARKDOWN = re.compile(r"\[[^\]\n]+\]\((?:https?:|/|#)|\*\*[^*\s][^*\n]*\*\*")
+
+
+def indented_prose(state) -> None:
+    """Warn when prose indented inside an HTML container became a code block.
+
+    After a blank line CommonMark reads the container's content as Markdown, so text the
+    author indented for neatness is code. Real code is common there too (a notebook's output
+    `<div>`), so this only warns when the "code" holds Markdown links or bold.
+    """
+    tokens = state.tokens
+    for before, token in itertools.pairwise(tokens):
+        if token.type != "code_block" or before.type != "html_block" or not token.map:
+            continue
+        opened = [m.group(1).lower() for m in _OPEN_TAG.finditer(before.content)
+                  if m.group(1).lower() not in _VOID]
+        closed = re.findall(r"</([A-Za-z][\w-]*)", before.content)
+        if len(opened) > len(closed) and _PROSE_MARKDOWN.search(token.content):
+            _warn(state, token.map[0] + 1,
+                  f"text indented 4 spaces inside <{opened[-1]}> is shown as code; "
+                  "remove the indentation if it is prose")
 
 
 # Markdown inside HTML blocks ------------------------------------------------------------
@@ -237,6 +263,7 @@ def limited(warnings: list[tuple[int | None, str]], most: int = 10):
 def install(md) -> None:
     md.core.ruler.after("block", "alerts", alerts)
     md.core.ruler.after("alerts", "scaffolding", scaffolding)
+    md.core.ruler.after("scaffolding", "indented_prose", indented_prose)
     md.core.ruler.after("inline", "leftovers", leftovers)
     md.core.ruler.after("leftovers", "markdown_in_html", markdown_in_html)
     md.add_render_rule("blockquote_open", render_blockquote_open)
