@@ -210,7 +210,7 @@ def _chunk(state, text: str, line: int) -> str:
 
 
 # leftovers ---------------------------------------------------------------------------
-def scan_inline(state, token) -> None:
+def scan_inline(state, token, paragraph: bool = False) -> None:
     """Warn about Markdown syntax that an inline token still shows as text."""
     children = token.children or []
     first = token.map[0] if token.map else None
@@ -233,7 +233,7 @@ def scan_inline(state, token) -> None:
                 snippet = " ".join(child.content[max(0, match.start() - 25):
                                                  match.end() + 25].split())
                 _warn(state, line, f"{message}: {snippet!r}")
-        if index == 0 and re.match(r"#{1,6}[^\s#]", child.content) and \
+        if paragraph and index == 0 and re.match(r"#{1,6}[^\s#]", child.content) and \
                 token.content.startswith("#"):
             _warn(state, None if first is None else first + 1,
                   f"{child.content.split()[0]!r} at the start of a paragraph is shown as "
@@ -241,9 +241,10 @@ def scan_inline(state, token) -> None:
 
 
 def leftovers(state) -> None:
-    for token in state.tokens:
+    tokens = state.tokens
+    for i, token in enumerate(tokens):
         if token.type == "inline":
-            scan_inline(state, token)
+            scan_inline(state, token, paragraph=i > 0 and tokens[i - 1].type == "paragraph_open")
 
 
 def limited(warnings: list[tuple[int | None, str]], most: int = 10):

@@ -71,11 +71,16 @@ def _neighbour(tokens, index: int, step: int) -> str:
         elif token.type in ("softbreak", "hardbreak"):
             text = "\n" + text if step < 0 else text + "\n"
             break
-        else:
-            text = "a" + text if step < 0 else text + "a"  # code, links, html: word-like
+        else:  # the character CommonMark sees at that edge of a code span, link, tag, math
+            edge = _EDGES.get(token.type, "a")[0 if step > 0 else -1]
+            text = edge + text if step < 0 else text + edge
             break
         index += step
     return text
+
+
+_EDGES = {"code_inline": "``", "link_open": "[[", "link_close": "))", "html_inline": "<>",
+          "math_inline": "$$", "math_inline_double": "$$", "image": "!)"}
 
 
 def _relax(tokens, delimiters) -> None:

@@ -430,3 +430,19 @@ def test_prose_indented_into_a_code_block_inside_html_is_warned():
                     '\n<div class="output">\n\n    Output: I enjoy walking\n\n</div>\n')
     assert result.warnings == [(3, "text indented 4 spaces inside <div> is shown as code; "
                                    "remove the indentation if it is prose")]
+
+
+@pytest.mark.parametrize("source, inner", [
+    ("使用**`transformers`**库", "code"), ("见**[文档](https://x.example/)**。", "a"),
+    ("模型**$x$**的", "code"),
+])
+def test_cjk_bold_around_code_links_and_math(source, inner):
+    strong = soup_of(source).find("strong")
+    assert strong is not None and strong.find(inner) is not None
+    assert "*" not in soup_of(source).get_text()
+
+
+def test_a_hash_inside_a_heading_is_not_a_missing_space():
+    assert render("## #hashtags in titles\n\n#Heading\n").warnings == [
+        (3, "'#Heading' at the start of a paragraph is shown as text; put a space after the "
+            "'#' for a heading")]
