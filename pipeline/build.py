@@ -12,6 +12,9 @@ from pathlib import Path
 from . import (
     check,
     embeds,
+    headline,
+    images,
+    language,
     markdown,
     message,
     plaintext,
@@ -41,6 +44,8 @@ class Built:
     cards: list[embeds.Card]
     images: int
     preview_values: dict[str, str]
+    # Why the email is in its language ("front matter", "detected: 95% of prose words …").
+    lang_reason: str = ""
     warnings: list[str] = field(default_factory=list)
     findings: list[check.Finding] = field(default_factory=list)
 
@@ -61,6 +66,7 @@ class BuildResult:
             "title": self.built.issue.title,
             "issue": str(self.built.issue.path),
             "lang": email.lang,
+            "lang_reason": self.built.lang_reason,
             "preheader": email.preheader,
             "html_bytes": self.built.html_bytes,
             "gmail_clip_bytes": check.GMAIL_CLIP,
@@ -105,9 +111,11 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     """Every stage from Markdown to the finished email, in memory."""
     issue = issue_mod.load(path)
     folder = templates.templates_dir(settings.root, settings.templates_dir)
-    lang = render.choose_language(issue, settings)
+    choice = language.choose(issue, settings)
+    lang = choice.lang
     try:
         strings = templates.strings(folder, lang)
+        strings_warning = templates.resolve(folder, lang)[1]
     except InputError as exc:
         line = issue.meta_lines.get("lang") or issue.meta_lines.get("language")
         raise InputError(exc.message, issue.path if issue.lang else exc.path, line) from None
@@ -117,22 +125,35 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
 
     rendered = markdown.render(issue.body, strings)
     swapped = embeds.swap(rendered.html, _embed_context(issue, settings, strings, where))
-    tidied = tidy.tidy(swapped.html, settings.base_url, where)
-    text_body = plaintext.from_html(tidied.html, strings)
-    email = render.render(issue, tidied.html, text_body, settings, folder, strings, lang)
+    sizes = images.ImageSizes(settings.root, settings.base_url, settings.state_path,
+                              timeout=min(images.TIMEOUT, settings.http_timeout_seconds))
+    tidied = tidy.tidy(swapped.html, settings.base_url, where, sizes)
+    sizes.save()
+    size_warning = sizes.warning(str(issue.path))
+    if size_warning:
+        tidied.warnings.append(size_warning)
+    opening = headline.split(issue.title, tidied.html)
+    text_body = plaintext.from_html(opening.fragment, strings)
+    email = render.render(issue, opening.fragment, text_body, settings, folder, strings, lang,
+                          headline=opening.headline)
+    lang_line = issue.meta_lines.get("lang") or issue.meta_lines.get("language")
+    lang_where = f"{issue.path}:{lang_line}" if lang_line else str(issue.path)
+    language_warnings = [f"{lang_where}: {w}" for w in (*choice.warnings, strings_warning) if w]
     source_warnings = [f"{issue.where(line)}: {message}" for line, message in rendered.warnings]
-    warnings = [*issue.warnings, *source_warnings, *swapped.warnings, *tidied.warnings,
+    warnings = [*issue.warnings, *language_warnings, *source_warnings, *swapped.warnings,
+                *tidied.warnings,
                 *email.warnings]
     values = preview_values(settings, strings)
     built = Built(
         issue,
         email,
-        fragment=tidied.html,
+        fragment=opening.fragment,
         html=render.personalize(email.html, values, escape=True),
         text=render.personalize(email.text, values, escape=False),
         cards=swapped.cards,
         images=tidied.images,
         preview_values=values,
+        lang_reason=choice.reason,
         warnings=warnings,
     )
     built.findings = check.check_html(
