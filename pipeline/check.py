@@ -256,7 +256,7 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
     # text that is hard to read in light mode, in the email's own dark mode, or inverted
     from .check_contrast import problems
 
-    for problem in problems(soup):
+    for problem in problems(html):
         add(problem.rule, "warning", problem.message, problem.hint, problem.element)
 
     findings += _support(soup, accept if accept is not None else set(ACCEPTED))
