@@ -323,3 +323,48 @@ def test_preheader_text_is_escaped_in_the_html(tmp_path, repo_settings):
     built = _build(tmp_path, repo_settings, body)
     assert built.email.preheader.startswith("When a < b & c > d")
     assert _hidden_preheader(built).startswith("When a < b & c > d")
+
+
+@pytest.mark.parametrize("notice", [
+    "*This post was originally published on the Studio blog.*",
+    "本文也提供英文版本 [English](https://example.com/en)。",
+    "本文首发于微信公众号，转载请注明出处。",
+    "5 min read · Photo by Jo Doe on Unsplash",
+    "{{ page.author }} · {% include date.html %}",
+    "[TOC]",
+])
+def test_cross_post_notices_and_theme_lines_are_passed_over(tmp_path, repo_settings, notice):
+    built = _build(tmp_path, repo_settings, f"{notice}\n\n{PROSE_EN}\n")
+    _assert_prose(built, "Open models got smaller")
+
+
+def test_prose_that_merely_starts_like_a_byline_is_kept(tmp_path, repo_settings):
+    for opening in ("By 2030, most email will be read on phones, and most of it in the dark.",
+                    "By the end of the year we had shipped a model that draws hands right."):
+        built = _build(tmp_path, repo_settings, f"{opening}\n")
+        assert built.email.preheader == opening
+
+
+# Blocks real posts open with, in any order; the generated issue always has one paragraph of
+# prose somewhere, which must be what the inbox shows.
+_OPENING_BLOCKS = st.sampled_from([
+    "# Pixels and Prose", "## Contents\n\n- [One](#one)\n- [Two](#two)",
+    "![banner](https://example.com/b.png)", "<!-- {authors} -->",
+    '<div class="author-card"><a href="/x"><img src="https://example.com/a.png"></a>',
+    "<small>Published May 1, 2025.</small>", "> [!NOTE]\n> Read on a phone.",
+    "```\n**not** [markdown](here)\n```", "| a | b |\n|---|---|\n| 1 | 2 |",
+    '<video src="https://example.com/v.mp4"></video>', "---", "By Mara Lind",
+    "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://x.y/z)",
+    "<h1 align=\"center\">Pixels and Prose</h1>", "Pixels and Prose\n=====",
+])
+
+
+@given(st.lists(_OPENING_BLOCKS, max_size=6), st.sampled_from([PROSE_EN, PROSE_ZH * 2]))
+def test_generated_openings_never_reach_the_inbox(tmp_path_factory, repo_settings, blocks,
+                                                   prose):
+    folder = tmp_path_factory.mktemp("gen")
+    built = _build(folder, repo_settings, "\n\n".join([*blocks, prose]) + "\n")
+    line = built.email.preheader
+    assert prose.startswith(line.removesuffix("…")), line
+    assert 40 <= display_width(line) <= preheader.LIMIT
+    assert not ARTEFACTS.search(line), line
