@@ -13,6 +13,7 @@ from . import (
     check,
     embeds,
     headline,
+    images,
     language,
     markdown,
     message,
@@ -124,7 +125,13 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
 
     rendered = markdown.render(issue.body, strings)
     swapped = embeds.swap(rendered.html, _embed_context(issue, settings, strings, where))
-    tidied = tidy.tidy(swapped.html, settings.base_url, where)
+    sizes = images.ImageSizes(settings.root, settings.base_url, settings.state_path,
+                              timeout=min(images.TIMEOUT, settings.http_timeout_seconds))
+    tidied = tidy.tidy(swapped.html, settings.base_url, where, sizes)
+    sizes.save()
+    size_warning = sizes.warning(str(issue.path))
+    if size_warning:
+        tidied.warnings.append(size_warning)
     opening = headline.split(issue.title, tidied.html)
     text_body = plaintext.from_html(opening.fragment, strings)
     email = render.render(issue, opening.fragment, text_body, settings, folder, strings, lang,

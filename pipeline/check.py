@@ -51,6 +51,7 @@ ACCEPTED = {
     "css-word-break": "long words wrap where supported",
     "css-word-wrap": "long words wrap where supported",
     "css-white-space": "code and math keep their lines in <pre> anyway",
+    "css-min-width": "a wide table's scroll box; Outlook on Windows keeps its fixed 600 px column",
 }
 
 
@@ -94,12 +95,12 @@ def from_warnings(warnings: list[str], source: str = "") -> list[Finding]:
     """
     findings = []
     for warning in warnings:
-        file, line, message = source, None, warning
+        file, line, message = "", None, warning
         located = _LOCATED.fullmatch(warning)
         if located:
             file, line, message = located["file"], int(located["line"]), located["message"]
         elif source and warning.startswith(f"{source}: "):
-            message = warning[len(source) + 2:]
+            file, message = source, warning[len(source) + 2:]
         rule, hint = next(((r, h) for r, needle, h in BUILD_RULES if needle in message),
                           ("build", "see the message"))
         findings.append(Finding(rule, "warning", message, hint, file=file, line=line))
@@ -134,57 +135,6 @@ def _declarations(soup):
             if ":" in part:
                 prop, _, value = part.partition(":")
                 yield None, prop.strip().lower(), value.strip().lower()
-
-
-# colours ------------------------------------------------------------------------------
-_NAMED = {"white": "#ffffff", "black": "#000000", "transparent": ""}
-
-
-def _rgb(value: str) -> tuple[float, float, float] | None:
-    value = _NAMED.get(value.strip(), value.strip()).replace("!important", "").strip()
-    match = re.fullmatch(r"#([0-9a-f]{3}|[0-9a-f]{6})", value)
-    if match:
-        digits = match.group(1)
-        if len(digits) == 3:
-            digits = "".join(c * 2 for c in digits)
-        return tuple(int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4))
-    match = re.fullmatch(r"rgba?\((\d+)\s*,\s*(\d+)\s*,\s*(\d+)(?:\s*,\s*([\d.]+))?\)", value)
-    if match and (match.group(4) is None or float(match.group(4)) > 0.5):
-        return tuple(int(match.group(i)) / 255 for i in (1, 2, 3))
-    return None
-
-
-def luminance(rgb: tuple[float, float, float]) -> float:
-    def channel(c: float) -> float:
-        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (channel(c) for c in rgb)
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-
-def _inline(element, prop: str) -> str:
-    for part in (element.get("style") or "").split(";"):
-        name, _, value = part.partition(":")
-        if name.strip().lower() == prop:
-            return value.strip().lower()
-    return ""
-
-
-def _hidden(element) -> bool:
-    return any(getattr(node, "attrs", None) and _inline(node, "display") == "none"
-               for node in [element, *element.parents])
-
-
-def _background(element) -> tuple[float, float, float] | None:
-    for node in [element, *element.parents]:
-        if not getattr(node, "attrs", None):
-            continue
-        for value in (_inline(node, "background-color"), _inline(node, "background"),
-                      (node.get("bgcolor") or "").lower()):
-            rgb = _rgb(value.split()[0]) if value else None
-            if rgb is not None:
-                return rgb
-    return None
 
 
 # the rules ------------------------------------------------------------------------------
@@ -303,15 +253,11 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
         add("postal-address", "error", "no postal address in the footer",
             "set postal_address in publish.toml")
 
-    # text that vanishes when a client inverts colours
-    for element in soup.find_all(style=re.compile(r"(^|;)\s*color\s*:")):
-        colour = _rgb(_inline(element, "color"))
-        if colour is None or _hidden(element) or not element.get_text(strip=True):
-            continue
-        if _background(element) is None and (luminance(colour) < 0.05 or luminance(colour) > 0.8):
-            add("dark-mode-contrast", "warning", "text with a fixed colour on a background the "
-                "mail client chooses; it can vanish in dark mode",
-                "give its container a background colour", element)
+    # text that is hard to read in light mode, in the email's own dark mode, or inverted
+    from .check_contrast import problems
+
+    for problem in problems(soup):
+        add(problem.rule, "warning", problem.message, problem.hint, problem.element)
 
     findings += _support(soup, accept if accept is not None else set(ACCEPTED))
     return findings

@@ -414,6 +414,9 @@ def sends(obj: Context, as_json: bool) -> None:
 @cli.group(name="subscribers")
 def subscribers_group() -> None:
     """Manage subscriber lists (CSV files in subscribers/)."""
+    from . import listlock
+
+    listlock.notify = lambda message: click.echo(message, err=True)
 
 
 def _list_file(obj: Context, list_name: str):
@@ -587,8 +590,18 @@ def init(folder: Path, name: str) -> None:
     click.echo(f"Next:  cd {folder} && publish build issues/{scaffold.SAMPLE_ISSUE}")
 
 
+def _say_error(text: str, **style) -> None:
+    """Print an error line with every secret in it hidden (the one place errors are shown)."""
+    from .redact import redact
+
+    click.secho(redact(text), err=True, **style)
+
+
 def main() -> None:
-    """Entry point: people see one-line errors; tracebacks only with --debug."""
+    """Entry point: people see one-line errors; tracebacks only with --debug; no secrets."""
+    import io
+    import traceback
+
     debug = "--debug" in sys.argv[1:]
     try:
         cli.main(standalone_mode=False)
@@ -596,23 +609,21 @@ def main() -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        shown = io.StringIO()
+        exc.show(file=shown)
+        _say_error(shown.getvalue().rstrip("\n"))
         sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
-    except PublishError as exc:
-        if debug:
-            raise
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as exc:
         if debug:
-            raise
-        click.secho(
-            f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
-            fg="red", err=True,
-        )
+            _say_error(traceback.format_exc().rstrip("\n"))
+        if isinstance(exc, PublishError):
+            _say_error(f"error: {exc}", fg="red")
+            sys.exit(exc.exit_code)
+        _say_error(f"internal error: {type(exc).__name__}: {exc}"
+                   + ("" if debug else " (run with --debug for details)"), fg="red")
         sys.exit(1)
 
 

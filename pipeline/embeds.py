@@ -161,8 +161,8 @@ def card_html(card: Card, strings: dict[str, str]) -> str:
         return (
             '<table role="presentation" class="card card-subscribe" align="center" '
             'cellpadding="0" cellspacing="0" border="0" style="margin:20px auto;">'
-            '<tr><td class="button" align="center" bgcolor="#d9480f" '
-            'style="border-radius:6px;background-color:#d9480f;padding:12px 28px;">'
+            '<tr><td class="button" align="center" bgcolor="#c2410c" '
+            'style="border-radius:6px;background-color:#c2410c!important;padding:12px 28px;">'
             f'<a href="{url}" style="color:#ffffff;font-weight:bold;text-decoration:none;'
             f'display:inline-block;">{label}</a></td></tr></table>'
         )

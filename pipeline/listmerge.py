@@ -232,6 +232,11 @@ def _rewrite(dest: Path, db: sqlite3.Connection, extras: list[str], report: Impo
                             if k not in ("rejected", "duplicates", "dry_run")})
 
 
+def _real(path: Path) -> Path:
+    """The file a list path names: a symlinked list is changed where it lives."""
+    return Path(os.path.realpath(path))
+
+
 def _incoming(db: sqlite3.Connection, items: Iterator[tuple[int, Subscriber | Rejected]],
               report: ImportReport) -> list[str]:
     """Load the rows to merge into the scratch database; the extra columns they bring."""
@@ -259,6 +264,7 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
                 progress: Progress | None = None) -> ImportReport:
     """Merge a subscriber export into a list; the stricter status wins for a known address."""
     report = ImportReport(dry_run=dry_run)
+    dest = _real(dest)
     with _scratch() as db:
         extras = _incoming(db, read(source, progress), report)
         if dry_run:
@@ -266,13 +272,15 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
         else:
             with listlock.locked(dest.parent):
                 listlock.remove_stale(dest)
-                _rewrite(dest, db, extras, report)
+                # Nothing added or changed: the list is left alone, not rewritten.
+                _rewrite(dest, db, extras, report, commit=lambda r: r.added + r.updated > 0)
     return report
 
 
 def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) -> bool:
     """Change one subscriber's status in a list, wherever it appears; False when not on it."""
     address = normalize_email(email)
+    dest = _real(dest)
     if not dest.exists():
         return False
     report = ImportReport(dry_run=dry_run)
@@ -290,6 +298,7 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
 def suppress(path: Path, email: str, *, dry_run: bool = False) -> bool:
     """Add an address to the suppression list; False when it is already there."""
     address = normalize_email(email)
+    path = _real(path)
     report = ImportReport(dry_run=dry_run)
     with _scratch() as db:
         db.execute("INSERT INTO incoming VALUES (?, ?, '', 'unsubscribed', '', '{}', 1, 0)",

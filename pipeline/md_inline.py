@@ -34,6 +34,16 @@ def warn(state, pos: int, message: str) -> None:
     state.env.setdefault("warnings", []).append((line, message))
 
 
+def find_closer(state, needle: str, start: int) -> int:
+    """`state.src.find(needle, start, posMax)`, answering at once when no closer is left.
+
+    Keeps a run of unclosed openers (`\\(` thousands of times) linear, not quadratic.
+    """
+    if state.html_terminator_last(needle) < start:
+        return -1
+    return state.src.find(needle, start, state.posMax)
+
+
 def inline_with_lines(state) -> None:
     """The core inline step, remembering each block's first line for inline warnings."""
     for token in state.tokens:
@@ -139,7 +149,7 @@ def tex_quotes(state, silent: bool) -> bool:
     src, pos = state.src, state.pos
     if not src.startswith("``", pos) or src.startswith("```", pos) or src[pos - 1:pos] == "`":
         return False
-    close = src.find("''", pos + 2, state.posMax)
+    close = find_closer(state, "''", pos + 2)
     if close < 0:
         return False
     body = src[pos + 2:close]
@@ -162,7 +172,7 @@ def paren_math(state, silent: bool) -> bool:
     if found is None:
         return False
     opener, closer, double = found
-    end = src.find(closer, pos + len(opener), state.posMax)
+    end = find_closer(state, closer, pos + len(opener))
     if end < 0:
         return False
     content = src[pos + len(opener):end]

@@ -9,15 +9,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 
 from .errors import InputError
+from .redact import read_secret
 
 KEY_VARIABLE = "PUBLISH_UNSUBSCRIBE_SECRET"
 
 
 def key_from_env(env: dict[str, str] | None = None) -> bytes:
-    value = (os.environ if env is None else env).get(KEY_VARIABLE, "")
+    value = read_secret(KEY_VARIABLE, env)
     if len(value) < 16:
         raise InputError(f"{KEY_VARIABLE} must hold a secret of at least 16 characters to sign "
                          "unsubscribe links (generate one with: openssl rand -hex 32)")
