@@ -371,3 +371,19 @@ def test_generated_openings_never_reach_the_inbox(tmp_path_factory, repo_setting
     assert prose.startswith(line.removesuffix("…")), line
     assert 40 <= display_width(line) <= preheader.LIMIT
     assert not ARTEFACTS.search(line), line
+
+
+def test_check_warns_when_the_preheader_repeats_the_subject_or_shows_markdown():
+    html = ('<html><body><a href="https://example.com/unsubscribe">u</a>'
+            "<p>12 Harbour Lane</p></body></html>")
+
+    def messages(line: str, subject: str = "混合专家模型（MoE）详解") -> list[str]:
+        return [f.message for f in check.check_html(html, preheader=line, subject=subject)
+                if f.rule == "preheader"]
+
+    assert messages("随着 Mixtral 8x7B 的推出，一种称为混合专家模型的模型引起了关注。") == []
+    assert any("repeats the subject" in m for m in messages(
+        "混合专家模型 (MoE) 详解 =======================，随着 Mixtral 的推出"))
+    assert any("Markdown" in m for m in messages(
+        "随着 Mixtral 8x7B ([announcement](https://mistral.ai/news)) 的推出，我们来谈谈它"))
+    assert any("Markdown" in m for m in messages("A **bold** claim about models that is long."))
