@@ -489,8 +489,15 @@ def init(folder: Path, name: str) -> None:
     from . import scaffold
 
     created = scaffold.init(folder, name)
-    click.echo(f"Created a newsletter in {folder}/ ({len(created)} files).")
+    click.echo(f"Created a newsletter in {folder}/ ({len(created.files)} files).")
+    if created.kept:
+        click.echo(f"Kept {len(created.kept)} file(s) already there, unchanged except for "
+                   "lines added to .gitignore:")
+        for path in created.kept:
+            click.echo(f"  {path}")
     click.echo(f"Next:  cd {folder} && publish build issues/{scaffold.SAMPLE_ISSUE}")
+    click.echo("Before sending to real readers, set sender, base_url and postal_address "
+               "in publish.toml.")
 
 
 def main() -> None:

@@ -269,6 +269,12 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
             element.decompose()
             continue
         kind, url, thumbnail = described
+        if urlsplit(url).scheme not in {"http", "https"}:
+            from .errors import InputError
+
+            shown = url if len(url) <= 60 else url[:57] + "…"
+            raise InputError(f"<{tag}> source {shown!r} is not a web address; an email can "
+                             "only link to media at an http(s) URL", where)
         thumbnail = (
             thumbnail
             or ctx.media_thumbnails.get(url)
