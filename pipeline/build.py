@@ -82,6 +82,23 @@ def preview_values(settings: Settings, strings: dict[str, str]) -> dict[str, str
     }
 
 
+def placeholder_findings(settings: Settings, service: str | None = None) -> list[check.Finding]:
+    """Scaffold placeholders still in the settings: errors when `service` reaches real
+    readers (it says so itself), warnings for a service that only writes local files."""
+    from . import services
+    from .settings import placeholders
+
+    try:
+        real = services.reaches_readers(service or settings.service)
+    except InputError:
+        real = True
+    severity = "error" if real else "warning"
+    hint = ("set it in publish.toml before sending to real readers" if real else
+            "fine for the local outbox; set it in publish.toml before a real send")
+    return [check.Finding("placeholder-setting", severity, why, hint, where=f"setting {key}")
+            for key, why in placeholders(settings)]
+
+
 def _embed_context(issue: Issue, settings: Settings, strings: dict[str, str], where):
     thumbs = issue.meta.get("media_thumbnails") or {}
     if not isinstance(thumbs, dict):
@@ -140,6 +157,7 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     built.findings = check.check_html(
         built.html, text=built.text, subject=email.subject, preheader=email.preheader,
         postal_address=settings.postal_address, accept=check.accepted(settings.check_accept))
+    built.findings += placeholder_findings(settings)
     return built
 
 

@@ -190,7 +190,9 @@ class Sender:
                                token)
 
     def _key(self) -> bytes | None:
-        return unsubscribe.key_from_env() if "{token}" in self.settings.unsubscribe_url else None
+        if "{token}" not in self.settings.unsubscribe_url:
+            return None
+        return unsubscribe.signing_key(self.settings.state_path)
 
     # looking before sending ----------------------------------------------------------
     def preview(self) -> Audience:
@@ -351,10 +353,20 @@ class Sender:
             raise PublishError(f"`publish check {self.issue}` finds {len(found)} error(s), "
                                f"first: {found[0]}; fix them or add --ignore-check")
 
+    def _refuse_placeholder_settings(self) -> None:
+        """A service that reaches real readers never sends with the scaffold's placeholders."""
+        from .build import placeholder_findings
+
+        found = [] if self.options.ignore_check else check.errors(
+            placeholder_findings(self.settings, self.service_name))
+        if found:
+            raise InputError(f"{found[0].message}; {found[0].hint} (or add --ignore-check)")
+
     def run(self, progress: Callable[[int, int], None] | None = None,
             stop: threading.Event | None = None) -> tuple[SendReport, list[str]]:
         """Send (or continue sending) the issue. Returns the report and notes for the editor."""
         stop = stop or threading.Event()
+        self._refuse_placeholder_settings()
         db = state.connect(self.settings.state_path)
         started = time.monotonic()
         try:
@@ -590,7 +602,7 @@ def list_sends(settings: Settings) -> list[SendSummary]:
     """Past sends with their counts, newest first."""
     if not (settings.state_path / state.DB_NAME).exists():
         return []
-    db = state.connect(settings.state_path)
+    db = state.connect(settings.state_path, readonly=True)
     try:
         result = []
         for row in db.execute("SELECT * FROM sends ORDER BY id DESC").fetchall():
