@@ -84,8 +84,9 @@ def _print_summary(summary: dict) -> None:
 
 @cli.command()
 @click.argument("issue", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the outputs (default: build/<slug>/).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Folder for the outputs (default: build/<slug>/): a new or empty folder, "
+              "or one an earlier build made.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 def build(obj: Context, issue: Path, out: Path | None, as_json: bool) -> None:

@@ -298,16 +298,17 @@ def _move_misplaced_people(meta: _Meta) -> None:
 
 def _slug(meta: _Meta, path: Path) -> str:
     """The output folder's name: the `slug` key, else the file name; never `.`, `..` or a path."""
-    written = meta.text("slug")
-    value = written or path.stem
-    if "/" in value or "\\" in value or value.strip(". ") == "":
+    written = "slug" in meta.data
+    value = meta.text("slug") if written else path.stem
+    cleaned = re.sub(r"[^\w.-]+", "-", value).strip("-")
+    if "/" in value or "\\" in value or cleaned.strip(".") == "":
         where = "front matter 'slug'" if written else "the file name"
         error = InputError(
             f"{where} gives the slug {value!r}, which is not a folder name (no '/', and not "
             "only dots); write a slug such as 'slug: 2025-01-my-issue'",
             path, meta.line("slug") if written else 1)
         raise error
-    return re.sub(r"[^\w.-]+", "-", value).strip("-") or "issue"
+    return cleaned
 
 
 def _date(meta: _Meta) -> dt.date | None:
