@@ -72,9 +72,12 @@ def signing_key(state_dir: Path, env: dict[str, str] | None = None) -> bytes:
         try:
             _create_key_file(path)
         except OSError as exc:
+            import errno
+
+            advice = ("free some space" if exc.errno == errno.ENOSPC else
+                      "make the folder writable")
             raise PublishError(f"cannot create the unsubscribe signing key: {exc.strerror}; "
-                               f"make the folder writable or set {KEY_VARIABLE}",
-                               path) from None
+                               f"{advice}, or set {KEY_VARIABLE}", path) from None
     return _read_key_file(path)
 
 
