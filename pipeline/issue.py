@@ -215,12 +215,13 @@ class _Meta:
             return default
         if isinstance(value, str):
             return value.strip()
-        if isinstance(value, bool | int | float):
+        if isinstance(value, bool | int | float | dt.date):
             written = self.raw(key)
             if not written:
                 raise self.fail(key, f"must be text, not {type(value).__name__}")
             if isinstance(value, bool) or written != str(value):
-                self.warn(key, f"YAML reads {written} as {str(value).lower()}; read as the "
+                shown = str(value).lower() if isinstance(value, bool) else str(value)
+                self.warn(key, f"YAML reads {written} as {shown}; read as the "
                           f"text \"{written}\" (put it in quotes: {key}: \"{written}\")")
             self.data[key] = written
             return written

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import sys
 from functools import lru_cache
 
 CODE_STYLE = (
@@ -53,8 +54,8 @@ def highlight(code: str, lang: str, _attrs: object = None) -> str:
 
 
 # markdown-it stops at 20 levels (a list 10 deep) and silently drops what is deeper; allow
-# far more, flatten what email cannot show later, and refuse (never drop) beyond this.
-MAX_NESTING = 120
+# far more (embeds.flatten_deep flattens what email cannot show), refuse (never drop) beyond.
+MAX_NESTING = 1000
 
 
 class TooDeep(ValueError):
@@ -87,6 +88,8 @@ def _parser():
 
     md = MarkdownIt("commonmark", {"html": True, "highlight": highlight, "typographer": False})
     md.options["maxNesting"] = MAX_NESTING + 1
+    # Each level of a nested block is a few Python frames in markdown-it's recursive parser.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 6 * MAX_NESTING + 1000))
     _refuse_too_deep(md)
     md.enable(["table", "strikethrough"])
     md.use(footnote_plugin)

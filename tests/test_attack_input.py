@@ -193,13 +193,13 @@ def _words_reach_html_and_text(letter, name, body):
     return built
 
 
-@pytest.mark.parametrize("depth", [10, 12, 30, 55])
+@pytest.mark.parametrize("depth", [10, 12, 30, 55, 200])
 def test_a_deeply_nested_list_keeps_every_item(letter, depth):
     body = "\n".join("  " * i + f"- w{i}x item" for i in range(depth))
     _words_reach_html_and_text(letter, f"l{depth}.md", body)
 
 
-@pytest.mark.parametrize("depth", [19, 21, 25, 60, 110])
+@pytest.mark.parametrize("depth", [19, 21, 25, 60, 110, 900])
 def test_deeply_nested_quotes_keep_their_text(letter, depth):
     body = "\n".join("> " * (i + 1) + f"w{i}x words" for i in range(0, depth, 3))
     body += "\n" + "> " * depth + "w999x deepest"
@@ -216,7 +216,7 @@ def test_quotes_and_lists_mixed_deep_keep_every_word(letter):
 
 def test_nesting_past_what_publish_reads_is_an_error_not_a_loss(letter):
     write_issue(letter / "issues", "d.md", "---\ntitle: Deep\n---\n\nFirst.\n\n"
-                + "> " * 500 + "lost?\n")
+                + "> " * 1500 + "lost?\n")
     message = _one_line_error(letter, "issues/d.md", "issues/d.md:7:")
     assert "nested" in message
 
@@ -235,7 +235,7 @@ def test_the_nesting_guard_is_safe_across_threads(letter):
             if depth <= markdown.MAX_NESTING - 1:
                 errors.append(depth)
 
-    threads = [threading.Thread(target=render, args=(d,)) for d in (5, 90, 300, 50) * 3]
+    threads = [threading.Thread(target=render, args=(d,)) for d in (5, 900, 3000, 50) * 3]
     for thread in threads:
         thread.start()
     for thread in threads:
