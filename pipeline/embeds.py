@@ -283,6 +283,10 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
         )
         if thumbnail:
             thumbnail = absolute(thumbnail, ctx.base_url)
+            if urlsplit(thumbnail).scheme not in {"http", "https"}:
+                result.warnings.append(f"{where}: thumbnail {thumbnail[:60]!r} for <{tag}> is "
+                                       "not a web address; a text card is shown instead")
+                thumbnail = ""
         card = Card(kind, url, _caption(element, figure), thumbnail)
         result.cards.append(card)
         markup = card_html(card, ctx.strings)

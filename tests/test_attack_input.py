@@ -272,3 +272,14 @@ def test_a_long_subject_survives_the_whole_build(letter):
     data = (letter / "build" / "long" / "email.eml").read_bytes()
     assert max(len(line) for line in data.split(b"\r\n")) <= 998
     assert str(BytesParser(policy=policy.default).parsebytes(data)["subject"]) == title.strip()
+
+
+def test_a_script_thumbnail_becomes_a_text_card_with_a_warning(letter):
+    summary = _warnings(letter, "p.md", '---\ntitle: T\nembed_thumbnail: "javascript:alert(2)"'
+                        '\n---\n\nHello.\n\n<video src="https://x.example/clip.mp4" '
+                        'poster="javascript:alert(1)"></video>\n\n'
+                        '<iframe src="https://x.example/page"></iframe>\n')
+    html = (letter / "build" / "p" / "email.html").read_text("utf-8")
+    assert "javascript:" not in html and "https://x.example/clip.mp4" in html
+    assert sum("not a web address" in w for w in summary["warnings"]) == 2
+    assert any(w.startswith("issues/p.md:8:") for w in summary["warnings"])
