@@ -202,6 +202,8 @@ def check_output_folder(out_dir: Path, settings: Settings, legacy_ok: bool = Fal
         raise _refuse(out_dir, protected[resolved])
     if resolved.parent == resolved or root.is_relative_to(resolved):
         raise _refuse(out_dir, "it holds the newsletter folder")
+    if resolved.is_relative_to((root / settings.state_dir).resolve()):
+        raise _refuse(out_dir, "it is inside the state folder")
     if not os.path.lexists(resolved):
         return resolved
     if not resolved.is_dir():

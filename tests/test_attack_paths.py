@@ -64,7 +64,7 @@ def _refused(folder, *args, expect=""):
 
 
 @pytest.mark.parametrize("out", [".", "..", "issues", "subscribers", ".publish", "build",
-                                 "email_templates", "issues/../."])
+                                 "email_templates", "issues/../.", ".publish/new-folder"])
 def test_out_onto_a_folder_publish_did_not_make_is_refused(letter, out):
     (letter / "email_templates").mkdir(exist_ok=True)
     message = _refused(letter, "issues/a.md", "--out", out)
@@ -170,3 +170,21 @@ def test_library_refuses_the_same_paths(letter):
     for out in (letter, letter / "issues", letter.parent, letter / "build"):
         with pytest.raises(InputError, match="nothing was changed"):
             build.write_outputs(built, s, out)
+
+
+def test_builds_started_together_leave_one_whole_output_folder(letter):
+    import subprocess
+    import sys
+
+    runs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", "issues/a.md"],
+                             cwd=letter, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(4)]
+    for run in runs:
+        _out, err = run.communicate(timeout=120)
+        assert run.returncode in (0, 1), err
+        assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+    assert any(run.returncode == 0 for run in runs)
+    folder = letter / "build" / "a"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([build.MARKER, *build.OUTPUT_FILES])
+    assert "Hello there" in (folder / "email.txt").read_text("utf-8")
+    assert run_publish("build", "issues/a.md", cwd=letter).returncode == 0
