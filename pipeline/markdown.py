@@ -56,6 +56,9 @@ def highlight(code: str, lang: str, _attrs: object = None) -> str:
 # markdown-it stops at 20 levels (a list 10 deep) and silently drops what is deeper; allow
 # far more (embeds.flatten_deep flattens what email cannot show), refuse (never drop) beyond.
 MAX_NESTING = 1000
+# Each level of a nested block is a few Python frames in markdown-it's recursive parser
+# (Python 3.11+ does not spend C stack on them); set once, on import, never lowered.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 6 * MAX_NESTING + 1000))
 
 
 class TooDeep(ValueError):
@@ -88,8 +91,6 @@ def _parser():
 
     md = MarkdownIt("commonmark", {"html": True, "highlight": highlight, "typographer": False})
     md.options["maxNesting"] = MAX_NESTING + 1
-    # Each level of a nested block is a few Python frames in markdown-it's recursive parser.
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 6 * MAX_NESTING + 1000))
     _refuse_too_deep(md)
     md.enable(["table", "strikethrough"])
     md.use(footnote_plugin)
