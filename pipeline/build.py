@@ -12,6 +12,9 @@ from pathlib import Path
 from . import (
     check,
     embeds,
+    headline,
+    images,
+    language,
     markdown,
     message,
     plaintext,
@@ -41,6 +44,8 @@ class Built:
     cards: list[embeds.Card]
     images: int
     preview_values: dict[str, str]
+    # Why the email is in its language ("front matter", "detected: 95% of prose words …").
+    lang_reason: str = ""
     warnings: list[str] = field(default_factory=list)
     findings: list[check.Finding] = field(default_factory=list)
 
@@ -61,6 +66,7 @@ class BuildResult:
             "title": self.built.issue.title,
             "issue": str(self.built.issue.path),
             "lang": email.lang,
+            "lang_reason": self.built.lang_reason,
             "preheader": email.preheader,
             "html_bytes": self.built.html_bytes,
             "gmail_clip_bytes": check.GMAIL_CLIP,
@@ -118,13 +124,23 @@ def _embed_context(issue: Issue, settings: Settings, strings: dict[str, str], wh
     )
 
 
+def _too_deep(issue: Issue, exc: markdown.TooDeep) -> InputError:
+    return InputError(f"{exc}; email cannot show that, and the text would be lost",
+                      issue.path, issue.body_line + exc.line - 1)
+
+
 def render_issue(path: str | Path, settings: Settings) -> Built:
     """Every stage from Markdown to the finished email, in memory."""
     issue = issue_mod.load(path)
     folder = templates.templates_dir(settings.root, settings.templates_dir)
-    lang = render.choose_language(issue, settings)
+    try:
+        choice = language.choose(issue, settings)  # parses the Markdown too
+    except markdown.TooDeep as exc:
+        raise _too_deep(issue, exc) from None
+    lang = choice.lang
     try:
         strings = templates.strings(folder, lang)
+        strings_warning = templates.resolve(folder, lang)[1]
     except InputError as exc:
         line = issue.meta_lines.get("lang") or issue.meta_lines.get("language")
         raise InputError(exc.message, issue.path if issue.lang else exc.path, line) from None
@@ -133,25 +149,39 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
         return issue.where(issue.line_of(needle, nth))
 
     try:
-        fragment = markdown.to_html(issue.body)
+        rendered = markdown.render(issue.body, strings)
     except markdown.TooDeep as exc:
-        raise InputError(f"{exc}; email cannot show that, and the text would be lost",
-                         issue.path, issue.body_line + exc.line - 1) from None
-    swapped = embeds.swap(fragment, _embed_context(issue, settings, strings, where))
-    tidied = tidy.tidy(swapped.html, settings.base_url, where)
-    text_body = plaintext.from_html(tidied.html, strings)
-    email = render.render(issue, tidied.html, text_body, settings, folder, strings, lang)
-    warnings = [*issue.warnings, *swapped.warnings, *tidied.warnings, *email.warnings]
+        raise _too_deep(issue, exc) from None
+    swapped = embeds.swap(rendered.html, _embed_context(issue, settings, strings, where))
+    sizes = images.ImageSizes(settings.root, settings.base_url, settings.state_path,
+                              timeout=min(images.TIMEOUT, settings.http_timeout_seconds))
+    tidied = tidy.tidy(swapped.html, settings.base_url, where, sizes)
+    sizes.save()
+    size_warning = sizes.warning(str(issue.path))
+    if size_warning:
+        tidied.warnings.append(size_warning)
+    opening = headline.split(issue.title, tidied.html)
+    text_body = plaintext.from_html(opening.fragment, strings)
+    email = render.render(issue, opening.fragment, text_body, settings, folder, strings, lang,
+                          headline=opening.headline)
+    lang_line = issue.meta_lines.get("lang") or issue.meta_lines.get("language")
+    lang_where = f"{issue.path}:{lang_line}" if lang_line else str(issue.path)
+    language_warnings = [f"{lang_where}: {w}" for w in (*choice.warnings, strings_warning) if w]
+    source_warnings = [f"{issue.where(line)}: {message}" for line, message in rendered.warnings]
+    warnings = [*issue.warnings, *language_warnings, *source_warnings, *swapped.warnings,
+                *tidied.warnings,
+                *email.warnings]
     values = preview_values(settings, strings)
     built = Built(
         issue,
         email,
-        fragment=tidied.html,
+        fragment=opening.fragment,
         html=render.personalize(email.html, values, escape=True),
         text=render.personalize(email.text, values, escape=False),
         cards=swapped.cards,
         images=tidied.images,
         preview_values=values,
+        lang_reason=choice.reason,
         warnings=warnings,
     )
     built.findings = check.check_html(

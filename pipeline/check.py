@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .plaintext import display_width
+
 GMAIL_CLIP = 102 * 1024
 SIZE_WARNING = 90 * 1024
 STYLE_LIMIT = 16 * 1024
@@ -49,6 +51,7 @@ ACCEPTED = {
     "css-word-break": "long words wrap where supported",
     "css-word-wrap": "long words wrap where supported",
     "css-white-space": "code and math keep their lines in <pre> anyway",
+    "css-min-width": "a wide table's scroll box; Outlook on Windows keeps its fixed 600 px column",
 }
 
 
@@ -59,13 +62,49 @@ class Finding:
     message: str
     hint: str
     where: str = ""  # the element, as a short snippet
+    file: str = ""  # the issue file and line a finding from the build points at
+    line: int | None = None
 
     def __str__(self) -> str:
         at = f" at {self.where}" if self.where else ""
-        return f"{self.severity} {self.rule}: {self.message}{at} — {self.hint}"
+        place = f"{self.file}:{self.line}: " if self.file and self.line else (
+            f"{self.file}: " if self.file else "")
+        return f"{place}{self.severity} {self.rule}: {self.message}{at} — {self.hint}"
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# Build warnings as findings: (rule, what the warning says, hint), first match wins.
+BUILD_RULES = (
+    ("img-alt", "image has no alt text", "describe the image (alt=\"\" for decoration)"),
+    ("anchor-missing", "matches no heading", "fix the link or the heading it points at"),
+    ("link-malformed", "malformed link", "fix the link in the issue"),
+    ("placeholder", "template placeholder", "fill it in or remove it"),
+    ("scaffolding", "scaffolding", "remove the web page's scaffolding from the issue"),
+    ("markdown-as-text", "shown as text", "fix the Markdown in the issue"),
+    ("front-matter", "front matter", "fix the front matter"),
+)
+_LOCATED = re.compile(r"(?P<file>.+?):(?P<line>\d+): (?P<message>.*)", re.S)
+
+
+def from_warnings(warnings: list[str], source: str = "") -> list[Finding]:
+    """Every build warning as a finding, with the file and line it names.
+
+    `publish check` is what an editor runs before sending, so it must show what the build saw.
+    """
+    findings = []
+    for warning in warnings:
+        file, line, message = "", None, warning
+        located = _LOCATED.fullmatch(warning)
+        if located:
+            file, line, message = located["file"], int(located["line"]), located["message"]
+        elif source and warning.startswith(f"{source}: "):
+            file, message = source, warning[len(source) + 2:]
+        rule, hint = next(((r, h) for r, needle, h in BUILD_RULES if needle in message),
+                          ("build", "see the message"))
+        findings.append(Finding(rule, "warning", message, hint, file=file, line=line))
+    return findings
 
 
 @lru_cache(maxsize=1)
@@ -96,57 +135,6 @@ def _declarations(soup):
             if ":" in part:
                 prop, _, value = part.partition(":")
                 yield None, prop.strip().lower(), value.strip().lower()
-
-
-# colours ------------------------------------------------------------------------------
-_NAMED = {"white": "#ffffff", "black": "#000000", "transparent": ""}
-
-
-def _rgb(value: str) -> tuple[float, float, float] | None:
-    value = _NAMED.get(value.strip(), value.strip()).replace("!important", "").strip()
-    match = re.fullmatch(r"#([0-9a-f]{3}|[0-9a-f]{6})", value)
-    if match:
-        digits = match.group(1)
-        if len(digits) == 3:
-            digits = "".join(c * 2 for c in digits)
-        return tuple(int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4))
-    match = re.fullmatch(r"rgba?\((\d+)\s*,\s*(\d+)\s*,\s*(\d+)(?:\s*,\s*([\d.]+))?\)", value)
-    if match and (match.group(4) is None or float(match.group(4)) > 0.5):
-        return tuple(int(match.group(i)) / 255 for i in (1, 2, 3))
-    return None
-
-
-def luminance(rgb: tuple[float, float, float]) -> float:
-    def channel(c: float) -> float:
-        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (channel(c) for c in rgb)
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-
-def _inline(element, prop: str) -> str:
-    for part in (element.get("style") or "").split(";"):
-        name, _, value = part.partition(":")
-        if name.strip().lower() == prop:
-            return value.strip().lower()
-    return ""
-
-
-def _hidden(element) -> bool:
-    return any(getattr(node, "attrs", None) and _inline(node, "display") == "none"
-               for node in [element, *element.parents])
-
-
-def _background(element) -> tuple[float, float, float] | None:
-    for node in [element, *element.parents]:
-        if not getattr(node, "attrs", None):
-            continue
-        for value in (_inline(node, "background-color"), _inline(node, "background"),
-                      (node.get("bgcolor") or "").lower()):
-            rgb = _rgb(value.split()[0]) if value else None
-            if rgb is not None:
-                return rgb
-    return None
 
 
 # the rules ------------------------------------------------------------------------------
@@ -251,9 +239,10 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
     if not preheader:
         add("preheader", "warning", "no preheader; inboxes show the first text instead",
             "set preheader in the front matter")
-    elif not 40 <= len(preheader) <= 140:
-        add("preheader", "warning", f"preheader is {len(preheader)} characters",
-            "keep it between 40 and 140 characters")
+    elif not 40 <= display_width(preheader) <= 140:
+        add("preheader", "warning", f"preheader is {display_width(preheader)} columns wide "
+            "(a CJK character counts as two)", "keep it between 40 and 140 columns "
+            "(20 to 70 Chinese characters)")
     if len(subject) > 78:
         add("subject-length", "warning", f"subject is {len(subject)} characters; inboxes cut "
             "it", "keep it under 78 characters")
@@ -264,15 +253,11 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
         add("postal-address", "error", "no postal address in the footer",
             "set postal_address in publish.toml")
 
-    # text that vanishes when a client inverts colours
-    for element in soup.find_all(style=re.compile(r"(^|;)\s*color\s*:")):
-        colour = _rgb(_inline(element, "color"))
-        if colour is None or _hidden(element) or not element.get_text(strip=True):
-            continue
-        if _background(element) is None and (luminance(colour) < 0.05 or luminance(colour) > 0.8):
-            add("dark-mode-contrast", "warning", "text with a fixed colour on a background the "
-                "mail client chooses; it can vanish in dark mode",
-                "give its container a background colour", element)
+    # text that is hard to read in light mode, in the email's own dark mode, or inverted
+    from .check_contrast import problems
+
+    for problem in problems(soup):
+        add(problem.rule, "warning", problem.message, problem.hint, problem.element)
 
     findings += _support(soup, accept if accept is not None else set(ACCEPTED))
     return findings

@@ -63,6 +63,8 @@ def _print_summary(summary: dict) -> None:
     embeds = summary["embeds_swapped"]
     swapped = ", ".join(f"{n} {kind}" for kind, n in sorted(embeds.items())) or "none"
     click.echo(f"Built   {summary['title']}  [{summary['lang']}]")
+    click.echo(f"Lang    {summary['lang']} ({summary['lang_reason']})")
+    click.echo(f"Inbox   {summary['preheader'] or '(no preheader)'}")
     click.echo(f"HTML    {size / 1024:.1f} KB of Gmail's {limit // 1024} KB clip limit "
                f"({100 * size / limit:.0f}%)")
     click.echo(f"Images  {summary['images']}")
@@ -150,6 +152,8 @@ def preview(obj: Context, issue: Path, port: int, no_open: bool) -> None:
 def check_command(obj: Context, issue: Path, links: bool, as_json: bool) -> None:
     """Build ISSUE and lint the email; exit 1 when an error is found.
 
+    Every warning of the build comes first, with the file and line it is about.
+
     Rules cover what mail clients cannot show (video, iframes, scripts, forms, SVG,
     custom elements, linked CSS, flex/grid/position layout), client support from
     caniemail's data for Gmail, Outlook, Apple Mail and Yahoo (accept features with
@@ -161,7 +165,7 @@ def check_command(obj: Context, issue: Path, links: bool, as_json: bool) -> None
     from . import check
 
     built = build_mod.render_issue(issue, obj.settings)
-    findings = list(built.findings)
+    findings = check.from_warnings(built.warnings, str(built.issue.path)) + built.findings
     if links:
         findings += check.check_links(built.html, timeout=obj.settings.http_timeout_seconds)
     if as_json:
@@ -339,31 +343,16 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         answer = sender.send_test(test_address)
         click.echo(f"Test copy sent to {test_address}: {answer}")
         return
-    audience = sender.preview()
+    plan = sender.plan()  # every check of the real send; nothing recorded
     if dry_run:
-        if as_json:
-            click.echo(json.dumps({"will_send": audience.will_send,
-                                   "skipped": dict(audience.skipped),
-                                   "sample": audience.sample}, indent=2))
-            return
-        if not sender.service_class.per_recipient:
-            click.echo(f"Would publish the {sender.service_name} draft of {issue} to the "
-                       "publication's own subscribers; nothing sent.")
-            return
-        click.echo(f"Would send {issue} to {audience.will_send} subscriber(s) "
-                   f"through {sender.service_name}; nothing sent.")
-        for why, n in sorted(audience.skipped.items()):
-            click.echo(f"  skip {n} {why}")
-        for email in audience.sample:
-            click.echo(f"  {email}")
+        _print_plan(issue, plan, as_json)
         return
-    sender.check_ready()
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("not a terminal to ask for confirmation; add --yes")
-        who = (f"{audience.will_send} subscriber(s)" if sender.service_class.per_recipient
-               else f"the {sender.service_name} publication's subscribers")
-        click.confirm(f"Send {issue} to {who} through {sender.service_name}?", abort=True)
+        who = (f"{plan.will_send} subscriber(s)" if plan.per_recipient
+               else f"the {plan.service} publication's subscribers")
+        click.confirm(f"Send {issue} to {who} through {plan.service}?", abort=True)
     report, notes = sender.run(progress=None if as_json else _progress_printer())
     if as_json:
         click.echo(json.dumps({**report.summary(), "notes": notes}, ensure_ascii=False,
@@ -371,7 +360,35 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
     else:
         _print_report(report, notes)
     if report.stopped:
+        if obj.debug and report.error is not None:
+            import traceback
+
+            traceback.print_exception(report.error)
         sys.exit(130 if "Ctrl-C" in report.stopped else 1)
+
+
+def _print_plan(issue: Path, plan, as_json: bool) -> None:
+    """What `publish send --dry-run` found the real send would do."""
+    if as_json:
+        click.echo(json.dumps(plan.summary(), ensure_ascii=False, indent=2))
+        return
+    if not plan.per_recipient:
+        click.echo(f"Would publish the {plan.service} draft of {issue} to the "
+                   "publication's own subscribers; nothing sent.")
+    elif plan.resuming:
+        click.echo(f"Would continue send #{plan.resuming} of {issue}: {plan.will_send} "
+                   f"subscriber(s) still to send to through {plan.service}; nothing sent.")
+    else:
+        click.echo(f"Would send {issue} to {plan.will_send} subscriber(s) "
+                   f"through {plan.service}; nothing sent.")
+    for why, n in sorted(plan.skipped.items()):
+        click.echo(f"  skip {n} {why}")
+    if plan.in_doubt:
+        click.echo(f"  {plan.in_doubt} in doubt (not sent again without --resend-in-doubt)")
+    for email in plan.sample:
+        click.echo(f"  {email}")
+    for note in plan.notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
 
 
 @cli.command()
@@ -400,6 +417,9 @@ def sends(obj: Context, as_json: bool) -> None:
 @cli.group(name="subscribers")
 def subscribers_group() -> None:
     """Manage subscriber lists (CSV files in subscribers/)."""
+    from . import listlock
+
+    listlock.notify = lambda message: click.echo(message, err=True)
 
 
 def _list_file(obj: Context, list_name: str):
@@ -408,50 +428,110 @@ def _list_file(obj: Context, list_name: str):
     return subscribers.list_path(obj.settings.root, list_name)
 
 
+def _rows_progress(verb: str):
+    """Progress of reading a list on stderr: on a terminal, or now and then for long work."""
+    import time
+
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    state = {"last": started, "shown": False}
+
+    def show(rows: int, chars: int, size: int) -> None:
+        now = time.monotonic()
+        if now - state["last"] < (0.2 if interactive else 10.0):
+            return
+        if not interactive and now - started < 5.0:
+            return
+        state["last"], state["shown"] = now, True
+        rate = rows / max(now - started, 1e-6)
+        percent = f"  {min(99, 100 * chars // size):3d}%" if size else ""
+        line = f"{verb}  {rows} rows{percent}  {rate:,.0f} rows/s"
+        click.echo(f"\r{line} " if interactive else line, nl=not interactive, err=True)
+
+    def done() -> None:
+        if state["shown"] and interactive:
+            click.echo("\r\033[K", nl=False, err=True)
+
+    show.done = done  # type: ignore[attr-defined]
+    return show
+
+
+def _print_rows(label: str, where: Path, items) -> None:
+    for item in items:
+        click.echo(f"  {label} {where}:{item.line}: {item.value!r}: {item.reason}", err=True)
+
+
 @subscribers_group.command(name="import")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--list", "list_name", default="main", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Report what the import would do; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
-def subscribers_import(obj: Context, source: Path, list_name: str) -> None:
+def subscribers_import(obj: Context, source: Path, list_name: str, dry_run: bool,
+                       as_json: bool) -> None:
     """Import SOURCE: a Substack export (old or new), a plain list of addresses, or our CSV.
 
     Addresses are validated (no DNS), domains lower-cased, duplicates merged without
-    regard to case; unsubscribed, cancelled and deletion-request rows become inactive.
-    Every rejected row is reported with its line number.
+    regard to case; unsubscribed, cancelled, email-disabled and deletion-request rows
+    become inactive. Every rejected row is reported with its line number. Rows already in
+    the list are kept as they are, even those that are not valid subscribers.
     """
     from . import subscribers
 
     dest = _list_file(obj, list_name)
-    report = subscribers.import_file(source, dest)
-    click.echo(f"Imported into {dest}: {report.added} added, {report.updated} updated, "
+    progress = _rows_progress("Reading")
+    report = subscribers.import_file(source, dest, dry_run=dry_run, progress=progress)
+    progress.done()
+    if as_json:
+        click.echo(json.dumps({"list": str(dest), "source": str(source), **report.summary()},
+                              ensure_ascii=False, indent=2))
+        return
+    verb = "Would import" if dry_run else "Imported"
+    click.echo(f"{verb} into {dest}: {report.added} added, {report.updated} updated, "
                f"{report.unchanged} unchanged, {report.duplicates} duplicate(s) in the file, "
-               f"{len(report.rejected)} rejected.")
-    for rejected in report.rejected:
-        click.echo(f"  rejected {source}:{rejected.line}: {rejected.value!r}: {rejected.reason}",
-                   err=True)
+               f"{len(report.rejected)} rejected."
+               + ("  (dry run: nothing changed)" if dry_run else ""))
+    _print_rows("rejected", source, report.rejected)
+    if report.kept:
+        click.echo(f"{len(report.kept)} row(s) of {dest} are not valid subscribers; "
+                   "kept as they are, never sent to:", err=True)
+        _print_rows("kept", dest, report.kept)
 
 
 @subscribers_group.command(name="list")
 @click.option("--list", "list_name", default="main", show_default=True)
 @click.option("--status", type=click.Choice(["active", "unsubscribed", "bounced"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the subscribers as JSON lines.")
 @click.pass_obj
-def subscribers_list(obj: Context, list_name: str, status: str | None) -> None:
+def subscribers_list(obj: Context, list_name: str, status: str | None, as_json: bool) -> None:
     """Print the subscribers of a list, one per line."""
     from . import subscribers
 
-    for _, item in subscribers.read(_list_file(obj, list_name)):
+    for line, item in subscribers.read(_list_file(obj, list_name)):
         if isinstance(item, subscribers.Subscriber) and (status is None or item.status == status):
-            click.echo(f"{item.email}\t{item.name}\t{item.status}")
+            if as_json:
+                click.echo(json.dumps({"line": line, "email": item.email, "name": item.name,
+                                       "status": item.status, "created_at": item.created_at,
+                                       **({"attributes": item.attributes}
+                                          if item.attributes else {})},
+                                      ensure_ascii=False))
+            else:
+                click.echo(f"{item.email}\t{item.name}\t{item.status}")
 
 
 @subscribers_group.command(name="count")
 @click.option("--list", "list_name", default="main", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.pass_obj
-def subscribers_count(obj: Context, list_name: str) -> None:
-    """Count a list's subscribers by status."""
+def subscribers_count(obj: Context, list_name: str, as_json: bool) -> None:
+    """Count a list's subscribers by status (unknown statuses and bad rows included)."""
     from . import subscribers
 
     counts = subscribers.count(_list_file(obj, list_name))
+    if as_json:
+        click.echo(json.dumps({"list": list_name, "total": sum(counts.values()),
+                               "by_status": dict(sorted(counts.items()))}, ensure_ascii=False))
+        return
     click.echo(f"{sum(counts.values())} in {list_name}: " + ", ".join(
         f"{n} {status}" for status, n in sorted(counts.items())))
 
@@ -461,11 +541,14 @@ def subscribers_count(obj: Context, list_name: str) -> None:
 @click.option("--token", help="An unsubscribe token from a link (checked with the "
               "newsletter's signing key) instead of EMAIL.")
 @click.option("--list", "list_name", default="main", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.pass_obj
 def subscribers_unsubscribe(obj: Context, email: str | None, token: str | None,
-                            list_name: str) -> None:
+                            list_name: str, dry_run: bool, as_json: bool) -> None:
     """Unsubscribe EMAIL (or the reader a --token was made for): marked in the list and
-    added to the suppression list, which wins over every list."""
+    added to the suppression list, which wins over every list. Every other row of the
+    list is kept exactly as it was."""
     from . import subscribers, unsubscribe
 
     if bool(email) == bool(token):
@@ -477,12 +560,26 @@ def subscribers_unsubscribe(obj: Context, email: str | None, token: str | None,
             raise click.BadParameter("not a token made with this newsletter's signing key",
                                      param_hint="--token")
     try:
-        found = subscribers.set_status(_list_file(obj, list_name), email, "unsubscribed")
-        subscribers.suppress(obj.settings.root, email)
+        address = subscribers.normalize_email(email or "")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
-    where = "marked unsubscribed in the list and" if found else "not on the list;"
-    click.echo(f"{email}: {where} added to subscribers/suppressed.csv")
+    found = subscribers.set_status(_list_file(obj, list_name), address, "unsubscribed",
+                                   dry_run=dry_run)
+    newly = subscribers.suppress(obj.settings.root, address, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"email": address, "list": list_name, "on_list": found,
+                               "newly_suppressed": newly, "dry_run": dry_run},
+                              ensure_ascii=False))
+        return
+    if dry_run:
+        on_list = "would be marked unsubscribed in the list" if found else "not on the list"
+        listed = "would be added to" if newly else "already in"
+        click.echo(f"{address}: {on_list}; {listed} subscribers/suppressed.csv (dry run: "
+                   "nothing changed)")
+        return
+    on_list = "marked unsubscribed in the list" if found else "not on the list"
+    listed = "added to" if newly else "already in"
+    click.echo(f"{address}: {on_list}; {listed} subscribers/suppressed.csv")
 
 
 @cli.command()
@@ -504,8 +601,18 @@ def init(folder: Path, name: str) -> None:
                "in publish.toml.")
 
 
+def _say_error(text: str, **style) -> None:
+    """Print an error line with every secret in it hidden (the one place errors are shown)."""
+    from .redact import redact
+
+    click.secho(redact(text), err=True, **style)
+
+
 def main() -> None:
-    """Entry point: people see one-line errors; tracebacks only with --debug."""
+    """Entry point: people see one-line errors; tracebacks only with --debug; no secrets."""
+    import io
+    import traceback
+
     debug = "--debug" in sys.argv[1:]
     try:
         cli.main(standalone_mode=False)
@@ -513,13 +620,10 @@ def main() -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        shown = io.StringIO()
+        exc.show(file=shown)
+        _say_error(shown.getvalue().rstrip("\n"))
         sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
-    except PublishError as exc:
-        if debug:
-            raise
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
@@ -538,11 +642,12 @@ def main() -> None:
         sys.exit(1)
     except Exception as exc:
         if debug:
-            raise
-        click.secho(
-            f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
-            fg="red", err=True,
-        )
+            _say_error(traceback.format_exc().rstrip("\n"))
+        if isinstance(exc, PublishError):
+            _say_error(f"error: {exc}", fg="red")
+            sys.exit(exc.exit_code)
+        _say_error(f"internal error: {type(exc).__name__}: {exc}"
+                   + ("" if debug else " (run with --debug for details)"), fg="red")
         sys.exit(1)
 
 

@@ -100,6 +100,25 @@ def _page_url(src: str) -> str:
     return parts._replace(path=path or "/").geturl()
 
 
+def space_page(url: str) -> str:
+    """The Space's page for a legacy `hf.space/embed/OWNER/NAME/+` or a Space `…/embed` URL.
+
+    Those addresses show a bare app, or nothing, outside an iframe; the page on
+    huggingface.co works in every browser. Other URLs come back unchanged.
+    """
+    parts = urlsplit(url)
+    hostname = (parts.hostname or "").lower().removeprefix("www.")
+    segments = [s for s in parts.path.split("/") if s]
+    if hostname == "hf.space":
+        segments = [s for s in segments if s not in ("embed", "+")]
+        if len(segments) >= 2:
+            return f"https://huggingface.co/spaces/{segments[0]}/{segments[1]}"
+    if hostname == "huggingface.co" and segments[:1] == ["spaces"] and len(segments) >= 3 \
+            and (segments[3:4] in (["embed"], ["+"]) or "embed" in parse_qs(parts.query)):
+        return f"https://huggingface.co/spaces/{segments[1]}/{segments[2]}"
+    return url
+
+
 def _describe(element, ctx: EmbedContext) -> tuple[str, str, str] | None:
     """(kind, url, thumbnail) for a playable element, or None when it points nowhere."""
     tag = element.name
@@ -129,6 +148,8 @@ def _describe(element, ctx: EmbedContext) -> tuple[str, str, str] | None:
         return "subscribe", f"{parts.scheme}://{parts.netloc}/subscribe", ""
     if host(url).endswith(".hf.space"):
         return "demo", url, thumbnail
+    if space_page(url) != url:
+        return "demo", space_page(url), thumbnail
     return "page", _page_url(url), thumbnail
 
 
@@ -140,8 +161,8 @@ def card_html(card: Card, strings: dict[str, str]) -> str:
         return (
             '<table role="presentation" class="card card-subscribe" align="center" '
             'cellpadding="0" cellspacing="0" border="0" style="margin:20px auto;">'
-            '<tr><td class="button" align="center" bgcolor="#d9480f" '
-            'style="border-radius:6px;background-color:#d9480f;padding:12px 28px;">'
+            '<tr><td class="button" align="center" bgcolor="#c2410c" '
+            'style="border-radius:6px;background-color:#c2410c!important;padding:12px 28px;">'
             f'<a href="{url}" style="color:#ffffff;font-weight:bold;text-decoration:none;'
             f'display:inline-block;">{label}</a></td></tr></table>'
         )

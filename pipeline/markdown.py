@@ -1,7 +1,11 @@
 """Markdown (CommonMark, tables, strikethrough, footnotes, raw HTML, math) to an HTML fragment.
 
-Code is coloured with inline styles, since email clients drop most `<style>` rules;
-`$$…$$` math stays as its readable TeX source.
+Code is coloured with inline styles, since email clients drop most `<style>` rules. Code
+blocks are dark in light and dark mode alike, with a palette that stays legible when a
+client inverts the page, so no client's dark mode has to recolour each token; long lines
+wrap inside the block instead of widening the email. Math stays as its readable TeX
+source, set as code: `$$…$$` blocks, inline `$…$`, `\\(…\\)` and `\\[…\\]`. Repairs for
+what authors meant and warnings for source left as text live in md_inline and md_blocks.
 """
 
 from __future__ import annotations
@@ -9,13 +13,23 @@ from __future__ import annotations
 import html
 import re
 import sys
+from dataclasses import dataclass, field
 from functools import lru_cache
 
+from . import md_blocks, md_inline
+
+CODE_BACKGROUND = "#0d1117"
+CODE_TEXT = "#e6edf3"
+# The block's colours are pinned (!important) so no client's dark mode recolours them.
 CODE_STYLE = (
-    "background-color:#f6f8fa;color:#1f2328;border-radius:6px;padding:12px 14px;"
+    f"background-color:{CODE_BACKGROUND}!important;color:{CODE_TEXT}!important;"
+    "border-radius:6px;"
+    "padding:12px 14px;margin:0 0 16px;"
     "font-family:Menlo,Consolas,'Courier New',monospace;font-size:13px;line-height:1.45;"
-    "white-space:pre-wrap;word-wrap:break-word;overflow-x:auto;"
+    "white-space:pre-wrap;word-wrap:break-word;word-break:break-word;"
 )
+# The palette the code palette is made from; each colour is then adjusted to stay legible.
+BASE_CODE_STYLE = "github-dark"
 MATH_STYLE = (
     "font-family:Menlo,Consolas,'Courier New',monospace;font-size:14px;"
     "white-space:pre-wrap;word-wrap:break-word;text-align:center;margin:16px 0;"
@@ -37,6 +51,28 @@ def _lexer(language: str):
         return None
 
 
+_PYGMENTS_COLOUR = re.compile(r"color: (#[0-9A-Fa-f]{6})")
+
+
+@lru_cache(maxsize=1)
+def code_style():
+    """A Pygments style for the dark code block whose every colour reaches WCAG AA on it,
+    as it is and under a full inversion; diff backgrounds are dropped (one background)."""
+    from pygments.style import Style
+    from pygments.styles import get_style_by_name
+
+    from .colours import legible_on
+
+    styles = {}
+    for token, spec in get_style_by_name(BASE_CODE_STYLE).styles.items():
+        parts = [part for part in spec.split() if not part.startswith(("bg:", "border:"))]
+        styles[token] = " ".join(
+            legible_on(part, CODE_BACKGROUND) if part.startswith("#") else part
+            for part in parts)
+    return type("EmailCodeStyle", (Style,),
+                {"background_color": CODE_BACKGROUND, "styles": styles})
+
+
 def highlight(code: str, lang: str, _attrs: object = None) -> str:
     """A `<pre>` with inline-styled spans, or plain escaped code for unknown languages."""
     language = _language(lang)
@@ -48,8 +84,9 @@ def highlight(code: str, lang: str, _attrs: object = None) -> str:
         from pygments import highlight as pyg_highlight
         from pygments.formatters import HtmlFormatter
 
-        formatter = HtmlFormatter(nowrap=True, noclasses=True, style="friendly")
-        body = pyg_highlight(code, lexer, formatter)
+        formatter = HtmlFormatter(nowrap=True, noclasses=True, style=code_style())
+        body = _PYGMENTS_COLOUR.sub(r"color:\1!important",
+                                    pyg_highlight(code, lexer, formatter))
     return f'<pre style="{CODE_STYLE}">{code_open}{body}</code></pre>\n'
 
 
@@ -104,22 +141,48 @@ def _parser():
     )
 
     def inline_math(self, tokens, idx, options, env):
-        return html.escape("$" + tokens[idx].content + "$")
+        return f'<code class="math">{html.escape("$" + tokens[idx].content.strip() + "$")}</code>'
 
     def inline_double_math(self, tokens, idx, options, env):
-        return html.escape("$$" + tokens[idx].content + "$$")
+        return f'<code class="math">{html.escape("$$" + tokens[idx].content.strip() + "$$")}</code>'
 
     def block_math(self, tokens, idx, options, env):
         tex = html.escape(tokens[idx].content.strip())
         return f'<div class="math" style="{MATH_STYLE}">$$\n{tex}\n$$</div>\n'
 
+    def code_block(self, tokens, idx, options, env):
+        """An indented code block: the same styled block as a fence without a language."""
+        return highlight(tokens[idx].content, "")
+
+    md.add_render_rule("code_block", code_block)
     md.add_render_rule("math_inline", inline_math)
     md.add_render_rule("math_inline_double", inline_double_math)
     md.add_render_rule("math_block", block_math)
     md.add_render_rule("math_block_label", block_math)
+    md_inline.install(md)
+    md_blocks.install(md)
     return md
+
+
+@dataclass
+class Rendered:
+    html: str
+    # (line of the body, 1-based, or None; message) for what the author should look at.
+    warnings: list[tuple[int | None, str]] = field(default_factory=list)
+
+
+def render(body: str, strings: dict[str, str] | None = None) -> Rendered:
+    """Render an issue's Markdown body; `strings` label callouts in the issue's language."""
+    env: dict = {"strings": strings or {}, "warnings": []}
+    fragment = _parser().render(body, env)
+    return Rendered(fragment, md_blocks.limited(env["warnings"]))
 
 
 def to_html(body: str) -> str:
     """Render an issue's Markdown body to an HTML fragment; TooDeep rather than lose text."""
-    return _parser().render(body)
+    return render(body).html
+
+
+def parse(body: str) -> list:
+    """The token stream of a Markdown body, as `render` sees it (for reading its prose)."""
+    return _parser().parse(body, {"strings": {}, "warnings": []})

@@ -123,7 +123,8 @@ class MessageTemplate:
         text = fill(self.text_segments, values, escape=False)
         html = fill(self.html_segments, values, escape=True)
         return b"".join((
-            ("\r\n".join(headers) + "\r\n\r\n").encode("ascii"),
+            # UTF-8 only when an address is not ASCII (RFC 6532; sent with SMTPUTF8).
+            ("\r\n".join(headers) + "\r\n\r\n").encode("utf-8"),
             self.part_heads[0], _b64_lines(text),
             self.part_heads[1], _b64_lines(html),
             f"--{self.boundary}--\r\n".encode("ascii"),

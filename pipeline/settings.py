@@ -31,6 +31,9 @@ class Settings:
     unsubscribe_mailto: str = ""
     postal_address: str = "Postal address not set (publish.toml: postal_address)"
     language: str = "en"
+    # A line above each issue's article, e.g. "Hi %%name%%,"; "auto" is the issue
+    # language's own greeting; empty: none. An issue's `greeting:` overrides it.
+    greeting: str = ""
     service: str = "local"
     state_dir: str = ".publish"
     build_dir: str = "build"
@@ -153,6 +156,8 @@ def load(root: Path | None = None, env: dict[str, str] | None = None) -> Setting
             raise InputError(
                 f"unknown setting '{key}' (known: {', '.join(sorted(_FILE_KEYS))})", path
             )
+        if key == "greeting" and isinstance(value, bool):
+            value = "auto" if value else ""
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise InputError(f"setting '{key}' must be text", path)
         values[key] = str(value)

@@ -8,6 +8,7 @@ migrated forward after a backup copy is made beside it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ from .errors import PublishError
 
 APPLICATION_ID = 0x5075626C  # "Publ"
 DB_NAME = "state.db"
+BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write before giving up
 
 # Each entry migrates from version (index) to version (index + 1).
 MIGRATIONS: list[str] = [
@@ -99,40 +101,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 last_opened: Path | None = None
 
 
-def lock_holders(path: Path) -> list[str]:
-    """Other processes holding a lock on the database (`pid 123 (publish send …)`), read
-    from /proc/locks on Linux; empty where that is not available."""
-    inodes = set()
-    for candidate in (path, path.with_name(path.name + "-shm"), path.with_name(path.name + "-wal")):
-        try:
-            info = candidate.stat()
-        except OSError:
-            continue
-        inodes.add((os.major(info.st_dev), os.minor(info.st_dev), info.st_ino))
-    holders: dict[int, str] = {}
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        fields = line.split()
-        try:
-            at = fields.index("->") + 1 if "->" in fields else 0
-            pid, device = int(fields[at + 4]), fields[at + 5]
-            major, minor, inode = device.split(":")
-            key = (int(major, 16), int(minor, 16), int(inode))
-        except (IndexError, ValueError):
-            continue
-        if key in inodes and pid != os.getpid() and pid not in holders:
-            try:
-                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-                command = " ".join(raw.decode("utf-8", "replace").replace("\0", " ").split())
-            except OSError:
-                command = ""
-            holders[pid] = f"pid {pid}" + (f" ({command[:80]})" if command else "")
-    return list(holders.values())
-
-
 def describe(exc: BaseException, path: Path | None = None) -> PublishError:
     """One line for a SQLite error: the real cause (a full disk, a lock and who holds it, a
     damaged file, a read-only folder), never a follow-on error that hides it."""
@@ -145,13 +113,15 @@ def describe(exc: BaseException, path: Path | None = None) -> PublishError:
     code = getattr(cause, "sqlite_errorcode", None)
     if "disk is full" in text or code == sqlite3.SQLITE_FULL or (
             "I/O error" in text and path is not None and _space_left(path) < 1024 * 1024):
-        message = ("the disk holding the state database is full; free some space and run "
-                   "the same command again")
+        message = ("the state database cannot be written: the disk holding it is full; "
+                   "free some space and run the same command again")
     elif "locked" in text or "busy" in text:
-        holders = lock_holders(path) if path else []
-        who = f"held by {', '.join(holders)}" if holders else "held by another process"
-        message = (f"the state database is locked, {who}; wait for it to finish "
-                   "and run the command again")
+        holder = lock_holder(path) if path else None
+        who = "another process" if holder is None else (
+            "this process" if holder[0] == os.getpid() else f"process {holder[0]} ({holder[1]})")
+        message = (f"the state database is locked by {who} for longer than "
+                   f"{BUSY_TIMEOUT:.0f} s; let it finish (or stop it) and run the same "
+                   "command again")
     elif "readonly" in text or "read-only" in text:
         message = ("the state database is read-only; commands that record (draft, send) "
                    "need its folder writable, read-only ones (drafts, sends) still work")
@@ -187,13 +157,14 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     folder has no room for the WAL index SQLite otherwise needs)."""
     uri = path.resolve().as_uri() + "?mode=ro"
     try:
-        db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
+        db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
         db.execute("PRAGMA application_id").fetchone()
         return db
     except sqlite3.OperationalError as exc:
         if (_writable(path) and _space_left(path) >= 1024 * 1024) or "locked" in str(exc):
             raise
-    return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=10, isolation_level=None)
+    return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=BUSY_TIMEOUT,
+                           isolation_level=None)
 
 
 def connect(state_dir: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -220,7 +191,7 @@ def connect(state_dir: Path, readonly: bool = False) -> sqlite3.Connection:
         if readonly:
             db = _open_read_only(path)
         else:
-            db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
         db.row_factory = sqlite3.Row
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -295,6 +266,66 @@ def process_alive(pid: int | None, host: str | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def begin_immediate(db: sqlite3.Connection) -> None:
+    """Take the database's write lock (waiting up to the busy timeout), or say who has it."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise explain(exc, db) from None
+
+
+def explain(exc: sqlite3.Error, db: sqlite3.Connection | None = None) -> PublishError:
+    """One line for a database error a person can act on: who holds the lock, a full disk."""
+    return describe(exc, _file_of(db))
+
+
+def _file_of(db: sqlite3.Connection | None) -> Path | None:
+    if db is None:
+        return None
+    try:
+        name = db.execute("PRAGMA database_list").fetchone()[2]
+    except sqlite3.Error:
+        return None
+    return Path(name) if name else None
+
+
+def lock_holder(path: Path) -> tuple[int, str] | None:
+    """(pid, program name) of the process holding the write lock of the database at `path`.
+
+    SQLite takes POSIX byte-range locks: in WAL mode byte 120 of the `-shm` file is the
+    write lock (and the database file's reserved/pending bytes otherwise). Linux lists
+    them in /proc/locks; elsewhere the holder is unknown (None).
+    """
+    wanted = {}
+    for file, first, last in ((Path(f"{path}-shm"), 120, 120), (path, 0x40000000, 0x40000001)):
+        with contextlib.suppress(OSError):
+            info = file.stat()
+            wanted[(os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)] = (first, last)
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if "->" in fields or len(fields) < 8 or fields[1] != "POSIX" or fields[3] != "WRITE":
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            where = (int(major, 16), int(minor, 16), int(inode))
+            pid, start = int(fields[4]), int(fields[6])
+            end = float("inf") if fields[7] == "EOF" else int(fields[7])
+        except ValueError:
+            continue
+        span = wanted.get(where)
+        if span and start <= span[1] and end >= span[0]:
+            try:
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                name = "unknown program"
+            return pid, name
+    return None
 
 
 def running_send(db: sqlite3.Connection, issue: str) -> int | None:

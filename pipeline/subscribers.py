@@ -3,26 +3,31 @@
 Our format is `email,name,status,created_at` plus any extra columns, kept as attributes.
 `import_file` also reads Substack's exports (the old dashboard's two layouts and the
 newer labelled export) and plain lists of addresses. `suppressed.csv` always wins.
+
+Changing a list (an import, an unsubscribe) rewrites only the rows it means to change:
+every other row, even one that is not a valid subscriber, is copied byte for byte, under
+a lock, into a new file that replaces the old one whole (see `listlock` and `listmerge`).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import sqlite3
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from . import csvrows
 
 STATUSES = ("active", "unsubscribed", "bounced")
+STATUS_ALIASES = {"subscribed": "active", "cleaned": "bounced"}
 COLUMNS = ["email", "name", "status", "created_at"]
 SUPPRESSED = "suppressed.csv"
 _TRUE = {"true", "t", "1", "yes", "y"}
+# Columns of Substack's exports that decide a status, or only describe the export itself.
+_SUBSTACK_COLUMNS = {"active_subscription", "expiry", "expiration_date", "email_disabled",
+                     "stripe_connected_customer_id", "cancel_date"}
+
+Progress = Callable[[int, int, int], None]  # (rows read, characters read, file size)
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Subscriber:
 
     @property
     def key(self) -> str:
-        return self.email.lower()
+        return email_key(self.email)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Rejected:
     line: int
     value: str
     reason: str
+    status: str = ""  # the unknown status, when that is why the row is not a subscriber
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.value!r}: {self.reason}"
@@ -53,120 +59,88 @@ def list_path(root: Path, name: str = "main") -> Path:
 
 
 def normalize_email(raw: str) -> str:
-    """The address with its domain in lower case; ValueError with a reason when invalid."""
+    """The one address validator: lists, imports, suppression, test sends and sends use it.
+
+    What is stored is email-validator's normalised address: the local part as written
+    (Unicode NFC, case kept), `@`, the domain in lower case and in Unicode (an `xn--`
+    domain is stored decoded, so both spellings are one subscriber). Internationalised
+    addresses are accepted (SMTPUTF8); no DNS is asked. Transports turn the domain into
+    punycode and need SMTPUTF8 for a non-ASCII local part. ValueError says why an address
+    is refused.
+    """
     from email_validator import EmailNotValidError, validate_email
 
-    value = raw.strip().strip("<>").strip()
+    value = raw.strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1].strip()
     if not value:
         raise ValueError("empty address")
     try:
-        result = validate_email(value, check_deliverability=False)
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
     local, _, domain = result.normalized.rpartition("@")
     return f"{local}@{domain.lower()}"
 
 
-# reading CSV -----------------------------------------------------------------------
-
-def _encoding(path: Path) -> str:
-    """UTF-8 (with or without BOM) or UTF-16 by BOM; Windows-1252 when the bytes are not UTF-8."""
-    import codecs
-
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-            return "utf-16"
-        if head.startswith(b"\xef\xbb\xbf"):
-            return "utf-8-sig"
-        handle.seek(0)
-        utf8 = codecs.getincrementaldecoder("utf-8")()
-        try:
-            while chunk := handle.read(1 << 20):
-                utf8.decode(chunk)
-            utf8.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return "cp1252"
-    return "utf-8"
+def email_key(address: str) -> str:
+    """Two spellings of one address share this key (case is ignored throughout)."""
+    return address.lower()
 
 
-def _delimiter(sample: str) -> str:
-    """The delimiter the header line uses most: comma, semicolon, tab or bar."""
-    header = sample.split("\n", 1)[0]
-    return max(",;\t|", key=header.count) if any(c in header for c in ",;\t|") else ","
+# reading ---------------------------------------------------------------------------
 
-
-def rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) for each data row; keys are lower-cased header names.
-
-    A file whose first row holds an address and no header is read as a plain list.
-    """
-    if not path.is_file():
-        raise InputError("no such file", path)
-    encoding = _encoding(path)
-    try:
-        with open(path, encoding=encoding, newline="") as handle:
-            sample = handle.read(8192)
-            handle.seek(0)
-            reader = csv.reader(handle, delimiter=_delimiter(sample))
-            header: list[str] | None = None
-            for record in reader:
-                if not any(cell.strip() for cell in record):
-                    continue
-                if header is None:
-                    first = [cell.strip().lstrip("\ufeff") for cell in record]
-                    if len(first) == 1 and "@" in first[0]:
-                        header = ["email"]
-                    else:
-                        header = [cell.lower() for cell in first]
-                        if "email" not in header:
-                            raise InputError(
-                                "no 'email' column in the header "
-                                f"(found: {', '.join(first[:8])})", path, reader.line_num)
-                        continue
-                values = {name: (record[i].strip() if i < len(record) else "")
-                          for i, name in enumerate(header) if name}
-                yield reader.line_num, values
-    except UnicodeDecodeError as exc:
-        raise InputError(f"cannot decode as {encoding}: {exc.reason}", path) from None
-    except csv.Error as exc:
-        raise InputError(f"not a readable CSV file: {exc}", path) from None
-
-
-def _from_row(values: dict[str, str]) -> tuple[str, str, str, str, dict[str, str]]:
-    """(email, name, status, created_at, attributes) from any supported layout."""
+def from_values(values: dict[str, str]) -> tuple[str, str, str, str, dict[str, str]]:
+    """(email, name, status, created_at, attributes) from a row in any supported layout."""
     email = values.get("email", "")
     name = values.get("name", "")
     status = (values.get("status") or "active").lower()
-    created = values.get("created_at") or values.get("start date") or ""
+    status = STATUS_ALIASES.get(status, status)
+    created = values.get("created_at", "")
     if values.get("email_disabled", "").lower() in _TRUE:
         status = "unsubscribed"
-    if values.get("cancel date"):
+    if values.get("cancel_date"):
         status = "unsubscribed"
     if email.lower().endswith("@deletion-request.substack.com"):
         status = "unsubscribed"
-    known = {"email", "name", "status", "created_at", "start date", "cancel date",
-             "email_disabled", "active_subscription", "expiry", "stripe_connected_customer_id"}
-    if "type" in values and ("expiry" in values or "start date" in values):
+    if "type" in values and _SUBSTACK_COLUMNS & values.keys():
         attributes = {"substack_type": values["type"]} if values["type"] else {}
     else:
+        known = {"email", "name", "status", "created_at", *_SUBSTACK_COLUMNS}
         attributes = {k: v for k, v in values.items() if k not in known and v}
     return email, name, status, created, attributes
 
 
-def read(path: Path) -> Iterator[tuple[int, Subscriber | Rejected]]:
+def to_item(line: int, values: dict[str, str]) -> Subscriber | Rejected:
+    """One data row as a Subscriber, or Rejected with the reason."""
+    email, name, status, created, attributes = from_values(values)
+    try:
+        address = normalize_email(email)
+    except ValueError as exc:
+        return Rejected(line, email, str(exc))
+    if status not in STATUSES:
+        return Rejected(line, email, f"unknown status {status!r} (kept, never sent to)", status)
+    return Subscriber(address, name, status, created, attributes)
+
+
+def broken(record: csvrows.Record) -> Rejected:
+    return Rejected(record.line, record.raw.strip()[:80], record.problem)
+
+
+def read(path: Path,
+         progress: Progress | None = None) -> Iterator[tuple[int, Subscriber | Rejected]]:
     """Each row of a list as a Subscriber, or Rejected with the reason."""
-    for line, values in rows(path):
-        email, name, status, created, attributes = _from_row(values)
-        try:
-            address = normalize_email(email)
-        except ValueError as exc:
-            yield line, Rejected(line, email, str(exc))
-            continue
-        if status not in STATUSES:
-            yield line, Rejected(line, email, f"unknown status {status!r}")
-            continue
-        yield line, Subscriber(address, name, status, created, attributes)
+    size = path.stat().st_size if progress and path.is_file() else 0
+    done = chars = 0
+    for row in csvrows.scan(path):
+        if progress:
+            done, chars = done + 1, chars + len(row.record.raw)
+            if done % 1000 == 0:
+                progress(done, chars, size)
+        if row.kind == "broken":
+            yield row.record.line, broken(row.record)
+        elif row.kind == "data":
+            yield row.record.line, to_item(row.record.line, row.values)
 
 
 def suppressed(root: Path) -> set[str]:
@@ -178,138 +152,35 @@ def suppressed(root: Path) -> set[str]:
 
 
 def count(path: Path) -> Counter:
+    """Rows by status; a row with an unknown status counts under it, a bad row as invalid."""
     counts: Counter = Counter()
     for _, item in read(path):
-        counts[item.status if isinstance(item, Subscriber) else "invalid"] += 1
+        if isinstance(item, Subscriber):
+            counts[item.status] += 1
+        else:
+            counts[item.status or "invalid"] += 1
     return counts
 
 
-# writing ---------------------------------------------------------------------------
+# changing lists (the work is in listmerge) ------------------------------------------
 
-@dataclass
-class ImportReport:
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    duplicates: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-
-
-def _merge_db() -> sqlite3.Connection:
-    """A scratch database on disk, so merging a million rows keeps memory flat."""
-    handle, path = tempfile.mkstemp(suffix=".db")
-    os.close(handle)
-    db = sqlite3.connect(path, isolation_level=None)
-    os.unlink(path)  # stays usable until closed, and vanishes after
-    db.execute("PRAGMA journal_mode=OFF")
-    db.execute("PRAGMA synchronous=OFF")
-    db.execute("CREATE TABLE rows (key TEXT PRIMARY KEY, email TEXT, name TEXT, status TEXT,"
-               " created_at TEXT, attributes TEXT, ord INTEGER, imported INTEGER DEFAULT 0)")
-    return db
-
-
-_RANK = {"active": 0, "bounced": 1, "unsubscribed": 2}
-
-
-def _write(db: sqlite3.Connection, dest: Path) -> None:
-    extras: list[str] = []
-    seen: set[str] = set()
-    for (attributes,) in db.execute("SELECT DISTINCT attributes FROM rows"):
-        for key in json.loads(attributes):
-            if key not in seen:
-                seen.add(key)
-                extras.append(key)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(COLUMNS + extras)
-            for email, name, status, created, attributes in db.execute(
-                    "SELECT email, name, status, created_at, attributes FROM rows ORDER BY ord"):
-                attrs = json.loads(attributes)
-                writer.writerow([email, name, status, created] + [attrs.get(k, "") for k in extras])
-        os.replace(staging, dest)
-    finally:
-        if os.path.exists(staging):
-            os.unlink(staging)
-
-
-def import_file(source: Path, dest: Path) -> ImportReport:
+def import_file(source: Path, dest: Path, *, dry_run: bool = False,
+                progress: Progress | None = None):
     """Merge a subscriber export into a list; the stricter status wins for a known address."""
-    report = ImportReport()
-    db = _merge_db()
-    order = 0
-    db.execute("BEGIN")
-    if dest.exists():
-        for _, item in read(dest):
-            if isinstance(item, Subscriber):
-                order += 1
-                db.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                           (item.key, item.email, item.name, item.status, item.created_at,
-                            json.dumps(item.attributes), order))
-    for _, item in read(source):
-        if isinstance(item, Rejected):
-            report.rejected.append(item)
-            continue
-        row = db.execute("SELECT name, status, imported FROM rows WHERE key = ?",
-                         (item.key,)).fetchone()
-        if row is None:
-            order += 1
-            report.added += 1
-            db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-                       (item.key, item.email, item.name, item.status, item.created_at,
-                        json.dumps(item.attributes), order))
-            continue
-        if row[2]:  # seen earlier in this same file, in some spelling
-            report.duplicates += 1
-            continue
-        name = row[0] or item.name
-        status = max(row[1], item.status, key=lambda s: _RANK.get(s, 0))
-        if (name, status) == (row[0], row[1]):
-            report.unchanged += 1
-        else:
-            report.updated += 1
-        db.execute("UPDATE rows SET name = ?, status = ?, imported = 1 WHERE key = ?",
-                   (name, status, item.key))
-    db.execute("COMMIT")
-    _write(db, dest)
-    db.close()
-    return report
+    from . import listmerge
+
+    return listmerge.import_file(source, dest, dry_run=dry_run, progress=progress)
 
 
-def set_status(dest: Path, email: str, status: str) -> bool:
-    """Change one subscriber's status, rewriting the list atomically; False when not on it."""
-    key = normalize_email(email).lower()
-    db = _merge_db()
-    found = False
-    db.execute("BEGIN")
-    for order, (_, item) in enumerate(read(dest)):
-        if isinstance(item, Subscriber):
-            row_status = item.status
-            if item.key == key:
-                found = True
-                row_status = status
-            db.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                       (item.key, item.email, item.name, row_status, item.created_at,
-                        json.dumps(item.attributes), order))
-    db.execute("COMMIT")
-    if found:
-        _write(db, dest)
-    db.close()
-    return found
+def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) -> bool:
+    """Change one subscriber's status in a list; False when the address is not on it."""
+    from . import listmerge
+
+    return listmerge.set_status(dest, email, status, dry_run=dry_run)
 
 
-def suppress(root: Path, email: str) -> None:
-    """Add an address to the suppression list, which wins over every list."""
-    path = root / "subscribers" / SUPPRESSED
-    address = normalize_email(email)
-    if address.lower() in suppressed(root):
-        return
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out)
-        if new:
-            writer.writerow(["email", "name", "status", "created_at"])
-        writer.writerow([address, "", "unsubscribed", ""])
+def suppress(root: Path, email: str, *, dry_run: bool = False) -> bool:
+    """Add an address to the suppression list, which wins over every list; False if it was."""
+    from . import listmerge
+
+    return listmerge.suppress(root / "subscribers" / SUPPRESSED, email, dry_run=dry_run)

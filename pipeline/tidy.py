@@ -1,6 +1,10 @@
 """Make a fragment's images, links and in-page anchors behave in every mail client.
 
-Images get absolute URLs, an `alt`, and a `width` no wider than the content column.
+Images get absolute URLs, an `alt`, and a `width` from their attribute or style, else their
+real size, never wider than the content column or than the image itself; of a light/dark
+pair written for the web, the light one is kept. Wide content never widens the email:
+tables scroll inside a box of their own (their words are never split), raw `<pre>` blocks
+wrap like code blocks, and fixed widths wider than the column become 100%.
 Links become absolute. Every `href="#…"` ends up pointing at an `<a id name>` (Gmail
 follows only `name`), matched to the author's table of contents even when case or
 punctuation differ; a link that resolves to nothing is unlinked with a warning.
@@ -13,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from .images import ImageSizes
 from .urls import absolute
 
 CONTENT_WIDTH = 552  # the 600 px column less its padding
@@ -67,13 +72,73 @@ def _strip_layout_css(style: str) -> str:
     return ";".join(part.strip() for part in cleaned.split(";") if part.strip())
 
 
-def _images(soup, base_url: str, where: Callable[[str, int], str], out: Tidied) -> None:
+# A table that scrolls on its own: `width:0` keeps it out of the column's width, and
+# `min-width:100%` gives it the column back (Outlook on Windows ignores both on a div).
+SCROLL_BOX = "width:0;min-width:100%;overflow-x:auto;margin:0 0 16px"
+_DARK_ONLY = re.compile(r"^dark:(?:block|inline|inline-block|flex|grid|table|contents)$")
+
+
+def _dark_only(img) -> bool:
+    """An image written to show only in a web page's dark theme (Tailwind or GitHub style)."""
+    classes = img.get("class") or []
+    src = img.get("src") or ""
+    return ("hidden" in classes and any(_DARK_ONLY.match(c) for c in classes)) or \
+        src.endswith("#gh-dark-mode-only")
+
+
+def _style_parts(style: str) -> list[tuple[str, str]]:
+    parts = []
+    for part in style.split(";"):
+        name, colon, value = part.partition(":")
+        if colon and name.strip():
+            parts.append((name.strip().lower(), value.strip()))
+    return parts
+
+
+def _size_image(img, src: str, sizes: ImageSizes | None) -> None:
+    """Width (and height) attributes from the author's width, else the real size."""
+    parts = _style_parts(img.get("style") or "")
+    styled = next((v for k, v in parts if k == "width"), None)
+    declared = _width(styled) if styled else None
+    declared = declared or _width(img.get("width"))
+    real = sizes.size(src) if sizes is not None and not src.startswith("data:") else None
+    width = declared or (real[0] if real else None)
+    if width is not None and real and real[0] > 0:
+        width = min(width, real[0])
+    keep = [(k, v) for k, v in parts
+            if k not in ("width", "height", "max-width", "min-width")]
+    style = ";".join(f"{k}:{v}" for k, v in keep)
+    extra = "max-width:100%;height:auto;border:0"
+    img["style"] = f"{style};{extra}" if style else extra
+    img.attrs.pop("height", None)
+    if width is None:
+        img.attrs.pop("width", None)
+        if sizes is not None:
+            sizes.unknown.append(src)
+        return
+    width = max(1, min(width, CONTENT_WIDTH))
+    img["width"] = str(width)
+    if real and real[0] > 0:
+        img["height"] = str(max(1, round(width * real[1] / real[0])))
+
+
+def _images(soup, base_url: str, where: Callable[[str, int], str], out: Tidied,
+            sizes: ImageSizes | None = None) -> None:
     seen: dict[str, int] = {}
+    found = []
     for img in soup.find_all("img"):
         src = (img.get("src") or "").strip()
         needle = src or (img.get("alt") or "").strip() or "<img"
         nth = seen.get(needle, 0)
         seen[needle] = nth + 1
+        if src and _dark_only(img):
+            img.decompose()
+            continue
+        found.append((img, src, needle, nth))
+    if sizes is not None:
+        sizes.prefetch(absolute(src, base_url) for _img, src, _n, _i in found
+                       if src and not src.startswith("data:"))
+    for img, src, needle, nth in found:
         if not src:
             out.warnings.append(f"{where(needle, nth)}: image has no src; left out")
             img.decompose()
@@ -84,20 +149,35 @@ def _images(soup, base_url: str, where: Callable[[str, int], str], out: Tidied) 
         if alt is None or not alt.strip():
             out.warnings.append(f"{where(src, nth)}: image has no alt text: {src}")
         img["alt"] = " ".join((alt or "").split())
-        width = _width(img.get("width"))
-        if width is None or width > CONTENT_WIDTH:
-            width = CONTENT_WIDTH
-            img.attrs.pop("height", None)
-        img["width"] = str(width)
-        if not re.fullmatch(r"\d+", (img.get("height") or "x").strip()):
-            img.attrs.pop("height", None)
-        style = _strip_layout_css(img.get("style") or "")
-        extra = "max-width:100%;height:auto;border:0"
-        img["style"] = f"{style};{extra}" if style else extra
+        img["style"] = _strip_layout_css(img.get("style") or "")
+        _size_image(img, img["src"], sizes)
         out.images += 1
 
 
-def _links(soup, base_url: str) -> None:
+_BARE_HOST = re.compile(
+    r"(?:www\.|[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|ai|co|dev|edu|gov|app|me|info)"
+    r"(?=[/:?#]|$))", re.I)
+_BROKEN_SCHEME = re.compile(r"(?:https?:/(?!/)|https?//|htt?ps?:///|ttps?://)", re.I)
+
+
+def _malformed(href: str) -> tuple[str, str] | None:
+    """(what is wrong, the URL the author obviously meant or '') for a malformed href."""
+    if href[:1] in "([<\"'":
+        inner = href.strip("()[]<>\"' ")
+        meant = inner if re.match(r"(https?|mailto):", inner) else ""
+        return "wrapped in brackets or quotes", meant
+    if _BROKEN_SCHEME.match(href):
+        return "broken scheme", ""
+    if re.search(r"\s", href):
+        return "contains spaces", ""
+    if _BARE_HOST.match(href):
+        return "no https://", "https://" + href
+    return None
+
+
+def _links(soup, base_url: str, where: Callable[[str, int], str], out: Tidied) -> None:
+    """Make links absolute; a malformed link is reported, never turned into a made-up URL."""
+    seen: dict[str, int] = {}
     for link in soup.find_all("a", href=True):
         href = link["href"].strip()
         if href.startswith("#"):
@@ -106,6 +186,20 @@ def _links(soup, base_url: str) -> None:
             del link["href"]
             continue
         if href.lower().startswith(("mailto:", "tel:")):
+            continue
+        nth = seen.get(href, 0)
+        seen[href] = nth + 1
+        problem = _malformed(href)
+        if problem:
+            what, meant = problem
+            if meant:
+                out.warnings.append(f"{where(href, nth)}: malformed link {href!r} ({what}); "
+                                    f"linked to {meant}")
+                link["href"] = meant
+            else:
+                out.warnings.append(f"{where(href, nth)}: malformed link {href!r} ({what}); "
+                                    "left as text")
+                link.unwrap()
             continue
         link["href"] = absolute(href, base_url)
 
@@ -156,21 +250,51 @@ def _anchors(soup, where: Callable[[str, int], str], out: Tidied) -> None:
             target.insert(0, soup.new_tag("a", attrs={"id": name, "name": name}))
 
 
-def tidy(fragment: str, base_url: str, where: Callable[[str, int], str]) -> Tidied:
-    """Fix images, links and anchors in an HTML fragment for email."""
+def _fit_wide(soup) -> None:
+    """Nothing but a table's own scroll box may be wider than the column."""
+    from .markdown import CODE_STYLE
+
+    for pre in soup.find_all("pre"):
+        if "background-color" not in (pre.get("style") or ""):
+            pre["style"] = CODE_STYLE
+    for element in soup.find_all(True):
+        if element.name == "img":
+            continue
+        if _width(element.get("width")) and _width(element.get("width")) > CONTENT_WIDTH:
+            element["width"] = "100%"
+        if element.get("style"):
+            parts = []
+            for name, value in _style_parts(element["style"]):
+                px = _width(value) if name in ("width", "min-width") else None
+                if px is not None and px > CONTENT_WIDTH and not value.strip().endswith("%"):
+                    value = "100%" if name == "width" else "0"
+                parts.append(f"{name}:{value}")
+            element["style"] = ";".join(parts)
+    for table in soup.find_all("table"):
+        classes = table.get("class") or []
+        if "card" in classes:
+            continue
+        if "md-table" not in classes:
+            table["class"] = [*classes, "md-table"]
+        if table.find_parent("table") is None and not (
+                table.parent is not None and "table-scroll" in (table.parent.get("class") or [])):
+            box = soup.new_tag("div", attrs={"class": "table-scroll", "style": SCROLL_BOX})
+            table.wrap(box)
+
+
+def tidy(fragment: str, base_url: str, where: Callable[[str, int], str],
+         sizes: ImageSizes | None = None) -> Tidied:
+    """Fix images, links, anchors and wide content in an HTML fragment for email."""
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(fragment, "html.parser")
     out = Tidied(html="")
-    _images(soup, base_url, where, out)
-    _links(soup, base_url)
+    _images(soup, base_url, where, out, sizes)
+    _links(soup, base_url, where, out)
     _anchors(soup, where, out)
-    for table in soup.find_all("table"):
-        classes = table.get("class") or []
-        if "card" not in classes and "md-table" not in classes:
-            table["class"] = [*classes, "md-table"]
     for element in soup.find_all(style=True):
         if element.name != "img":
             element["style"] = _strip_layout_css(element["style"])
+    _fit_wide(soup)
     out.html = str(soup)
     return out

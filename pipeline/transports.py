@@ -2,11 +2,14 @@
 
 Each failure says what is known about the message, because the send ledger depends on it:
 `Temporary` and `Rejected` mean the server did not take it; `InDoubt` means it may have;
-`Fatal` stops the whole send (bad credentials, a server that stays down).
+`Fatal` stops the whole send (bad credentials, a server that stays down) with the message
+not handed over; `Unexpected` stops it too, saying whether the message may have been.
+A transport never lets any other exception out of `deliver`.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import mailbox
 import re
@@ -45,6 +48,40 @@ class Fatal(DeliveryError):
     """Nothing more can be sent now (authentication failed, the server is unreachable)."""
 
 
+class Unexpected(DeliveryError):
+    """An error no rule covers: the send stops. `handed_over`: the server may have it."""
+
+    def __init__(self, response: str, handed_over: bool):
+        super().__init__(response)
+        self.handed_over = handed_over
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error nothing else explains: its type and first line."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def envelope_address(address: str) -> str:
+    """The address as SMTP carries it: an internationalised domain in punycode (IDNA).
+
+    A non-ASCII local part stays as it is; it needs a server offering SMTPUTF8.
+    ValueError when the domain cannot be written in ASCII.
+    """
+    if address.isascii():
+        return address
+    import idna
+
+    local, _, domain = address.rpartition("@")
+    if not domain.isascii():
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(f"the domain of {address!r} cannot be written in ASCII: {exc}"
+                             ) from None
+    return f"{local}@{domain}"
+
+
 class Transport(Protocol):
     def deliver(self, sender: str, recipient: str, data: bytes,
                 while_waiting: Callable[[], None] | None = None) -> str:
@@ -70,9 +107,12 @@ class MaildirTransport:
         try:
             if self.box is None:
                 self.box = mailbox.Maildir(self.folder, create=True)
-            key = self.box.add(data)
+            key = self.box.add(data)  # tmp/ then a rename into new/: all or nothing
         except OSError as exc:
-            raise Fatal(f"cannot write to the outbox: {exc.strerror}") from None
+            raise Fatal(f"cannot write to the outbox: {exc.strerror or describe(exc)}"
+                        ) from None
+        except Exception as exc:
+            raise Unexpected(f"cannot write to the outbox: {describe(exc)}", False) from None
         if while_waiting is not None:
             while_waiting()
         return f"stored {key}"
@@ -103,7 +143,7 @@ class SmtpTransport:
                 conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
                                     local_hostname=self.local_hostname)
             conn.ehlo()  # MAIL FROM is refused before a greeting
-        except (OSError, smtplib.SMTPException) as exc:
+        except (OSError, smtplib.SMTPException, UnicodeError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             raise Unreachable(f"cannot connect to {where}: {reason}") from None
         try:
@@ -117,7 +157,7 @@ class SmtpTransport:
                 if not conn.has_extn("auth"):
                     raise Fatal(f"{where} does not offer SMTP AUTH; unset smtp_username or "
                                 "use smtp_security 'starttls'")
-                conn.login(self.username, self.password)
+                self._login(conn)
         except smtplib.SMTPAuthenticationError as exc:
             conn.close()
             raise Fatal(f"SMTP login refused ({exc.smtp_code}); check smtp_username and "
@@ -131,37 +171,95 @@ class SmtpTransport:
             raise
         return conn
 
+    def _login(self, conn: smtplib.SMTP) -> None:
+        """Log in; credentials that are not ASCII go as UTF-8 (RFC 4616), which smtplib
+        cannot do, through AUTH PLAIN or LOGIN."""
+        if (self.username + self.password).isascii():
+            conn.login(self.username, self.password)
+            return
+        offered = conn.esmtp_features.get("auth", "").upper().split()
+        user, password = self.username.encode("utf-8"), self.password.encode("utf-8")
+        if "PLAIN" in offered:
+            token = base64.b64encode(b"\0" + user + b"\0" + password).decode("ascii")
+            code, reply = conn.docmd("AUTH", "PLAIN " + token)
+        elif "LOGIN" in offered:
+            code, reply = conn.docmd("AUTH", "LOGIN")
+            for value in (user, password):
+                if code != 334:
+                    break
+                code, reply = conn.docmd(base64.b64encode(value).decode("ascii"))
+        else:
+            raise Fatal(f"{self.host}:{self.port} offers no way to log in with a non-ASCII "
+                        "user name or password (AUTH PLAIN or LOGIN)")
+        if code != 235:
+            raise smtplib.SMTPAuthenticationError(code, reply)
+
     def deliver(self, sender: str, recipient: str, data: bytes,
                 while_waiting: Callable[[], None] | None = None) -> str:
+        handed_over = False
+
+        def handing_over() -> None:
+            nonlocal handed_over
+            handed_over = True
+
+        try:
+            return self._deliver(sender, recipient, data, while_waiting, handing_over)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            self._drop()
+            reason = describe(exc)
+            if self.password:
+                reason = reason.replace(self.password, "[SMTP_PASSWORD]")
+            raise Unexpected(f"unexpected error while sending: {reason}", handed_over
+                             ) from None
+
+    def _deliver(self, sender: str, recipient: str, data: bytes,
+                 while_waiting: Callable[[], None] | None,
+                 handing_over: Callable[[], None]) -> str:
+        try:
+            sender, recipient = envelope_address(sender), envelope_address(recipient)
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
         if self.conn is None:
             self.conn = self._connect()
         conn = self.conn
         options = ""
-        if not (sender + recipient).isascii():
+        if not (sender + recipient).isascii() or not data.isascii():
             if not conn.has_extn("smtputf8"):
-                raise Rejected(f"{self.host} cannot take non-ASCII addresses (no SMTPUTF8)")
+                if not sender.isascii():
+                    raise Fatal(f"{self.host} cannot take the non-ASCII sender {sender!r} "
+                                "(it does not offer SMTPUTF8)")
+                raise Rejected(f"{self.host} cannot take a non-ASCII address (it does not "
+                               "offer SMTPUTF8)")
             options = " SMTPUTF8"
         commands = [f"MAIL FROM:<{sender}>{options}", f"RCPT TO:<{recipient}>", "DATA"]
         try:
             if conn.has_extn("pipelining"):  # RFC 2920: one round trip for all three
                 conn.send("".join(c + "\r\n" for c in commands).encode("utf-8"))
-                replies = [conn.getreply() for _ in commands]
+                replies = [_read_reply(conn) for _ in commands]
             else:
                 replies = []
                 for command in commands:
-                    conn.putcmd(command)
-                    replies.append(conn.getreply())
+                    conn.send((command + "\r\n").encode("utf-8"))
+                    replies.append(_read_reply(conn))
                     if replies[-1][0] not in (250, 251, 354):
                         break
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise Temporary(f"connection lost before DATA: {type(exc).__name__}") from None
         for (code, reply), command in zip(replies, commands, strict=False):
             if code not in (250, 251, 354):
+                if not 400 <= code < 600:
+                    # A reply we cannot read: leave the transaction unfinished, so nothing
+                    # the server may have accepted is ever completed.
+                    self._drop()
+                    raise Temporary(f"unreadable reply to {_verb(command)}: "
+                                    f"{_text(code, reply)}")
                 if replies[-1][0] == 354 and len(replies) == 3:
                     self._end_empty_data()
                 self._reset()
-                raise self._refusal(code, reply, command.split(":")[0].split()[0])
+                raise self._refusal(code, reply, _verb(command))
         if len(replies) < 3:
             self._reset()
             raise Temporary("server did not answer DATA")
@@ -171,27 +269,32 @@ class SmtpTransport:
                 else data
             if not payload.endswith(b"\r\n"):
                 payload += b"\r\n"
+            handing_over()
             conn.send(payload + b".\r\n")
             if while_waiting is not None:
                 while_waiting()
-            code, reply = conn.getreply()
-        except (smtplib.SMTPServerDisconnected, TimeoutError, OSError) as exc:
+            code, reply = _read_reply(conn)
+        except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise InDoubt(f"connection lost during DATA: {type(exc).__name__}") from None
-        if code != 250:
+        if 200 <= code < 300:
+            return _text(code, reply)
+        if 400 <= code < 600:
             self._reset()
             raise self._refusal(code, reply, "DATA")
-        return f"{code} {reply.decode('utf-8', 'replace').strip()}"
+        # Not a refusal we can read: the server may well have stored the message.
+        self._drop()
+        raise InDoubt(f"unreadable reply to DATA: {_text(code, reply)}")
 
     def _end_empty_data(self) -> None:
         """A server that said 354 after refusing MAIL or RCPT gets an empty message to end it."""
         with contextlib.suppress(smtplib.SMTPException, OSError):
             self.conn.send(b".\r\n")
-            self.conn.getreply()
+            _read_reply(self.conn)
 
     @staticmethod
     def _refusal(code: int, reply: bytes, stage: str) -> DeliveryError:
-        text = f"{code} {reply.decode('utf-8', 'replace').strip()} ({stage})"
+        text = f"{_text(code, reply)} ({stage})"
         if code == 421:
             return Temporary(text)
         if code in (530, 535):
@@ -207,7 +310,7 @@ class SmtpTransport:
 
     def _drop(self) -> None:
         if self.conn is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(Exception):
                 self.conn.close()
         self.conn = None
 
@@ -216,3 +319,36 @@ class SmtpTransport:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 self.conn.quit()
             self._drop()
+
+
+def _read_reply(conn: smtplib.SMTP) -> tuple[int, bytes]:
+    """smtplib's `getreply`, except that a reply without a proper code comes back whole,
+    with code -1 (smtplib cuts off its first four characters)."""
+    if conn.file is None:
+        conn.file = conn.sock.makefile("rb")
+    lines = []
+    while True:
+        line = conn.file.readline(smtplib._MAXLINE + 1)
+        if not line:
+            conn.close()
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        if len(line) > smtplib._MAXLINE:
+            conn.close()
+            raise smtplib.SMTPResponseException(500, b"Line too long.")
+        code, separator = line[:3], line[3:4]
+        if not (len(code) == 3 and code.isdigit() and separator in (b" ", b"-", b"\r", b"\n",
+                                                                       b"")):
+            return -1, line.strip()
+        lines.append(line[4:].strip(b" \t\r\n"))
+        if separator != b"-":
+            return int(code), b"\n".join(lines)
+
+
+def _verb(command: str) -> str:
+    return command.split(":")[0].split()[0]
+
+
+def _text(code: int, reply: bytes) -> str:
+    """A server's reply for the ledger: the code when it had one, and the words."""
+    words = reply.decode("utf-8", "replace").strip()
+    return f"{code} {words}" if code > 0 else words or "(empty reply)"

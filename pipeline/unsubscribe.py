@@ -18,6 +18,7 @@ import os
 import secrets
 from pathlib import Path
 
+from . import redact
 from .errors import InputError, PublishError
 
 KEY_VARIABLE = "PUBLISH_UNSUBSCRIBE_SECRET"
@@ -26,7 +27,7 @@ MIN_KEY = 16
 
 
 def key_from_env(env: dict[str, str] | None = None) -> bytes:
-    value = (os.environ if env is None else env).get(KEY_VARIABLE, "")
+    value = redact.read_secret(KEY_VARIABLE, env)
     if len(value) < MIN_KEY:
         raise InputError(f"{KEY_VARIABLE} must hold a secret of at least {MIN_KEY} characters "
                          "to sign unsubscribe links (generate one with: openssl rand -hex 32)")
@@ -43,6 +44,7 @@ def _read_key_file(path: Path) -> bytes:
         raise PublishError("the unsubscribe signing key is shorter than "
                            f"{MIN_KEY} characters; delete the file to make a new one "
                            "(links in mail already sent then stop working)", path)
+    redact.register(KEY_FILE, value.decode("utf-8", "replace"))  # never shown, like the others
     return value
 
 

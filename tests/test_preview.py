@@ -90,22 +90,44 @@ def test_preview_page_shows_the_email_on_desktop_and_mobile(served, browser, tmp
     assert abs(_png_size(desktop_png)[0] - 800) <= 1
 
     page.click("#tab-text")
-    assert "Hi there," in page.locator("#text").inner_text()
+    assert "The year in one paragraph" in page.locator("#text").inner_text()
     page.click("#tab-headers")
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in \
         page.locator("#headers").inner_text()
 
 
-def test_dark_mode_inverts_the_email_but_not_its_images(served, browser):
+def test_dark_mode_shows_the_emails_own_dark_rules_and_inverted_is_a_second_view(
+        served, browser):
     _folder, running = served
     page, frame = _open(browser, running)
-    page.click("#dark")
+    colour = "el => getComputedStyle(el).color"
+    background = "el => getComputedStyle(el).backgroundColor"
+    light_h1 = frame.locator("h1").evaluate(colour)
+    page.click("#dark")  # what Apple Mail shows: the email's prefers-color-scheme rules
     assert page.locator("#dark").get_attribute("aria-pressed") == "true"
+    assert frame.locator("h1").evaluate(colour) == "rgb(230, 232, 235)" != light_h1
+    assert frame.locator(".paper").first.evaluate(background) == "rgb(27, 31, 36)"
+    assert frame.locator("html").evaluate("el => getComputedStyle(el).filter") == "none"
+    page.click("#inverted")  # what Gmail's apps show: everything inverted but the images
+    assert page.locator("#dark").get_attribute("aria-pressed") == "false"
     html_filter = frame.locator("html").evaluate("el => getComputedStyle(el).filter")
     img_filter = frame.locator("img").first.evaluate("el => getComputedStyle(el).filter")
     assert "invert(1)" in html_filter and "invert(1)" in img_filter
-    page.click("#dark")
+    assert frame.locator("h1").evaluate(colour) == light_h1
+    page.click("#scheme-light")
     assert frame.locator("html").evaluate("el => getComputedStyle(el).filter") == "none"
+    assert frame.locator("h1").evaluate(colour) == light_h1
+
+
+def test_the_light_view_stays_light_when_the_system_is_dark(served, browser):
+    _folder, running = served
+    page = browser.new_page(viewport={"width": 1500, "height": 1000}, color_scheme="dark")
+    page.goto(running.url)
+    frame = _email_frame(page, "desktop")
+    frame.locator("h1").wait_for()
+    frame.locator("html[data-publish-scheme=light]").wait_for()
+    assert frame.locator(".paper").first.evaluate(
+        "el => getComputedStyle(el).backgroundColor") == "rgb(255, 255, 255)"
 
 
 def test_saving_the_issue_reloads_the_page_and_errors_show_without_stopping(served, browser):
@@ -163,7 +185,8 @@ def test_send_test_from_the_preview_uses_the_send_path(served, monkeypatch):
 
     folder, running = served
     monkeypatch.setenv("PUBLISH_UNSUBSCRIBE_SECRET", "preview-test-secret-0123456789")
-    request = urllib.request.Request(running.url + "send-test",
+    token = {"X-Preview-Token": running.token}
+    request = urllib.request.Request(running.url + "send-test", headers=token,
                                      data=urlencode({"address": "editor@example.org"}).encode())
     answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
     assert answer["ok"], answer
@@ -172,7 +195,7 @@ def test_send_test_from_the_preview_uses_the_send_path(served, monkeypatch):
     message = email.message_from_bytes(box.get_bytes(key), policy=policy.default)
     assert str(message["Subject"]).startswith("[TEST] ")
     assert message["To"].addresses[0].addr_spec == "editor@example.org"
-    bad = urllib.request.Request(running.url + "send-test",
+    bad = urllib.request.Request(running.url + "send-test", headers=token,
                                  data=urlencode({"address": "not an address"}).encode())
     refused = json.loads(urllib.request.urlopen(bad, timeout=30).read())
     assert not refused["ok"] and "not an address" in refused["message"]

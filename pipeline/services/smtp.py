@@ -6,9 +6,8 @@ Drafts are kept locally (as with the `local` service); sending goes through the 
 
 from __future__ import annotations
 
-import os
-
 from ..errors import InputError
+from ..redact import read_secret
 from ..transports import SmtpTransport
 from .local import LocalService
 
@@ -22,7 +21,7 @@ class SmtpService(LocalService):
         if s.smtp_security not in {"starttls", "ssl", "none"}:
             raise InputError(f"smtp_security must be starttls, ssl or none, not "
                              f"{s.smtp_security!r}")
-        password = os.environ.get("SMTP_PASSWORD", "")
+        password = read_secret("SMTP_PASSWORD")
         if s.smtp_username and not password:
             raise InputError("smtp_username is set but SMTP_PASSWORD is not")
         return SmtpTransport(s.smtp_host, int(s.number("smtp_port")), security=s.smtp_security,

@@ -1,0 +1,288 @@
+"""`publish check`'s contrast rules: is every text run legible in each way a reader sees it?
+
+Three views are judged, statically, from the finished HTML:
+- `contrast`: light mode, the inline styles and the `<style>` rules outside media queries;
+- `dark-mode-contrast`: the email's own `prefers-color-scheme: dark` rules applied on top,
+  as Apple Mail and Outlook.com do; the page turns dark when the email says it supports
+  dark mode (`color-scheme`) or leaves its background to the client;
+- `inverted-contrast`: the light view under `invert(1) hue-rotate(180deg)`, as Gmail's
+  apps recolour an email.
+
+A small cascade does the work: rules are matched with soupsieve, ordered by importance,
+origin (inline beats a stylesheet), specificity and order; `color` is inherited and a
+background is the nearest one behind the text. WCAG AA needs 4.5:1, or 3:1 for large text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from . import colours
+
+PROPERTIES = ("color", "background-color", "background", "display", "font-size", "font-weight")
+LIGHT_CANVAS = (255.0, 255.0, 255.0)
+DARK_CANVAS = (18.0, 18.0, 18.0)  # what Chromium and Apple Mail paint behind a dark page
+LINK = {"light": (0.0, 0.0, 238.0), "dark": (158.0, 158.0, 255.0)}
+_SKIP = {"head", "style", "script", "title", "template", "noscript"}
+_BOLD_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6", "b", "strong", "th"}
+_HEADING_EM = {"h1": 2.0, "h2": 1.5, "h3": 1.17, "h4": 1.0, "h5": 0.83, "h6": 0.67}
+_DARK_MEDIA = re.compile(r"prefers-color-scheme\s*:\s*dark", re.I)
+_COLOUR_TOKEN = re.compile(r"#[0-9a-f]{3,8}\b|rgba?\([^)]*\)|\b[a-z]+\b", re.I)
+
+
+@dataclass
+class Rule:
+    selector: str
+    specificity: tuple
+    order: int
+    declarations: dict[str, tuple[str, bool]]  # property -> (value, important)
+    dark_only: bool
+
+
+@dataclass
+class Problem:
+    rule: str
+    message: str
+    hint: str
+    element: object
+    count: int = 1
+    places: list = field(default_factory=list)
+
+
+def _stylesheet_rules(soup) -> list[Rule]:
+    import cssutils
+
+    cssutils.log.setLevel(logging.CRITICAL)
+    rules: list[Rule] = []
+    for style in soup.find_all("style"):
+        sheet = cssutils.parseString(style.get_text(), validate=False)
+        stack = [(rule, False) for rule in sheet.cssRules]
+        while stack:
+            rule, dark = stack.pop(0)
+            if rule.type == rule.MEDIA_RULE:
+                media = rule.media.mediaText
+                if _DARK_MEDIA.search(media):
+                    stack[0:0] = [(inner, True) for inner in rule.cssRules]
+                continue  # other media queries (widths) do not change colours
+            if rule.type != rule.STYLE_RULE:
+                continue
+            declarations = {
+                prop.name.lower(): (prop.value, prop.priority == "important")
+                for prop in rule.style.getProperties(all=True)
+                if prop.name.lower() in PROPERTIES}
+            if not declarations:
+                continue
+            for selector in rule.selectorList:
+                rules.append(Rule(selector.selectorText, selector.specificity, len(rules),
+                                  declarations, dark))
+    return rules
+
+
+def _inline(element) -> dict[str, tuple[str, bool]]:
+    found = {}
+    for part in (element.get("style") or "").split(";"):
+        name, colon, value = part.partition(":")
+        name = name.strip().lower()
+        if colon and name in PROPERTIES:
+            important = "!important" in value.lower()
+            found[name] = (re.sub(r"!\s*important", "", value, flags=re.I).strip(), important)
+    return found
+
+
+def _declared(soup, rules: list[Rule], dark: bool) -> dict[int, dict[str, str]]:
+    """Each element's winning value per property, by id(element)."""
+    candidates: dict[int, dict[str, tuple]] = {}
+
+    def offer(element, prop: str, value: str, key: tuple) -> None:
+        best = candidates.setdefault(id(element), {})
+        if prop not in best or key >= best[prop][0]:
+            best[prop] = (key, value)
+
+    for rule in rules:
+        if rule.dark_only and not dark:
+            continue
+        try:
+            matched = soup.select(rule.selector)
+        except Exception:  # a selector soupsieve does not know (:hover, vendor pseudo)
+            continue
+        for element in matched:
+            for prop, (value, important) in rule.declarations.items():
+                offer(element, prop, value, (3 if important else 1, rule.specificity,
+                                             rule.order))
+    for element in soup.find_all(True):
+        for prop, (value, important) in _inline(element).items():
+            offer(element, prop, value, (4 if important else 2, (1, 0, 0, 0), 0))
+        if element.get("bgcolor"):
+            offer(element, "background-color", element["bgcolor"], (0, (0,), 0))
+        if element.name == "font" and element.get("color"):
+            offer(element, "color", element["color"], (0, (0,), 0))
+    return {key: {prop: value for prop, (_k, value) in props.items()}
+            for key, props in candidates.items()}
+
+
+def _background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
+    """A background value's colour; "image" when it paints an image; None when none."""
+    value = value.strip().lower()
+    if "url(" in value or "gradient" in value:
+        return "image"
+    for token in _COLOUR_TOKEN.findall(value):
+        if token == "transparent":
+            return None
+        parsed = colours.parse(token)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _font_px(value: str, parent_px: float) -> float:
+    value = value.strip().lower()
+    for unit, scale in (("px", 1.0), ("pt", 4 / 3), ("em", parent_px), ("rem", 16.0)):
+        if value.endswith(unit):
+            try:
+                return float(value[: -len(unit)]) * scale
+            except ValueError:
+                return parent_px
+    if value.endswith("%"):
+        try:
+            return float(value[:-1]) / 100 * parent_px
+        except ValueError:
+            return parent_px
+    return parent_px
+
+
+def _supports_dark(soup) -> bool:
+    styles = " ".join(s.get_text() for s in soup.find_all("style"))
+    metas = " ".join(m.get("content", "") for m in soup.find_all(
+        "meta", attrs={"name": re.compile("color-scheme", re.I)}))
+    return bool(re.search(r"color-scheme\s*:[^;}]*dark", styles)) or "dark" in metas
+
+
+@dataclass
+class _State:
+    colour: colours.RGB
+    background: colours.RGB | None  # None: an image is behind
+    font_px: float
+    bold: bool
+
+
+def _runs(soup, declared: dict, canvas: colours.RGB, text: colours.RGB, link: colours.RGB):
+    """(element, fg, bg, font px, bold) for every visible text run."""
+    from bs4 import NavigableString, Tag
+    from bs4.element import PreformattedString
+
+    def visit(element: Tag, state: _State):
+        own = declared.get(id(element), {})
+        if own.get("display", "").strip().lower() == "none" or element.name in _SKIP:
+            return
+        colour = state.colour
+        if element.name == "a" and element.get("href"):
+            colour = link
+        parsed = colours.parse(own["color"]) if "color" in own else None
+        if parsed is not None:
+            colour = colours.over(parsed[0], parsed[1], state.background or canvas)
+        background = state.background
+        for prop in ("background", "background-color"):
+            if prop in own:
+                found = _background_colour(own[prop])
+                if found == "image":
+                    background = None
+                elif found is not None and background is not None:
+                    rgb, alpha = found
+                    background = colours.over(rgb, alpha, background)
+        font_px = state.font_px
+        if element.name in _HEADING_EM:
+            font_px = 16.0 * _HEADING_EM[element.name]
+        if "font-size" in own:
+            font_px = _font_px(own["font-size"], state.font_px)
+        bold = state.bold or element.name in _BOLD_TAGS
+        weight = own.get("font-weight", "").strip().lower()
+        if weight:
+            bold = weight in ("bold", "bolder") or (weight.isdigit() and int(weight) >= 700)
+        inner = _State(colour, background, font_px, bold)
+        for child in element.children:
+            if isinstance(child, Tag):
+                yield from visit(child, inner)
+            elif (isinstance(child, NavigableString)
+                  and not isinstance(child, PreformattedString) and child.strip()):
+                yield element, colour, background, font_px, bold
+
+    start = _State(text, canvas, 16.0, False)
+    root = soup.find("html")
+    for top in [root] if root is not None else [c for c in soup.children if isinstance(c, Tag)]:
+        yield from visit(top, start)
+
+
+def _has_own_background(soup, declared: dict) -> bool:
+    """Whether the email paints its own page (html, body, or the wrapper right inside body);
+    if not, a client in dark mode paints it dark."""
+    body = soup.find("body")
+    wrapper = next((c for c in body.find_all(True, recursive=False)
+                    if declared.get(id(c), {}).get("display", "").strip() != "none"),
+                   None) if body is not None else None
+    for element in (soup.find("html"), body, wrapper):
+        own = declared.get(id(element), {}) if element is not None else {}
+        if any(_background_colour(own.get(p, "")) not in (None, "image")
+               for p in ("background", "background-color")):
+            return True
+    return False
+
+
+VIEWS = {
+    "contrast": "in light mode",
+    "dark-mode-contrast": "under the email's dark-mode rules (Apple Mail, Outlook.com)",
+    "inverted-contrast": "when the colours are inverted (Gmail's apps)",
+}
+HINTS = {
+    "contrast": "darken the text or lighten its background",
+    "dark-mode-contrast": "add a colour for it to the prefers-color-scheme: dark rules, or "
+                          "give it a background of its own",
+    "inverted-contrast": "avoid mid-tone text and backgrounds; pick colours that keep "
+                         "their contrast when inverted",
+}
+
+
+def problems(soup, limit_per_view: int = 5) -> list[Problem]:
+    """Low-contrast text, grouped by view and colour pair, worst first."""
+    rules = _stylesheet_rules(soup)
+    found: dict[tuple, Problem] = {}
+    light = _declared(soup, rules, dark=False)
+    dark = _declared(soup, rules, dark=True)
+    dark_page = _supports_dark(soup) or not _has_own_background(soup, light)
+    views = [
+        ("contrast", light, LIGHT_CANVAS, (0.0, 0.0, 0.0), LINK["light"], False),
+        ("dark-mode-contrast", dark, DARK_CANVAS if dark_page else LIGHT_CANVAS,
+         (255.0, 255.0, 255.0) if _supports_dark(soup) else (0.0, 0.0, 0.0),
+         LINK["dark"] if _supports_dark(soup) else LINK["light"], False),
+        ("inverted-contrast", light, LIGHT_CANVAS, (0.0, 0.0, 0.0), LINK["light"], True),
+    ]
+    for view, declared, canvas, text, link, invert in views:
+        for element, fg, bg, font_px, bold in _runs(soup, declared, canvas, text, link):
+            if bg is None:
+                continue
+            if invert:
+                fg, bg = colours.inverted(fg), colours.inverted(bg)
+            ratio = colours.contrast(fg, bg)
+            need = colours.needed(font_px, bold)
+            if ratio >= need:
+                continue
+            key = (view, colours.hex_colour(fg), colours.hex_colour(bg), need)
+            if key in found:
+                found[key].count += 1
+                continue
+            found[key] = Problem(
+                view,
+                f"text is {ratio:.2f}:1 {VIEWS[view]} (needs {need:g}:1): {key[1]} on "
+                f"{key[2]}",
+                HINTS[view], element)
+    ordered = sorted(found.values(), key=lambda p: (p.rule, -p.count))
+    kept: list[Problem] = []
+    per_view: dict[str, int] = {}
+    for problem in ordered:
+        per_view[problem.rule] = per_view.get(problem.rule, 0) + 1
+        if per_view[problem.rule] <= limit_per_view:
+            if problem.count > 1:
+                problem.message += f", {problem.count} places"
+            kept.append(problem)
+    return kept

@@ -1,0 +1,243 @@
+"""Block-level Markdown as authors meant it, and warnings for source left as text.
+
+- GitHub alerts (`> [!TIP]`) become callouts with a label in the issue's language.
+- Markdown inside an HTML block (`<figcaption>[paper](url)</figcaption>`, a `<p>` under an
+  image) is rendered: CommonMark keeps the whole block raw until a blank line, but the blog
+  platforms these posts come from render it, and the author wrote it to be rendered.
+- Web-page scaffolding (a lone `{authors}`, a "Published … / Update on GitHub" block) is
+  left out with a warning; a `{placeholder}` inside prose is kept and warned about.
+- Whatever Markdown syntax is still left as text (`**`, `](`, a backtick, `[!NOTE]`, a
+  `#heading` without its space) is reported with its line: never printed silently.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import re
+
+ALERT_COLOURS = {
+    "note": "#0969da", "tip": "#1a7f37", "important": "#8250df",
+    "warning": "#9a6700", "caution": "#d1242f",
+}
+_ALERT = re.compile(r"\[!(NOTE|TIP|IMPORTANT|WARNING|CAUTION)\][ \t]*\n?", re.I)
+PLACEHOLDER = re.compile(r"\{\{?[ \t]*[A-Za-z_][\w.-]+[ \t]*\}\}?")
+_DATE = (r"(?:(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{1,2},? \d{4}"
+         r"|\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{4}"
+         r"|\d{4}-\d{2}-\d{2})")
+_SCAFFOLD = re.compile(
+    rf"(?:Published|Posted|Updated)(?: on)? {_DATE}\.?"
+    r"(?: ?(?:Update|Edit|View)(?: this page)? on GitHub)?", re.I)
+# Elements of an HTML block whose text is not prose: kept byte for byte.
+_OPAQUE = {"pre", "code", "kbd", "samp", "script", "style", "textarea", "math", "svg"}
+_TAG = re.compile(r"<!--|<([A-Za-z][\w-]*)?[^<>]*>")
+# A chunk without any of these characters cannot hold Markdown (nor a placeholder).
+_MAYBE_MARKDOWN = re.compile(r"[*_`\[\]$\\{~!]")
+_RENDERED = {"link_open", "code_inline", "strong_open", "em_open", "s_open", "math_inline",
+             "math_inline_double", "image"}
+LEFTOVERS = (
+    (re.compile(r"\]\("), "Markdown link syntax '](' shown as text: a malformed link?"),
+    (re.compile(r"\*\*"), "'**' shown as text: bold markers that do not pair"),
+    (re.compile(r"`"), "a backtick shown as text: an unclosed code span?"),
+    (re.compile(r"\[![A-Za-z]+\]"), "alert marker shown as text: GitHub alerts are "
+                                    "'> [!NOTE]' on the first line of a quote"),
+    (PLACEHOLDER, "template placeholder shown as text: fill it in or remove it"),
+)
+
+
+# alerts ------------------------------------------------------------------------------
+def alerts(state) -> None:
+    """A quote whose first paragraph opens with `[!TIP]` (any case) is a callout."""
+    tokens = state.tokens
+    for i, token in enumerate(tokens):
+        if token.type != "blockquote_open" or i + 2 >= len(tokens):
+            continue
+        inline = tokens[i + 2]
+        if tokens[i + 1].type != "paragraph_open" or inline.type != "inline":
+            continue
+        match = _ALERT.match(inline.content)
+        if match is None:
+            continue
+        token.meta = {**(token.meta or {}), "alert": match.group(1).lower()}
+        inline.content = inline.content[match.end():].lstrip()
+        if match.group(0).endswith("\n") and inline.map:
+            inline.map = [inline.map[0] + 1, inline.map[1]]
+        if not inline.content:
+            for part in (tokens[i + 1], inline, tokens[i + 3]):
+                part.hidden = True
+                part.type = "alert_marker"
+
+
+def render_blockquote_open(self, tokens, idx, options, env) -> str:
+    kind = (tokens[idx].meta or {}).get("alert")
+    if not kind:
+        return self.renderToken(tokens, idx, options, env)
+    label = (env.get("strings") or {}).get(f"alert_{kind}", kind.capitalize())
+    return (f'<blockquote class="callout callout-{kind}" '
+            f'style="border-left:4px solid {ALERT_COLOURS[kind]};">\n'
+            f'<p class="callout-title" style="margin:0 0 6px;">'
+            f'<strong>{html.escape(label)}</strong></p>\n')
+
+
+# scaffolding and placeholders -----------------------------------------------------------
+def scaffolding(state) -> None:
+    """Leave out a paragraph that is only `{placeholder}` and a "Published …" HTML block."""
+    tokens = state.tokens
+    keep = []
+    skip = 0
+    for i, token in enumerate(tokens):
+        if skip:
+            skip -= 1
+            continue
+        line = token.map[0] + 1 if token.map else None
+        if (token.type == "paragraph_open" and i + 2 < len(tokens)
+                and PLACEHOLDER.fullmatch(tokens[i + 1].content.strip())):
+            _warn(state, line, f"template placeholder {tokens[i + 1].content.strip()} "
+                               "left in the text; left out of the email")
+            skip = 2
+            continue
+        if token.type == "html_block":
+            prose = (text for is_prose, text in segments(token.content) if is_prose)
+            text = " ".join(html.unescape(" ".join(prose)).split())
+            if text and _SCAFFOLD.fullmatch(text):
+                _warn(state, line, f"web-page scaffolding {text!r} left out of the email")
+                continue
+        keep.append(token)
+    state.tokens[:] = keep
+
+
+def _warn(state, line: int | None, message: str) -> None:
+    state.env.setdefault("warnings", []).append((line, message))
+
+
+# Markdown inside HTML blocks ------------------------------------------------------------
+def _render_chunk(state, text: str, line: int | None) -> str | None:
+    """HTML for a prose chunk of an HTML block when it holds Markdown, else None."""
+    from markdown_it.token import Token
+
+    md = state.md
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    state.env["_line"] = None if line is None else line - 1
+    children: list[Token] = []
+    md.inline.parse(text, md, state.env, children)
+    holder = Token("inline", "", 0)
+    holder.content, holder.children, holder.map = text, children, (
+        None if line is None else [line - 1, line])
+    scan_inline(state, holder)
+    state.env["_line"] = None
+    if not any(child.type in _RENDERED for child in children):
+        return None
+    for child in children:
+        if child.type == "text_special":
+            child.type = "text"
+    return md.renderer.renderInline(children, md.options, state.env)
+
+
+def segments(source: str):
+    """(is_prose, text) pieces of raw HTML: prose between tags, and tags, comments and the
+    whole of `<pre>`, `<code>`, `<script>`… elements kept apart. Linear in the input."""
+    lower = source.lower()
+    pos = 0
+    while pos < len(source):
+        match = _TAG.search(source, pos)
+        if match is None:
+            break
+        if match.start() > pos:
+            yield True, source[pos:match.start()]
+        end = match.end()
+        name = (match.group(1) or "").lower()
+        if match.group(0) == "<!--":
+            close = lower.find("-->", end)
+            end = len(source) if close < 0 else close + 3
+        elif name in _OPAQUE and not match.group(0).endswith("/>"):
+            close = lower.find(f"</{name}", end)
+            close = lower.find(">", close) if close >= 0 else -1
+            end = len(source) if close < 0 else close + 1
+        yield False, source[match.start():end]
+        pos = end
+    if pos < len(source):
+        yield True, source[pos:]
+
+
+def markdown_in_html(state) -> None:
+    """Render the prose of each HTML block as inline Markdown, tags kept as written."""
+    for token in state.tokens:
+        if token.type != "html_block" or not token.map:
+            continue
+        pieces = []
+        line = token.map[0] + 1
+        for is_prose, text in segments(token.content):
+            pieces.append(_chunk(state, text, line) if is_prose else text)
+            line += text.count("\n")
+        token.content = "".join(pieces)
+
+
+def _chunk(state, text: str, line: int) -> str:
+    if not text.strip() or not _MAYBE_MARKDOWN.search(text):
+        return text
+    rendered = _render_chunk(state, text, line)
+    if rendered is None:
+        return text
+    lead = text[:len(text) - len(text.lstrip())]
+    tail = text[len(text.rstrip()):]
+    return lead + rendered.strip() + tail
+
+
+# leftovers ---------------------------------------------------------------------------
+def scan_inline(state, token) -> None:
+    """Warn about Markdown syntax that an inline token still shows as text."""
+    children = token.children or []
+    first = token.map[0] if token.map else None
+    newlines = [i for i, c in enumerate(token.content) if c == "\n"]
+    seen: set[tuple[int | None, str]] = set()
+    cursor: dict[str, int] = {}
+    for index, child in enumerate(children):
+        if child.type != "text":
+            continue
+        for pattern, message in LEFTOVERS:
+            for match in pattern.finditer(child.content):
+                found = token.content.find(match.group(0), cursor.get(pattern.pattern, 0))
+                if found >= 0:
+                    cursor[pattern.pattern] = found + 1
+                line = None if first is None else first + 1 + bisect.bisect_left(
+                    newlines, max(found, 0))
+                if (line, message) in seen:
+                    continue
+                seen.add((line, message))
+                snippet = " ".join(child.content[max(0, match.start() - 25):
+                                                 match.end() + 25].split())
+                _warn(state, line, f"{message}: {snippet!r}")
+        if index == 0 and re.match(r"#{1,6}[^\s#]", child.content) and \
+                token.content.startswith("#"):
+            _warn(state, None if first is None else first + 1,
+                  f"{child.content.split()[0]!r} at the start of a paragraph is shown as "
+                  "text; put a space after the '#' for a heading")
+
+
+def leftovers(state) -> None:
+    for token in state.tokens:
+        if token.type == "inline":
+            scan_inline(state, token)
+
+
+def limited(warnings: list[tuple[int | None, str]], most: int = 10):
+    """At most `most` warnings of each kind, then one line saying how many more there are."""
+    counts: dict[str, int] = {}
+    kept = []
+    for line, message in warnings:
+        kind = message.split(": ")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+        if counts[kind] <= most:
+            kept.append((line, message))
+    kept += [(None, f"{kind}: {n - most} more like this") for kind, n in counts.items()
+             if n > most]
+    return kept
+
+
+def install(md) -> None:
+    md.core.ruler.after("block", "alerts", alerts)
+    md.core.ruler.after("alerts", "scaffolding", scaffolding)
+    md.core.ruler.after("inline", "leftovers", leftovers)
+    md.core.ruler.after("leftovers", "markdown_in_html", markdown_in_html)
+    md.add_render_rule("blockquote_open", render_blockquote_open)
+    md.add_render_rule("alert_marker", lambda self, tokens, idx, options, env: "")
