@@ -218,7 +218,7 @@ def test_a_locked_state_database_names_who_holds_it(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         message = _one_line(run_publish("draft", EN, cwd=folder))
-        assert "locked" in message and f"pid {holder.pid}" in message
+        assert "locked" in message and f"process {holder.pid}" in message
         assert run_publish("drafts", cwd=folder).returncode == 0  # readers are not blocked
     finally:
         holder.kill()
