@@ -14,6 +14,7 @@ from .local import LocalService
 
 class SmtpService(LocalService):
     name = "smtp"
+    reaches_readers = True
 
     def transport(self) -> SmtpTransport:
         s = self.settings
