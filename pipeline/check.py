@@ -239,10 +239,8 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
     if not preheader:
         add("preheader", "warning", "no preheader; inboxes show the first text instead",
             "set preheader in the front matter")
-    elif not 40 <= display_width(preheader) <= 140:
-        add("preheader", "warning", f"preheader is {display_width(preheader)} columns wide "
-            "(a CJK character counts as two)", "keep it between 40 and 140 columns "
-            "(20 to 70 Chinese characters)")
+    else:
+        _preheader_rules(preheader, subject, add)
     if len(subject) > 78:
         add("subject-length", "warning", f"subject is {len(subject)} characters; inboxes cut "
             "it", "keep it under 78 characters")
@@ -256,11 +254,30 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
     # text that is hard to read in light mode, in the email's own dark mode, or inverted
     from .check_contrast import problems
 
-    for problem in problems(soup):
+    for problem in problems(html):
         add(problem.rule, "warning", problem.message, problem.hint, problem.element)
 
     findings += _support(soup, accept if accept is not None else set(ACCEPTED))
     return findings
+
+
+_MARKUP_IN_TEXT = re.compile(r"={3,}|\*\*|__|\]\(|^#{1,6}\s|\[!(NOTE|TIP|WARNING)\]", re.I)
+
+
+def _preheader_rules(preheader: str, subject: str, add) -> None:
+    """The inbox line: 40–140 columns wide, not the subject again, no Markdown syntax."""
+    from .headline import normalise
+
+    width = display_width(preheader)
+    if not 40 <= width <= 140:
+        add("preheader", "warning", f"preheader is {width} columns wide (a CJK character "
+            "counts as two)", "keep it between 40 and 140 columns (20 to 70 Chinese characters)")
+    if subject and normalise(preheader).startswith(normalise(subject)) and normalise(subject):
+        add("preheader", "warning", "the preheader repeats the subject, which the inbox "
+            "already shows beside it", "start it with what the issue says next")
+    if _MARKUP_IN_TEXT.search(preheader):
+        add("preheader", "warning", "the preheader shows Markdown syntax as text",
+            "write it as plain text")
 
 
 def features(soup) -> dict[str, object]:

@@ -8,7 +8,8 @@ Three views are judged, statically, from the finished HTML:
 - `inverted-contrast`: the light view under `invert(1) hue-rotate(180deg)`, as Gmail's
   apps recolour an email.
 
-A small cascade does the work: rules are matched with soupsieve, ordered by importance,
+A small cascade does the work: rules are matched with lxml's cssselect (compiled to XPath,
+so a long issue stays fast), ordered by importance,
 origin (inline beats a stylesheet), specificity and order; `color` is inherited and a
 background is the nearest one behind the text. WCAG AA needs 4.5:1, or 3:1 for large text.
 """
@@ -51,13 +52,17 @@ class Problem:
     places: list = field(default_factory=list)
 
 
-def _stylesheet_rules(soup) -> list[Rule]:
+def _style_text(tree) -> str:
+    return "\n".join(style.text or "" for style in tree.iter("style"))
+
+
+def _stylesheet_rules(tree) -> list[Rule]:
     import cssutils
 
     cssutils.log.setLevel(logging.CRITICAL)
     rules: list[Rule] = []
-    for style in soup.find_all("style"):
-        sheet = cssutils.parseString(style.get_text(), validate=False)
+    for style in tree.iter("style"):
+        sheet = cssutils.parseString(style.text or "", validate=False)
         stack = [(rule, False) for rule in sheet.cssRules]
         while stack:
             rule, dark = stack.pop(0)
@@ -91,35 +96,49 @@ def _inline(element) -> dict[str, tuple[str, bool]]:
     return found
 
 
-def _declared(soup, rules: list[Rule], dark: bool) -> dict[int, dict[str, str]]:
-    """Each element's winning value per property, by id(element)."""
-    candidates: dict[int, dict[str, tuple]] = {}
+def _matcher(selector: str):
+    from cssselect import GenericTranslator, SelectorError
+    from lxml.etree import XPath, XPathError
+
+    try:
+        xpath = GenericTranslator().css_to_xpath(selector)
+        # `a *` becomes `…/descendant-or-self::*/*`, which lxml makes quadratic on a long
+        # issue; `…/descendant::*` selects the same elements.
+        return XPath(xpath.replace("/descendant-or-self::*/", "/descendant::"))
+    except (SelectorError, XPathError, ValueError, TypeError):
+        return None  # a selector we cannot evaluate statically (:hover, vendor pseudo)
+
+
+def _declared(tree, rules: list[Rule], dark: bool) -> dict:
+    """Each element's winning value per property."""
+    candidates: dict = {}
 
     def offer(element, prop: str, value: str, key: tuple) -> None:
-        best = candidates.setdefault(id(element), {})
+        best = candidates.setdefault(element, {})
         if prop not in best or key >= best[prop][0]:
             best[prop] = (key, value)
 
     for rule in rules:
         if rule.dark_only and not dark:
             continue
-        try:
-            matched = soup.select(rule.selector)
-        except Exception:  # a selector soupsieve does not know (:hover, vendor pseudo)
+        matcher = _matcher(rule.selector)
+        if matcher is None:
             continue
-        for element in matched:
+        for element in matcher(tree):
             for prop, (value, important) in rule.declarations.items():
                 offer(element, prop, value, (3 if important else 1, rule.specificity,
                                              rule.order))
-    for element in soup.find_all(True):
+    for element in tree.iter():
+        if not isinstance(element.tag, str):
+            continue
         for prop, (value, important) in _inline(element).items():
             offer(element, prop, value, (4 if important else 2, (1, 0, 0, 0), 0))
         if element.get("bgcolor"):
-            offer(element, "background-color", element["bgcolor"], (0, (0,), 0))
-        if element.name == "font" and element.get("color"):
-            offer(element, "color", element["color"], (0, (0,), 0))
-    return {key: {prop: value for prop, (_k, value) in props.items()}
-            for key, props in candidates.items()}
+            offer(element, "background-color", element.get("bgcolor"), (0, (0,), 0))
+        if element.tag == "font" and element.get("color"):
+            offer(element, "color", element.get("color"), (0, (0,), 0))
+    return {element: {prop: value for prop, (_k, value) in props.items()}
+            for element, props in candidates.items()}
 
 
 def _background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
@@ -152,11 +171,10 @@ def _font_px(value: str, parent_px: float) -> float:
     return parent_px
 
 
-def _supports_dark(soup) -> bool:
-    styles = " ".join(s.get_text() for s in soup.find_all("style"))
-    metas = " ".join(m.get("content", "") for m in soup.find_all(
-        "meta", attrs={"name": re.compile("color-scheme", re.I)}))
-    return bool(re.search(r"color-scheme\s*:[^;}]*dark", styles)) or "dark" in metas
+def _supports_dark(tree) -> bool:
+    metas = " ".join(m.get("content", "") for m in tree.iter("meta")
+                     if "color-scheme" in (m.get("name") or "").lower())
+    return bool(re.search(r"color-scheme\s*:[^;}]*dark", _style_text(tree))) or "dark" in metas
 
 
 @dataclass
@@ -167,17 +185,15 @@ class _State:
     bold: bool
 
 
-def _runs(soup, declared: dict, canvas: colours.RGB, text: colours.RGB, link: colours.RGB):
+def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB, link: colours.RGB):
     """(element, fg, bg, font px, bold) for every visible text run."""
-    from bs4 import NavigableString, Tag
-    from bs4.element import PreformattedString
 
-    def visit(element: Tag, state: _State):
-        own = declared.get(id(element), {})
-        if own.get("display", "").strip().lower() == "none" or element.name in _SKIP:
+    def visit(element, state: _State):
+        own = declared.get(element, {})
+        if own.get("display", "").strip().lower() == "none" or element.tag in _SKIP:
             return
         colour = state.colour
-        if element.name == "a" and element.get("href"):
+        if element.tag == "a" and element.get("href"):
             colour = link
         parsed = colours.parse(own["color"]) if "color" in own else None
         if parsed is not None:
@@ -192,37 +208,36 @@ def _runs(soup, declared: dict, canvas: colours.RGB, text: colours.RGB, link: co
                     rgb, alpha = found
                     background = colours.over(rgb, alpha, background)
         font_px = state.font_px
-        if element.name in _HEADING_EM:
-            font_px = 16.0 * _HEADING_EM[element.name]
+        if element.tag in _HEADING_EM:
+            font_px = 16.0 * _HEADING_EM[element.tag]
         if "font-size" in own:
             font_px = _font_px(own["font-size"], state.font_px)
-        bold = state.bold or element.name in _BOLD_TAGS
+        bold = state.bold or element.tag in _BOLD_TAGS
         weight = own.get("font-weight", "").strip().lower()
         if weight:
             bold = weight in ("bold", "bolder") or (weight.isdigit() and int(weight) >= 700)
+        run = (element, colour, background, font_px, bold)
+        if (element.text or "").strip():
+            yield run
         inner = _State(colour, background, font_px, bold)
-        for child in element.children:
-            if isinstance(child, Tag):
+        for child in element:
+            if isinstance(child.tag, str):
                 yield from visit(child, inner)
-            elif (isinstance(child, NavigableString)
-                  and not isinstance(child, PreformattedString) and child.strip()):
-                yield element, colour, background, font_px, bold
+            if (child.tail or "").strip():
+                yield run
 
-    start = _State(text, canvas, 16.0, False)
-    root = soup.find("html")
-    for top in [root] if root is not None else [c for c in soup.children if isinstance(c, Tag)]:
-        yield from visit(top, start)
+    yield from visit(tree, _State(text, canvas, 16.0, False))
 
 
-def _has_own_background(soup, declared: dict) -> bool:
+def _has_own_background(tree, declared: dict) -> bool:
     """Whether the email paints its own page (html, body, or the wrapper right inside body);
     if not, a client in dark mode paints it dark."""
-    body = soup.find("body")
-    wrapper = next((c for c in body.find_all(True, recursive=False)
-                    if declared.get(id(c), {}).get("display", "").strip() != "none"),
+    body = tree.find("body")
+    wrapper = next((c for c in body if isinstance(c.tag, str)
+                    and declared.get(c, {}).get("display", "").strip() != "none"),
                    None) if body is not None else None
-    for element in (soup.find("html"), body, wrapper):
-        own = declared.get(id(element), {}) if element is not None else {}
+    for element in (tree, body, wrapper):
+        own = declared.get(element, {}) if element is not None else {}
         if any(_background_colour(own.get(p, "")) not in (None, "image")
                for p in ("background", "background-color")):
             return True
@@ -243,22 +258,43 @@ HINTS = {
 }
 
 
-def problems(soup, limit_per_view: int = 5) -> list[Problem]:
+class Element:
+    """An lxml element as `publish check` names it: a tag name and its attributes."""
+
+    def __init__(self, element):
+        self.name = element.tag
+        self.attrs = dict(element.attrib)
+
+
+def _tree(html: str):
+    import lxml.html
+
+    try:
+        return lxml.html.document_fromstring(html)
+    except (ValueError, TypeError):  # lxml refuses some inputs (an encoding declaration)
+        return lxml.html.document_fromstring(html.encode("utf-8"))
+
+
+def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
     """Low-contrast text, grouped by view and colour pair, worst first."""
-    rules = _stylesheet_rules(soup)
+    if not html.strip():
+        return []
+    tree = _tree(html)
+    rules = _stylesheet_rules(tree)
     found: dict[tuple, Problem] = {}
-    light = _declared(soup, rules, dark=False)
-    dark = _declared(soup, rules, dark=True)
-    dark_page = _supports_dark(soup) or not _has_own_background(soup, light)
+    light = _declared(tree, rules, dark=False)
+    dark = _declared(tree, rules, dark=True)
+    supports_dark = _supports_dark(tree)
+    dark_page = supports_dark or not _has_own_background(tree, light)
     views = [
         ("contrast", light, LIGHT_CANVAS, (0.0, 0.0, 0.0), LINK["light"], False),
         ("dark-mode-contrast", dark, DARK_CANVAS if dark_page else LIGHT_CANVAS,
-         (255.0, 255.0, 255.0) if _supports_dark(soup) else (0.0, 0.0, 0.0),
-         LINK["dark"] if _supports_dark(soup) else LINK["light"], False),
+         (255.0, 255.0, 255.0) if supports_dark else (0.0, 0.0, 0.0),
+         LINK["dark"] if supports_dark else LINK["light"], False),
         ("inverted-contrast", light, LIGHT_CANVAS, (0.0, 0.0, 0.0), LINK["light"], True),
     ]
     for view, declared, canvas, text, link, invert in views:
-        for element, fg, bg, font_px, bold in _runs(soup, declared, canvas, text, link):
+        for element, fg, bg, font_px, bold in _runs(tree, declared, canvas, text, link):
             if bg is None:
                 continue
             if invert:
@@ -275,7 +311,7 @@ def problems(soup, limit_per_view: int = 5) -> list[Problem]:
                 view,
                 f"text is {ratio:.2f}:1 {VIEWS[view]} (needs {need:g}:1): {key[1]} on "
                 f"{key[2]}",
-                HINTS[view], element)
+                HINTS[view], Element(element))
     ordered = sorted(found.values(), key=lambda p: (p.rule, -p.count))
     kept: list[Problem] = []
     per_view: dict[str, int] = {}

@@ -84,17 +84,26 @@ def _html_text(markup: str) -> str:
     return soup.get_text(" ")
 
 
+_INLINE_TAG = re.compile(r"<(/?)([a-zA-Z][\w-]*)")
+
+
 def _inline_text(token) -> str:
+    """The prose of a paragraph's inline tokens: text, not code, math, tags or image alts
+    (nor text inside inline HTML `<code>`, `<kbd>` and the like)."""
     parts = []
+    hidden = 0  # depth inside inline HTML whose text is not prose
     for child in token.children or ():
-        if child.type == "text":
-            parts.append(child.content)
-        elif child.type in ("softbreak", "hardbreak"):
+        if child.type == "html_inline":
+            match = _INLINE_TAG.match(child.content)
+            if match and match.group(2).lower() in _SKIPPED_TAGS:
+                hidden = max(0, hidden + (-1 if match.group(1) else 1))
             parts.append(" ")
-        elif child.type == "html_inline" and not child.content.startswith("<"):
+        elif hidden:
+            continue
+        elif child.type == "text":
             parts.append(child.content)
-        elif child.type == "image":
-            parts.append(" ")  # alt text is not prose the reader sees
+        elif child.type in ("softbreak", "hardbreak", "image"):
+            parts.append(" ")  # an image's alt text is not prose the reader sees
     return "".join(parts)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import html
+import itertools
 import re
 
 ALERT_COLOURS = {
@@ -110,6 +111,31 @@ def _warn(state, line: int | None, message: str) -> None:
     state.env.setdefault("warnings", []).append((line, message))
 
 
+_OPEN_TAG = re.compile(r"<([A-Za-z][\w-]*)[^<>]*?(?<!/)>")
+_VOID = {"img", "br", "hr", "input", "meta", "link", "source", "wbr", "area", "col", "embed"}
+_PROSE_MARKDOWN = re.compile(r"\[[^\]\n]+\]\((?:https?:|/|#)|\*\*[^*\s][^*\n]*\*\*")
+
+
+def indented_prose(state) -> None:
+    """Warn when prose indented inside an HTML container became a code block.
+
+    After a blank line CommonMark reads the container's content as Markdown, so text the
+    author indented for neatness is code. Real code is common there too (a notebook's output
+    `<div>`), so this only warns when the "code" holds Markdown links or bold.
+    """
+    tokens = state.tokens
+    for before, token in itertools.pairwise(tokens):
+        if token.type != "code_block" or before.type != "html_block" or not token.map:
+            continue
+        opened = [m.group(1).lower() for m in _OPEN_TAG.finditer(before.content)
+                  if m.group(1).lower() not in _VOID]
+        closed = re.findall(r"</([A-Za-z][\w-]*)", before.content)
+        if len(opened) > len(closed) and _PROSE_MARKDOWN.search(token.content):
+            _warn(state, token.map[0] + 1,
+                  f"text indented 4 spaces inside <{opened[-1]}> is shown as code; "
+                  "remove the indentation if it is prose")
+
+
 # Markdown inside HTML blocks ------------------------------------------------------------
 def _render_chunk(state, text: str, line: int | None) -> str | None:
     """HTML for a prose chunk of an HTML block when it holds Markdown, else None."""
@@ -184,7 +210,7 @@ def _chunk(state, text: str, line: int) -> str:
 
 
 # leftovers ---------------------------------------------------------------------------
-def scan_inline(state, token) -> None:
+def scan_inline(state, token, paragraph: bool = False) -> None:
     """Warn about Markdown syntax that an inline token still shows as text."""
     children = token.children or []
     first = token.map[0] if token.map else None
@@ -207,7 +233,7 @@ def scan_inline(state, token) -> None:
                 snippet = " ".join(child.content[max(0, match.start() - 25):
                                                  match.end() + 25].split())
                 _warn(state, line, f"{message}: {snippet!r}")
-        if index == 0 and re.match(r"#{1,6}[^\s#]", child.content) and \
+        if paragraph and index == 0 and re.match(r"#{1,6}[^\s#]", child.content) and \
                 token.content.startswith("#"):
             _warn(state, None if first is None else first + 1,
                   f"{child.content.split()[0]!r} at the start of a paragraph is shown as "
@@ -215,9 +241,10 @@ def scan_inline(state, token) -> None:
 
 
 def leftovers(state) -> None:
-    for token in state.tokens:
+    tokens = state.tokens
+    for i, token in enumerate(tokens):
         if token.type == "inline":
-            scan_inline(state, token)
+            scan_inline(state, token, paragraph=i > 0 and tokens[i - 1].type == "paragraph_open")
 
 
 def limited(warnings: list[tuple[int | None, str]], most: int = 10):
@@ -237,6 +264,7 @@ def limited(warnings: list[tuple[int | None, str]], most: int = 10):
 def install(md) -> None:
     md.core.ruler.after("block", "alerts", alerts)
     md.core.ruler.after("alerts", "scaffolding", scaffolding)
+    md.core.ruler.after("scaffolding", "indented_prose", indented_prose)
     md.core.ruler.after("inline", "leftovers", leftovers)
     md.core.ruler.after("leftovers", "markdown_in_html", markdown_in_html)
     md.add_render_rule("blockquote_open", render_blockquote_open)

@@ -34,13 +34,23 @@ _CONTAINERS = {"div", "section", "article", "main", "center", "blockquote", "ul"
                "li", "dl", "dt"}
 # Blocks that end a paragraph and hold none.
 _BLOCKS = {"hr", "picture", "iframe", "video", "audio", "tr", "td", "th"}
+# Lines a blog theme or a cross-post adds around an article: never its first prose. Only
+# short paragraphs are judged by these (see SCAFFOLDING_WIDTH).
 _SCAFFOLDING = re.compile(
-    r"^(published\b|posted\b|updated?\b|update on github|last updated|by\s+\S|written by|"
-    r"authors?\s*[:：]|translat(ed|ors?)\b|proofread|作者|译者|翻译|校对|审校|發布|发布于|"
-    r"发表于|原文|英文原文|原文链接|tl;dr:?$|目录|contents?$|table of contents)",
+    r"^(published\b|posted\b|updated?\b|update on github|last updated|by\s+(?-i:(?=[A-Z@]))|"
+    r"written by|authors?\s*[:：]|translat(ed|ors?)\b|proofread|reading time|"
+    r"\d+\s*min(ute)?s?\s+read|(photo|image|illustration|cover)( credit)?\s*(by\b|:)|"
+    r"originally (published|posted)|also available in|read (this|it) in|"
+    r"this (post|article|piece) (was|is) (also |first |originally )?"
+    r"(available|published|posted|cross-posted)|"
+    r"作者|译者|譯者|翻译|翻譯|校对|校對|审校|審校|發布|发布于|发表于|發表於|原文|英文原文|"
+    r"本文(也|亦)?(提供|首发|首發|转载|轉載|原载|原載|翻译自|翻譯自|译自|譯自|同步)|"
+    r"阅读时间|閱讀時間|图片来源|圖片來源|tl;dr:?$|目录|目錄|contents?$|table of contents)",
     re.I,
 )
-_PLACEHOLDER = re.compile(r"\{[\w.-]+\}")
+SCAFFOLDING_WIDTH = 100
+# Template placeholders left in the text: `{authors}`, Liquid/Jinja `{{ x }}`, `{% x %}`.
+_PLACEHOLDER = re.compile(r"\{[\w.-]+\}|\{\{.*?\}\}|\{%.*?%\}")
 _MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\((?:[^()]|\([^)]*\))*\)")
 _EMPHASIS = re.compile(r"(\*\*|__|~~|`)")
 _ALERT = re.compile(r"^\s*>?\s*\[!(note|tip|important|warning|caution)\]\s*", re.I)
@@ -134,7 +144,8 @@ def _linked(nodes) -> str:
 def _is_prose(text: str, linked: str, title: str) -> bool:
     if not text or _RULE.match(text) or _words(text) < 3:
         return False
-    if (_words(text) <= 15 and _SCAFFOLDING.match(text)) or _PLACEHOLDER.search(text):
+    short = display_width(text) <= SCAFFOLDING_WIDTH
+    if (short and _SCAFFOLDING.match(text)) or _PLACEHOLDER.search(text):
         return False
     if len(linked) > 0.8 * len(text):  # a row of badges, "Open in Colab", a link list
         return False

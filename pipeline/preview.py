@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
@@ -144,10 +145,10 @@ class _Refused(Exception):
 def page_with_token(page: bytes, token: str) -> bytes:
     """The preview page with the run's token in a meta tag, for the page's own POSTs."""
     tag = f'<meta name="preview-token" content="{token}">'.encode("ascii")
-    head = page.find(b"<head>")
-    if head < 0:
+    match = re.search(rb"<head(?:\s[^>]*)?>", page, re.IGNORECASE)
+    if match is None:
         return tag + page
-    return page[:head + 6] + tag + page[head + 6:]
+    return page[:match.end()] + tag + page[match.end():]
 
 
 def _handler(preview: Preview, token: str):

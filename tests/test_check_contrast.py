@@ -4,7 +4,6 @@ each computed through a real cascade (importance, origin, specificity, inheritan
 from __future__ import annotations
 
 import pytest
-from bs4 import BeautifulSoup
 
 from pipeline import check, colours, markdown
 from pipeline.check_contrast import problems
@@ -22,7 +21,7 @@ def page(body: str, dark_rules: str = "", bg: str = "#ffffff") -> str:
 
 def found(html: str) -> dict[str, list[str]]:
     result: dict[str, list[str]] = {}
-    for problem in problems(BeautifulSoup(html, "html.parser")):
+    for problem in problems(html):
         result.setdefault(problem.rule, []).append(problem.message)
     return result
 

@@ -196,3 +196,10 @@ def test_too_little_prose_keeps_the_setting(tmp_path, repo_settings):
     settings = dataclasses.replace(repo_settings, language="zh")
     built = _build(tmp_path, settings, CODE * 3 + "中文\n", "title: x")
     assert built.email.lang == "zh" and "too little prose" in built.lang_reason
+
+
+def test_inline_html_code_is_not_prose():
+    text = language.prose(
+        "Read <code>代码代码</code> and <kbd>键盘</kbd>, then <b>加粗</b> words.\n")
+    assert "代码" not in text and "键盘" not in text
+    assert "加粗" in text and "words" in text

@@ -249,6 +249,11 @@ def test_a_page_on_another_origin_cannot_send_or_read(served, browser, evil_host
         page = browser.new_page()
         page.goto(evil.url)
         results = page.evaluate(f"attack({_port(running)})")
+        # nor frame the preview to trick a click on "Send test" (clickjacking)
+        page.evaluate(f"""() => new Promise((done) => {{
+            const frame = document.createElement("iframe"); frame.src = "{running.url}";
+            frame.onload = done; document.body.appendChild(frame); }})""")
+        assert not [f for f in page.frames if f.url.startswith(running.url)]
     assert not any("Subject:" in r for r in results), results
     assert _sent(folder) == 0 and _drafts(folder) == 0
     # a DNS-rebound name that resolves to 127.0.0.1 reads nothing either

@@ -398,3 +398,51 @@ def test_no_repair_makes_a_script_link(source, tmp_path, repo_settings):
     assert soup.find("script") is None
     for link in soup.find_all("a", href=True):
         assert not re.match(r"\W*(javascript|data|vbscript):", link["href"], re.I)
+
+
+@pytest.mark.parametrize("source, bold", [
+    ("__Note: __text", "Note:"), ("**Done. **Next", "Done."), ("*Aside: *text", "Aside:"),
+])
+def test_more_slipped_label_shapes(source, bold):
+    assert soup_of(source).find(["strong", "em"]).get_text().strip() == bold
+
+
+@pytest.mark.parametrize("source", ["f(*a, *b) and g(*args, **kwargs)", "**a, **b",
+                                    "snake_case_name and a_b_c: __x"])
+def test_code_like_prose_does_not_turn_emphatic(source):
+    soup = soup_of(source)
+    assert soup.find("em") is None and soup.find("strong") is None
+    assert soup.get_text().strip() == source
+
+
+def test_a_space_between_bracket_and_parenthesis_links_with_a_warning():
+    result = render("Intro.\n\nSee [the docs] (https://x.example/a) and [1] (see above).\n\n"
+                    "[ref] (https://x.example/b)\n\n[ref]: https://y.example/\n")
+    soup = BeautifulSoup(result.html, "html.parser")
+    assert [a["href"] for a in soup.find_all("a")] == ["https://x.example/a",
+                                                      "https://y.example/"]
+    assert "[1] (see above)" in soup.get_text()
+    assert [line for line, _ in result.warnings] == [3]
+
+
+def test_prose_indented_into_a_code_block_inside_html_is_warned():
+    result = render('<div align="center">\n\n    **Bold** and [a](https://x.example/)\n\n</div>\n'
+                    '\n<div class="output">\n\n    Output: I enjoy walking\n\n</div>\n')
+    assert result.warnings == [(3, "text indented 4 spaces inside <div> is shown as code; "
+                                   "remove the indentation if it is prose")]
+
+
+@pytest.mark.parametrize("source, inner", [
+    ("使用**`transformers`**库", "code"), ("见**[文档](https://x.example/)**。", "a"),
+    ("模型**$x$**的", "code"),
+])
+def test_cjk_bold_around_code_links_and_math(source, inner):
+    strong = soup_of(source).find("strong")
+    assert strong is not None and strong.find(inner) is not None
+    assert "*" not in soup_of(source).get_text()
+
+
+def test_a_hash_inside_a_heading_is_not_a_missing_space():
+    assert render("## #hashtags in titles\n\n#Heading\n").warnings == [
+        (3, "'#Heading' at the start of a paragraph is shown as text; put a space after the "
+            "'#' for a heading")]

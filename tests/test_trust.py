@@ -125,6 +125,158 @@ def test_smtp_password_is_not_offered_without_starttls(tmp_path, monkeypatch):
         assert sum(smtp.recorder.received.values()) == 0
 
 
+# the state database under attack: read-only, locked, damaged, on a full disk ---------------
+
+def _can_mount() -> bool:
+    import subprocess
+
+    return os.geteuid() == 0 and subprocess.run(["which", "mount"], capture_output=True
+                                                ).returncode == 0
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount small tmpfs folders (root only); unmounted afterwards."""
+    import subprocess
+
+    if not _can_mount():
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = []
+
+    def mount(name: str, size: str = "3m"):
+        folder = tmp_path / name
+        folder.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _letter_with_a_draft(tmp_path):
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    assert run_publish("draft", EN, cwd=folder).returncode == 0
+    return folder
+
+
+def _one_line(result, code=1):
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "internal error" not in result.stderr
+    return lines[0]
+
+
+def test_a_read_only_state_database_still_lists_and_says_why_it_cannot_record(tmp_path):
+    import subprocess
+
+    folder = _letter_with_a_draft(tmp_path)
+    state_dir = folder / ".publish"
+    before = (state_dir / state.DB_NAME).read_bytes()
+    if os.geteuid() == 0:
+        if not _can_mount():
+            pytest.skip("cannot make a read-only folder as root without mount")
+        subprocess.run(["mount", "--bind", str(state_dir), str(state_dir)], check=True)
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(state_dir)], check=True)
+    else:
+        for path in (state_dir, *state_dir.iterdir()):
+            path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        drafts = run_publish("drafts", cwd=folder)
+        assert drafts.returncode == 0, drafts.stderr
+        assert "local-1" in drafts.stdout
+        assert run_publish("sends", cwd=folder).returncode == 0
+        for args in (["draft", EN], ["send", EN, "--yes"]):
+            message = _one_line(run_publish(*args, cwd=folder))
+            assert "read-only" in message and "move it aside" not in message
+            assert "publish drafts" in message
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(state_dir)], check=True)
+        else:
+            for path in (state_dir, *state_dir.iterdir()):
+                path.chmod(0o755 if path.is_dir() else 0o644)
+    assert (state_dir / state.DB_NAME).read_bytes() == before
+
+
+def test_a_locked_state_database_names_who_holds_it(tmp_path):
+    import subprocess
+    import sys
+
+    folder = _letter_with_a_draft(tmp_path)
+    (folder / EN).write_text((folder / EN).read_text("utf-8") + "\nOne more line.\n", "utf-8")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], "
+         "isolation_level=None); db.execute('BEGIN IMMEDIATE'); "
+         "db.execute('UPDATE drafts SET title = title'); print('held', flush=True); "
+         "time.sleep(60)", str(folder / ".publish" / state.DB_NAME)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        message = _one_line(run_publish("draft", EN, cwd=folder))
+        assert "locked" in message and f"process {holder.pid}" in message
+        assert run_publish("drafts", cwd=folder).returncode == 0  # readers are not blocked
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_publish("draft", EN, cwd=folder).returncode == 0
+
+
+def test_a_damaged_page_is_one_line_and_the_file_is_left_as_it_was(tmp_path):
+    folder = _letter_with_a_draft(tmp_path)
+    path = folder / ".publish" / state.DB_NAME
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for offset in range(2 * page, len(data), page):
+        data[offset:offset + 64] = b"\xa5" * 64
+    path.write_bytes(bytes(data))
+    for args in (["drafts"], ["sends"], ["draft", EN], ["send", EN, "--yes"]):
+        result = run_publish(*args, cwd=folder)
+        if result.returncode == 0:
+            continue  # a page the command does not read
+        message = _one_line(result)
+        assert "damaged" in message or "not a publish state database" in message, message
+    assert path.read_bytes() == bytes(data)
+
+
+def test_a_full_disk_under_the_state_folder_says_so(tmp_path, tmpfs):
+    folder = _letter_with_a_draft(tmp_path)
+    small = tmpfs("state", "3m")
+    env = {"PUBLISH_STATE_DIR": str(small)}
+    assert run_publish("draft", EN, cwd=folder, env=env).returncode == 0
+    stats = os.statvfs(small)
+    with open(small / "filler", "wb") as handle:
+        handle.write(b"\0" * max(0, stats.f_bavail * stats.f_frsize - 16 * 1024))
+    message = _one_line(run_publish("send", EN, "--yes", cwd=folder, env=env))
+    assert "full" in message, message
+    assert "no transaction" not in message
+    listing = run_publish("sends", cwd=folder, env=env)
+    assert listing.returncode == 0, listing.stderr
+    (small / "filler").unlink()
+    assert run_publish("send", EN, "--yes", cwd=folder, env=env).returncode == 0
+    assert len(list((folder / "outbox" / "new").iterdir())) == 3
+
+
+def test_the_describer_shows_the_cause_behind_a_failed_rollback(tmp_path):
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError:
+            raise sqlite3.OperationalError("cannot rollback - no transaction is active") \
+                from None
+    except sqlite3.OperationalError as exc:
+        exc.__context__ = exc.__context__ or sqlite3.OperationalError("database or disk is full")
+        message = str(state.describe(exc, tmp_path / "state.db"))
+    assert "full" in message and "rollback" not in message
+
+
 # Sentinels a shell or a browser's cookie store can hand over: line breaks (raw and
 # URL-encoded), NUL (URL-encoded; the environment cannot hold a raw one), non-ASCII.
 MALFORMED = {

@@ -19,6 +19,8 @@ class LocalService:
     draft_store = "local"
     per_recipient = True
     max_connections = 1  # one writer into the outbox is as fast as the disk
+    # Mail lands in a local folder: placeholder settings are warnings, not errors.
+    reaches_readers = False
 
     def transport(self) -> MaildirTransport:
         return MaildirTransport(self.settings.root / self.settings.outbox_dir)

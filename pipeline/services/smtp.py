@@ -15,6 +15,7 @@ from .local import LocalService
 class SmtpService(LocalService):
     name = "smtp"
     max_connections = 32
+    reaches_readers = True
 
     def transport(self) -> SmtpTransport:
         s = self.settings

@@ -51,6 +51,7 @@ class SubstackService:
     name = "substack"
     draft_store = "substack"
     per_recipient = False  # Substack sends to its own subscribers
+    reaches_readers = True
 
     def __init__(self, settings: Settings, db: sqlite3.Connection,
                  env: dict[str, str] | None = None):
