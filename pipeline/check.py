@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .plaintext import display_width
+
 GMAIL_CLIP = 102 * 1024
 SIZE_WARNING = 90 * 1024
 STYLE_LIMIT = 16 * 1024
@@ -93,12 +95,12 @@ def from_warnings(warnings: list[str], source: str = "") -> list[Finding]:
     """
     findings = []
     for warning in warnings:
-        file, line, message = source, None, warning
+        file, line, message = "", None, warning
         located = _LOCATED.fullmatch(warning)
         if located:
             file, line, message = located["file"], int(located["line"]), located["message"]
         elif source and warning.startswith(f"{source}: "):
-            message = warning[len(source) + 2:]
+            file, message = source, warning[len(source) + 2:]
         rule, hint = next(((r, h) for r, needle, h in BUILD_RULES if needle in message),
                           ("build", "see the message"))
         findings.append(Finding(rule, "warning", message, hint, file=file, line=line))
@@ -237,9 +239,8 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
     if not preheader:
         add("preheader", "warning", "no preheader; inboxes show the first text instead",
             "set preheader in the front matter")
-    elif not 40 <= len(preheader) <= 140:
-        add("preheader", "warning", f"preheader is {len(preheader)} characters",
-            "keep it between 40 and 140 characters")
+    else:
+        _preheader_rules(preheader, subject, add)
     if len(subject) > 78:
         add("subject-length", "warning", f"subject is {len(subject)} characters; inboxes cut "
             "it", "keep it under 78 characters")
@@ -258,6 +259,25 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
 
     findings += _support(soup, accept if accept is not None else set(ACCEPTED))
     return findings
+
+
+_MARKUP_IN_TEXT = re.compile(r"={3,}|\*\*|__|\]\(|^#{1,6}\s|\[!(NOTE|TIP|WARNING)\]", re.I)
+
+
+def _preheader_rules(preheader: str, subject: str, add) -> None:
+    """The inbox line: 40–140 columns wide, not the subject again, no Markdown syntax."""
+    from .headline import normalise
+
+    width = display_width(preheader)
+    if not 40 <= width <= 140:
+        add("preheader", "warning", f"preheader is {width} columns wide (a CJK character "
+            "counts as two)", "keep it between 40 and 140 columns (20 to 70 Chinese characters)")
+    if subject and normalise(preheader).startswith(normalise(subject)) and normalise(subject):
+        add("preheader", "warning", "the preheader repeats the subject, which the inbox "
+            "already shows beside it", "start it with what the issue says next")
+    if _MARKUP_IN_TEXT.search(preheader):
+        add("preheader", "warning", "the preheader shows Markdown syntax as text",
+            "write it as plain text")
 
 
 def features(soup) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -48,8 +49,9 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     Send it, once:        publish send issues/2025-01-ai-art.md
     Subscribers:          publish subscribers import export.csv
 
-    Settings live in publish.toml; secrets (SUBSTACK_SID, SMTP_PASSWORD,
-    PUBLISH_UNSUBSCRIBE_SECRET) only in the environment. Add --json to most
+    Settings live in publish.toml; secrets (SUBSTACK_SID, SMTP_PASSWORD) only in
+    the environment. Unsubscribe links are signed with a key made once in
+    .publish/ (PUBLISH_UNSUBSCRIBE_SECRET overrides it). Add --json to most
     commands for machine-readable output.
     """
     ctx.obj = Context(root, debug)
@@ -61,6 +63,8 @@ def _print_summary(summary: dict) -> None:
     embeds = summary["embeds_swapped"]
     swapped = ", ".join(f"{n} {kind}" for kind, n in sorted(embeds.items())) or "none"
     click.echo(f"Built   {summary['title']}  [{summary['lang']}]")
+    click.echo(f"Lang    {summary['lang']} ({summary['lang_reason']})")
+    click.echo(f"Inbox   {summary['preheader'] or '(no preheader)'}")
     click.echo(f"HTML    {size / 1024:.1f} KB of Gmail's {limit // 1024} KB clip limit "
                f"({100 * size / limit:.0f}%)")
     click.echo(f"Images  {summary['images']}")
@@ -82,8 +86,9 @@ def _print_summary(summary: dict) -> None:
 
 @cli.command()
 @click.argument("issue", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the outputs (default: build/<slug>/).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Folder for the outputs (default: build/<slug>/): a new or empty folder, "
+              "or one an earlier build made.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 def build(obj: Context, issue: Path, out: Path | None, as_json: bool) -> None:
@@ -412,6 +417,9 @@ def sends(obj: Context, as_json: bool) -> None:
 @cli.group(name="subscribers")
 def subscribers_group() -> None:
     """Manage subscriber lists (CSV files in subscribers/)."""
+    from . import listlock
+
+    listlock.notify = lambda message: click.echo(message, err=True)
 
 
 def _list_file(obj: Context, list_name: str):
@@ -530,8 +538,8 @@ def subscribers_count(obj: Context, list_name: str, as_json: bool) -> None:
 
 @subscribers_group.command(name="unsubscribe")
 @click.argument("email", required=False)
-@click.option("--token", help="An unsubscribe token from a link (checked with "
-              "PUBLISH_UNSUBSCRIBE_SECRET) instead of EMAIL.")
+@click.option("--token", help="An unsubscribe token from a link (checked with the "
+              "newsletter's signing key) instead of EMAIL.")
 @click.option("--list", "list_name", default="main", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
@@ -546,9 +554,10 @@ def subscribers_unsubscribe(obj: Context, email: str | None, token: str | None,
     if bool(email) == bool(token):
         raise click.UsageError("give an EMAIL or --token, not both")
     if token:
-        email = unsubscribe.verify_token(unsubscribe.key_from_env(), token.strip())
+        key = unsubscribe.signing_key(obj.settings.state_path)
+        email = unsubscribe.verify_token(key, token.strip())
         if email is None:
-            raise click.BadParameter("not a token made with this newsletter's secret",
+            raise click.BadParameter("not a token made with this newsletter's signing key",
                                      param_hint="--token")
     try:
         address = subscribers.normalize_email(email or "")
@@ -581,12 +590,29 @@ def init(folder: Path, name: str) -> None:
     from . import scaffold
 
     created = scaffold.init(folder, name)
-    click.echo(f"Created a newsletter in {folder}/ ({len(created)} files).")
+    click.echo(f"Created a newsletter in {folder}/ ({len(created.files)} files).")
+    if created.kept:
+        click.echo(f"Kept {len(created.kept)} file(s) already there, unchanged except for "
+                   "lines added to .gitignore:")
+        for path in created.kept:
+            click.echo(f"  {path}")
     click.echo(f"Next:  cd {folder} && publish build issues/{scaffold.SAMPLE_ISSUE}")
+    click.echo("Before sending to real readers, set sender, base_url and postal_address "
+               "in publish.toml.")
+
+
+def _say_error(text: str, **style) -> None:
+    """Print an error line with every secret in it hidden (the one place errors are shown)."""
+    from .redact import redact
+
+    click.secho(redact(text), err=True, **style)
 
 
 def main() -> None:
-    """Entry point: people see one-line errors; tracebacks only with --debug."""
+    """Entry point: people see one-line errors; tracebacks only with --debug; no secrets."""
+    import io
+    import traceback
+
     debug = "--debug" in sys.argv[1:]
     try:
         cli.main(standalone_mode=False)
@@ -594,23 +620,34 @@ def main() -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        shown = io.StringIO()
+        exc.show(file=shown)
+        _say_error(shown.getvalue().rstrip("\n"))
         sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
-    except PublishError as exc:
-        if debug:
-            raise
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-    except Exception as exc:
+    except sqlite3.Error as exc:  # the state database: a full disk, a lock, a damaged page
         if debug:
             raise
-        click.secho(
-            f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
-            fg="red", err=True,
-        )
+        from . import state
+
+        click.secho(f"error: {state.describe(exc)}", fg="red", err=True)
+        sys.exit(1)
+    except OSError as exc:  # the file system said no: a full disk, a permission
+        if debug or not exc.strerror:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.secho(f"error: {where}{exc.strerror}", fg="red", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if debug:
+            _say_error(traceback.format_exc().rstrip("\n"))
+        if isinstance(exc, PublishError):
+            _say_error(f"error: {exc}", fg="red")
+            sys.exit(exc.exit_code)
+        _say_error(f"internal error: {type(exc).__name__}: {exc}"
+                   + ("" if debug else " (run with --debug for details)"), fg="red")
         sys.exit(1)
 
 

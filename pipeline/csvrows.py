@@ -190,8 +190,11 @@ def scan(path: Path, table: Table | None = None) -> Iterator[Row]:
 
     A file whose first row holds one cell with an address and no header is a plain list.
     """
-    if not path.is_file():
+    if not path.exists():
         raise InputError("no such file", path)
+    if not path.is_file():
+        raise InputError("not a regular file (a folder, a pipe or a device?); give a CSV "
+                         "file", path)
     table = table or Table(path)
     table.path = path
     table.encoding = encoding_of(path)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,7 @@ class Delivery:
         self.work: queue.Queue = queue.Queue(maxsize=connections * 64)
         self.fed = threading.Event()  # every pending recipient is in the queue
         self.lock = threading.Lock()
+        self.halting = threading.RLock()  # re-entrant: SIGTERM's handler may interrupt halt
         self.done = 0
         self.total = 0
         self.reasons: list[str] = []
@@ -99,6 +101,26 @@ class Delivery:
                    for n in range(self.connections)]
         for thread in threads:
             thread.start()
+        with self._stopped_by_sigterm():
+            self._run(db, threads)
+        if self.reasons:
+            return self.reasons[0]
+        return "interrupted; run the same command to continue" if self.stop.is_set() else ""
+
+    @contextlib.contextmanager
+    def _stopped_by_sigterm(self) -> Iterator[None]:
+        """SIGTERM (a service manager stopping us) stops the send like Ctrl-C, cleanly."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, lambda *_: self.halt(
+            "stopped by SIGTERM; run the same command to continue"))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _run(self, db: sqlite3.Connection, threads: list[threading.Thread]) -> None:
         try:
             try:
                 self._feed(db)
@@ -112,13 +134,10 @@ class Delivery:
             # leaves at once (a message then in flight is found in doubt next time).
             with contextlib.suppress(KeyboardInterrupt):
                 self._wait(threads)
-        if self.reasons:
-            return self.reasons[0]
-        return "interrupted; run the same command to continue" if self.stop.is_set() else ""
 
     def halt(self, reason: str, error: BaseException | None = None) -> None:
         """Stop every worker after the message in hand; the first reason is the one kept."""
-        with self.lock:
+        with self.halting:
             if not self.reasons:
                 self.reasons.append(reason)
                 self.error = error

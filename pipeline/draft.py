@@ -135,7 +135,7 @@ def list_drafts(settings: Settings) -> list[DraftListing]:
     path = settings.state_path / state.DB_NAME
     if not path.exists():
         return []
-    db = state.connect(settings.state_path)
+    db = state.connect(settings.state_path, readonly=True)
     try:
         rows = db.execute("SELECT * FROM drafts ORDER BY pushed_at DESC").fetchall()
     finally:

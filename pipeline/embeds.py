@@ -290,6 +290,12 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
             element.decompose()
             continue
         kind, url, thumbnail = described
+        if urlsplit(url).scheme not in {"http", "https"}:
+            from .errors import InputError
+
+            shown = url if len(url) <= 60 else url[:57] + "…"
+            raise InputError(f"<{tag}> source {shown!r} is not a web address; an email can "
+                             "only link to media at an http(s) URL", where)
         thumbnail = (
             thumbnail
             or ctx.media_thumbnails.get(url)
@@ -298,6 +304,10 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
         )
         if thumbnail:
             thumbnail = absolute(thumbnail, ctx.base_url)
+            if urlsplit(thumbnail).scheme not in {"http", "https"}:
+                result.warnings.append(f"{where}: thumbnail {thumbnail[:60]!r} for <{tag}> is "
+                                       "not a web address; a text card is shown instead")
+                thumbnail = ""
         card = Card(kind, url, _caption(element, figure), thumbnail)
         result.cards.append(card)
         markup = card_html(card, ctx.strings)

@@ -4,7 +4,8 @@
 - 5xx and dropped connections are retried with backoff only for idempotent methods; for a
   POST they raise AmbiguousRequest, so the caller can look before it tries again.
 - Redirects are not followed, so the session cookie never travels to another host.
-- Error messages name the method and path, never headers or cookies.
+- Error messages name the method and path, never headers or cookies; a header value with
+  a control character is refused before any request, naming the header only.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def error_text(body: Any) -> str:
     return text[:200]
 
 
+def _header_safe(value: str) -> bool:
+    """A header value HTTP can carry as is: printable ASCII (and spaces) only."""
+    return all(" " <= char <= "~" or char == "\t" for char in value)
+
+
 class Client:
     """A JSON client for one service host; `auth_header` is sent only to that host."""
 
@@ -92,6 +98,11 @@ class Client:
         self.session.trust_env = False  # no proxies or .netrc credentials picked up silently
         self.headers = {"Accept": "application/json", "User-Agent": "publish-newsletter/0.1",
                         **(headers or {})}
+        for name, value in self.headers.items():
+            if not _header_safe(value):
+                # Named, never quoted: the value may be a credential.
+                raise HttpError(f"the {name} header for {self.host} holds a control "
+                                "character or a character outside ASCII; refused")
         self.timeout = timeout
         self.tries = tries
         self.backoff = backoff
@@ -128,6 +139,11 @@ class Client:
                 if method not in IDEMPOTENT:
                     raise AmbiguousRequest(failure) from None
                 safe_to_retry = True
+            except (requests.exceptions.RequestException, ValueError, UnicodeError) as exc:
+                # Before anything was sent (a header or URL the library refuses); its
+                # message may quote the request's headers, so only its kind is shown.
+                raise HttpError(f"{label}: request refused by the HTTP library "
+                                f"({type(exc).__name__})") from None
             else:
                 response = self._handle(reply, label, method, attempt)
                 if response is not None:

@@ -60,15 +60,31 @@ class Issue:
         return self.body.count("\n", 0, start) + 1
 
 
+MAX_ISSUE_BYTES = 10 * 1024 * 1024
+
+
 def read_text(path: Path) -> str:
+    """The issue's text; only a regular file, and at most MAX_ISSUE_BYTES of it, is read."""
+    import stat
+
     try:
-        raw = path.read_bytes()
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise InputError("is a folder, not an issue file", path)
+        if not stat.S_ISREG(mode):
+            raise InputError("is not a regular file (a pipe, device or socket); "
+                             "give the issue's Markdown file", path)
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_ISSUE_BYTES + 1)
     except FileNotFoundError:
         raise InputError("no such file", path) from None
     except IsADirectoryError:
         raise InputError("is a folder, not an issue file", path) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path) from None
+    if len(raw) > MAX_ISSUE_BYTES:
+        raise InputError(f"larger than {MAX_ISSUE_BYTES // (1024 * 1024)} MB; "
+                         "an issue is a Markdown file, not a data file", path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -110,7 +126,7 @@ def _parse_yaml(
     lines = source.split("\n")
     for _attempt in range(20):
         try:
-            data = yaml.safe_load("\n".join(lines)) if source.strip() else {}
+            data = yaml.load("\n".join(lines), _loader()) if source.strip() else {}
             break
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -131,11 +147,50 @@ def _parse_yaml(
     return data
 
 
+def _loader():
+    """PyYAML's safe loader, except that an impossible date (2025-13-45) stays text, so the
+    date check can name its line instead of the YAML library failing without one."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_yaml_timestamp(self, node):
+            try:
+                return super().construct_yaml_timestamp(node)
+            except ValueError:
+                return self.construct_scalar(node)
+
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", Loader.construct_yaml_timestamp)
+    return Loader
+
+
+def _first_surrogate(value: Any) -> str | None:
+    """The first text in `value` holding a lone UTF-16 surrogate (YAML's "\\uD800")."""
+    if isinstance(value, str):
+        return value if any("\ud800" <= ch <= "\udfff" for ch in value) else None
+    items = value.items() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        for part in item if isinstance(value, dict) else (item,):
+            found = _first_surrogate(part)
+            if found is not None:
+                return found
+    return None
+
+
+KNOWN_KEYS = {
+    "title", "subtitle", "date", "preheader", "lang", "language", "slug", "thumbnail",
+    "authors", "author", "translators", "translator", "proofreaders", "proofreader",
+    "media_thumbnails", "embed_thumbnail", "greeting",
+}
+_YAML_WORDS = "yes, no, on, off, true, false, null, ~ and numbers"
+
+
 class _Meta:
     """Typed access to front matter, with errors that point at the key's line."""
 
-    def __init__(self, data: dict[str, Any], yaml_text: str, path: Path, first_line: int):
+    def __init__(self, data: dict[str, Any], yaml_text: str, path: Path, first_line: int,
+                 warnings: list[str]):
         self.data, self.yaml_text, self.path, self.first_line = data, yaml_text, path, first_line
+        self.warnings = warnings
 
     def line(self, key: str) -> int:
         match = re.search(rf"^[ \t]*-?[ \t]*{re.escape(key)}[ \t]*:", self.yaml_text, re.M)
@@ -144,13 +199,44 @@ class _Meta:
     def fail(self, key: str, message: str) -> InputError:
         return InputError(f"front matter '{key}': {message}", self.path, self.line(key))
 
+    def warn(self, key: str, message: str) -> None:
+        self.warnings.append(f"{self.path}:{self.line(key)}: front matter '{key}': {message}")
+
+    def raw(self, key: str) -> str:
+        """The value as written on the key's line, for a plain scalar YAML turned into a
+        bool or number (`lang: no` is false to YAML, Norwegian to the editor)."""
+        match = re.search(rf"^{re.escape(key)}[ \t]*:[ \t]*([^'\"#\s][^#]*?)[ \t]*(#.*)?$",
+                          self.yaml_text, re.M)
+        return match.group(1) if match else ""
+
     def text(self, key: str, default: str = "") -> str:
         value = self.data.get(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self.fail(key, f"must be text, not {type(value).__name__}")
-        return str(value).strip()
+        if isinstance(value, str):
+            return value.strip()
+        if isinstance(value, bool | int | float | dt.date):
+            written = self.raw(key)
+            if not written:
+                raise self.fail(key, f"must be text, not {type(value).__name__}")
+            if isinstance(value, bool) or written != str(value):
+                shown = str(value).lower() if isinstance(value, bool) else str(value)
+                self.warn(key, f"YAML reads {written} as {shown}; read as the "
+                          f"text \"{written}\" (put it in quotes: {key}: \"{written}\")")
+            self.data[key] = written
+            return written
+        raise self.fail(key, f"must be text, not {type(value).__name__}")
+
+    def warn_unknown_keys(self) -> None:
+        import difflib
+
+        for key in self.data:
+            if str(key) in KNOWN_KEYS:
+                continue
+            close = difflib.get_close_matches(str(key), sorted(KNOWN_KEYS), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else (
+                f"known keys: {', '.join(sorted(KNOWN_KEYS))}")
+            self.warn(str(key), f"unknown key, ignored; {hint}")
 
 
 def _people(meta: _Meta, key: str, warnings: list[str]) -> list[Person]:
@@ -184,6 +270,48 @@ def _people(meta: _Meta, key: str, warnings: list[str]) -> list[Person]:
     return people
 
 
+_PEOPLE_KEYS = ("translators", "translator", "proofreaders", "proofreader")
+
+
+def _move_misplaced_people(meta: _Meta) -> None:
+    """`- translators:` written as an entry of `authors:` (a stray dash) makes YAML read every
+    translator after it as an author; move them back where the editor meant them."""
+    for key in ("authors", "author"):
+        people = meta.data.get(key)
+        if not isinstance(people, list):
+            continue
+        for index, item in enumerate(people):
+            if not (isinstance(item, dict) and len(item) == 1):
+                continue
+            (inner, value), = item.items()
+            if inner not in _PEOPLE_KEYS or not (value is None or isinstance(value, list)):
+                continue
+            moved = (value or []) + people[index + 1:]
+            meta.data[key] = people[:index]
+            existing = meta.data.get(inner)
+            meta.data[inner] = ([existing] if isinstance(existing, str | dict) else
+                                list(existing or [])) + moved
+            meta.warn(inner, f"written as an entry of '{key}' (a '- ' before '{inner}:'); "
+                      f"the {len(moved)} entries after it are read as {inner}, not {key} "
+                      f"(remove the '- ' to silence this)")
+            break
+
+
+def _slug(meta: _Meta, path: Path) -> str:
+    """The output folder's name: the `slug` key, else the file name; never `.`, `..` or a path."""
+    written = "slug" in meta.data
+    value = meta.text("slug") if written else path.stem
+    cleaned = re.sub(r"[^\w.-]+", "-", value).strip("-")
+    if "/" in value or "\\" in value or cleaned.strip(".") == "":
+        where = "front matter 'slug'" if written else "the file name"
+        error = InputError(
+            f"{where} gives the slug {value!r}, which is not a folder name (no '/', and not "
+            "only dots); write a slug such as 'slug: 2025-01-my-issue'",
+            path, meta.line("slug") if written else 1)
+        raise error
+    return cleaned
+
+
 def _date(meta: _Meta) -> dt.date | None:
     value = meta.data.get("date")
     if value is None or value == "":
@@ -207,14 +335,22 @@ def load(path: str | Path) -> Issue:
     yaml_text, yaml_line, body, body_line = split_front_matter(text, path)
     warnings: list[str] = []
     data = _parse_yaml(yaml_text, path, yaml_line, warnings)
-    meta = _Meta(data, yaml_text, path, yaml_line)
+    meta = _Meta(data, yaml_text, path, yaml_line, warnings)
+    for key, value in data.items():
+        bad = _first_surrogate(value)
+        if bad is not None:
+            raise meta.fail(str(key), "holds a lone surrogate escape (such as \\uD800), which "
+                            "is not a character; write the character itself")
+    meta.warn_unknown_keys()
+    _move_misplaced_people(meta)
 
     title = meta.text("title")
     if not title:
         raise InputError("front matter has no 'title'", path, yaml_line)
     for key in ("title", "subtitle", "preheader"):
-        if re.search(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", meta.text(key)):
-            raise meta.fail(key, "must be one line of text without control characters")
+        if re.search(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x85\u2028\u2029]", meta.text(key)):
+            raise meta.fail(key, "must be one line of text without control characters "
+                            "or line separators")
     lang = meta.text("lang") or meta.text("language")
     if lang and not _LANG_TAG.match(lang):
         raise meta.fail("lang", f"'{lang}' is not a language tag such as 'en' or 'zh-CN'")
@@ -229,10 +365,10 @@ def load(path: str | Path) -> Issue:
         warnings.append(f"{path}:{line}: control characters (such as U+{ord(control.group()):04X}) "
                         "removed; they are not text")
         body = _CONTROL.sub("", body)
-    slug = meta.text("slug") or path.stem
+    slug = _slug(meta, path)
     return Issue(
         path=path,
-        slug=re.sub(r"[^\w.-]+", "-", slug).strip("-") or "issue",
+        slug=slug,
         title=title,
         body=body,
         body_line=body_line,

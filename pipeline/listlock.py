@@ -13,14 +13,16 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 from .errors import PublishError
 
 LOCK_NAME = ".lock"
-LOCK_TIMEOUT = 60.0
+LOCK_TIMEOUT = 600.0  # a million-row import holds the lock for minutes
+# Told once when a change has to wait for another process (the CLI prints it).
+notify: Callable[[str], None] | None = None
 
 
 @contextlib.contextmanager
@@ -32,11 +34,18 @@ def locked(folder: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout
+        waited = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if notify is not None and not waited:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                    notify(f"waiting for another publish process"
+                           f"{f' (pid {holder})' if holder.isdigit() else ''} that is "
+                           f"changing the lists in {folder}…")
+                waited = True
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
                     who = f" (pid {holder})" if holder.isdigit() else ""

@@ -35,6 +35,18 @@ from .subscribers import (
 _RANK = {"active": 0, "bounced": 1, "unsubscribed": 2}
 
 
+def _may_be(cell: str, keys: set[str]) -> bool:
+    """Whether a list's email cell may validate to one of `keys` (False only when surely not).
+
+    For plain ASCII without an `xn--` label, validating changes nothing but the case of
+    the domain, so the lower-cased cell is the key it would have.
+    """
+    cheap = cell.strip().lower()
+    if not cheap.isascii() or "xn--" in cheap or cheap.startswith("<"):
+        return True
+    return cheap in keys
+
+
 def _stricter(a: str, b: str) -> str:
     """The status that sends less: unsubscribed over bounced over active."""
     return max(a, b, key=lambda s: _RANK.get(s, 0))
@@ -94,11 +106,14 @@ class _Merge:
     """The text of the new list, produced while the old one is read."""
 
     def __init__(self, db: sqlite3.Connection, extras: list[str], report: ImportReport,
-                 *, overwrite_status: bool = False):
+                 *, overwrite_status: bool = False, only: set[str] | None = None):
         self.db = db
         self.extras = extras
         self.report = report
         self.overwrite_status = overwrite_status  # set_status: the incoming status wins
+        # The keys a one-address change looks for: other rows are copied unread (and their
+        # problems not reported), so an unsubscribe from a long list takes seconds.
+        self.only: set[str] | None = only
         self.table = csvrows.Table(Path())
         self.columns: list[str] = []
         self.ending = "\n"
@@ -141,6 +156,8 @@ class _Merge:
                                   record.ending)
 
     def _data(self, record: csvrows.Record, values: dict[str, str]) -> str:
+        if self.only is not None and not _may_be(values.get("email", ""), self.only):
+            return record.raw
         item = to_item(record.line, values)
         if isinstance(item, Rejected):
             self.report.kept.append(item)
@@ -204,13 +221,14 @@ class _Merge:
 
 
 def _rewrite(dest: Path, db: sqlite3.Connection, extras: list[str], report: ImportReport,
-             *, overwrite_status: bool = False, commit=lambda report: True) -> None:
+             *, overwrite_status: bool = False, only: set[str] | None = None,
+             commit=lambda report: True) -> None:
     """Write the merged list in place of `dest` (the lock must be held) unless a dry run."""
     for encoding in (None, "utf-8"):  # the list's own encoding, unless new rows cannot be
         db.execute("UPDATE incoming SET matched = 0")
         fresh = ImportReport(duplicates=report.duplicates, rejected=report.rejected,
                              dry_run=report.dry_run)
-        merge = _Merge(db, extras, fresh, overwrite_status=overwrite_status)
+        merge = _Merge(db, extras, fresh, overwrite_status=overwrite_status, only=only)
         try:
             if report.dry_run:
                 for _ in merge.lines(dest):
@@ -230,6 +248,11 @@ def _rewrite(dest: Path, db: sqlite3.Connection, extras: list[str], report: Impo
             break
     report.__dict__.update({k: v for k, v in fresh.__dict__.items()
                             if k not in ("rejected", "duplicates", "dry_run")})
+
+
+def _real(path: Path) -> Path:
+    """The file a list path names: a symlinked list is changed where it lives."""
+    return Path(os.path.realpath(path))
 
 
 def _incoming(db: sqlite3.Connection, items: Iterator[tuple[int, Subscriber | Rejected]],
@@ -259,6 +282,7 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
                 progress: Progress | None = None) -> ImportReport:
     """Merge a subscriber export into a list; the stricter status wins for a known address."""
     report = ImportReport(dry_run=dry_run)
+    dest = _real(dest)
     with _scratch() as db:
         extras = _incoming(db, read(source, progress), report)
         if dry_run:
@@ -266,13 +290,17 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
         else:
             with listlock.locked(dest.parent):
                 listlock.remove_stale(dest)
-                _rewrite(dest, db, extras, report)
+                # Nothing added or changed: the list is left alone, not rewritten (but a
+                # list that does not exist yet is made, even empty).
+                _rewrite(dest, db, extras, report,
+                         commit=lambda r: r.added + r.updated > 0 or not dest.exists())
     return report
 
 
 def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) -> bool:
     """Change one subscriber's status in a list, wherever it appears; False when not on it."""
     address = normalize_email(email)
+    dest = _real(dest)
     if not dest.exists():
         return False
     report = ImportReport(dry_run=dry_run)
@@ -282,7 +310,7 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
         # Rewritten only when a row changes; a row appended means the address was not there.
         with listlock.locked(dest.parent):
             listlock.remove_stale(dest)
-            _rewrite(dest, db, [], report, overwrite_status=True,
+            _rewrite(dest, db, [], report, overwrite_status=True, only={email_key(address)},
                      commit=lambda r: r.added == 0 and r.updated > 0)
     return report.added == 0
 
@@ -290,11 +318,13 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
 def suppress(path: Path, email: str, *, dry_run: bool = False) -> bool:
     """Add an address to the suppression list; False when it is already there."""
     address = normalize_email(email)
+    path = _real(path)
     report = ImportReport(dry_run=dry_run)
     with _scratch() as db:
         db.execute("INSERT INTO incoming VALUES (?, ?, '', 'unsubscribed', '', '{}', 1, 0)",
                    (email_key(address), address))
         with listlock.locked(path.parent):
             listlock.remove_stale(path)
-            _rewrite(path, db, [], report, commit=lambda r: r.added > 0)
+            _rewrite(path, db, [], report, only={email_key(address)},
+                     commit=lambda r: r.added > 0)
     return report.added > 0

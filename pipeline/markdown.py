@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -89,6 +90,36 @@ def highlight(code: str, lang: str, _attrs: object = None) -> str:
     return f'<pre style="{CODE_STYLE}">{code_open}{body}</code></pre>\n'
 
 
+# markdown-it stops at 20 levels (a list 10 deep) and silently drops what is deeper; allow
+# far more (embeds.flatten_deep flattens what email cannot show), refuse (never drop) beyond.
+MAX_NESTING = 1000
+# Each level of a nested block is a few Python frames in markdown-it's recursive parser
+# (Python 3.11+ does not spend C stack on them); set once, on import, never lowered.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 6 * MAX_NESTING + 1000))
+
+
+class TooDeep(ValueError):
+    """Blocks nested deeper than MAX_NESTING; `line` is the 1-based body line."""
+
+    def __init__(self, line: int):
+        super().__init__(f"quotes or lists nested more than {MAX_NESTING} levels deep")
+        self.line = line
+
+
+def _refuse_too_deep(md) -> None:
+    """markdown-it skips the content of blocks nested past maxNesting; raise instead."""
+    tokenize = md.block.tokenize
+
+    def checked(state, start_line: int, end_line: int, *args):
+        if state.level >= MAX_NESTING:
+            line = state.skipEmptyLines(start_line)
+            if line < end_line and state.sCount[line] >= state.blkIndent:
+                raise TooDeep(line + 1)
+        return tokenize(state, start_line, end_line, *args)
+
+    md.block.tokenize = checked
+
+
 @lru_cache(maxsize=1)
 def _parser():
     from markdown_it import MarkdownIt
@@ -96,6 +127,8 @@ def _parser():
     from mdit_py_plugins.footnote import footnote_plugin
 
     md = MarkdownIt("commonmark", {"html": True, "highlight": highlight, "typographer": False})
+    md.options["maxNesting"] = MAX_NESTING + 1
+    _refuse_too_deep(md)
     md.enable(["table", "strikethrough"])
     md.use(footnote_plugin)
     md.use(
@@ -142,9 +175,14 @@ def render(body: str, strings: dict[str, str] | None = None) -> Rendered:
     """Render an issue's Markdown body; `strings` label callouts in the issue's language."""
     env: dict = {"strings": strings or {}, "warnings": []}
     fragment = _parser().render(body, env)
-    return Rendered(fragment, env["warnings"])
+    return Rendered(fragment, md_blocks.limited(env["warnings"]))
 
 
 def to_html(body: str) -> str:
-    """Render an issue's Markdown body to an HTML fragment."""
+    """Render an issue's Markdown body to an HTML fragment; TooDeep rather than lose text."""
     return render(body).html
+
+
+def parse(body: str) -> list:
+    """The token stream of a Markdown body, as `render` sees it (for reading its prose)."""
+    return _parser().parse(body, {"strings": {}, "warnings": []})

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import bisect
 import html
+import itertools
 import re
 
 ALERT_COLOURS = {
@@ -21,13 +23,17 @@ ALERT_COLOURS = {
 }
 _ALERT = re.compile(r"\[!(NOTE|TIP|IMPORTANT|WARNING|CAUTION)\][ \t]*\n?", re.I)
 PLACEHOLDER = re.compile(r"\{\{?[ \t]*[A-Za-z_][\w.-]+[ \t]*\}\}?")
+_DATE = (r"(?:(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{1,2},? \d{4}"
+         r"|\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{4}"
+         r"|\d{4}-\d{2}-\d{2})")
 _SCAFFOLD = re.compile(
-    r"(?:Published|Posted|Updated)(?: on)?\s+[\w ,./-]{3,40}?\d{4}\.?"
-    r"(?:\s*(?:Update|Edit|View)(?: this page)? on GitHub)?", re.I)
-# Regions of an HTML block whose text is not prose: kept byte for byte.
-_OPAQUE = re.compile(
-    r"<!--.*?-->|<(pre|code|kbd|samp|script|style|textarea|math|svg)\b.*?</\1\s*>", re.S | re.I)
-_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
+    rf"(?:Published|Posted|Updated)(?: on)? {_DATE}\.?"
+    r"(?: ?(?:Update|Edit|View)(?: this page)? on GitHub)?", re.I)
+# Elements of an HTML block whose text is not prose: kept byte for byte.
+_OPAQUE = {"pre", "code", "kbd", "samp", "script", "style", "textarea", "math", "svg"}
+_TAG = re.compile(r"<!--|<([A-Za-z][\w-]*)?[^<>]*>")
+# A chunk without any of these characters cannot hold Markdown (nor a placeholder).
+_MAYBE_MARKDOWN = re.compile(r"[*_`\[\]$\\{~!]")
 _RENDERED = {"link_open", "code_inline", "strong_open", "em_open", "s_open", "math_inline",
              "math_inline_double", "image"}
 LEFTOVERS = (
@@ -92,7 +98,8 @@ def scaffolding(state) -> None:
             skip = 2
             continue
         if token.type == "html_block":
-            text = " ".join(html.unescape(_TAG.sub(" ", _OPAQUE.sub(" ", token.content))).split())
+            prose = (text for is_prose, text in segments(token.content) if is_prose)
+            text = " ".join(html.unescape(" ".join(prose)).split())
             if text and _SCAFFOLD.fullmatch(text):
                 _warn(state, line, f"web-page scaffolding {text!r} left out of the email")
                 continue
@@ -102,6 +109,31 @@ def scaffolding(state) -> None:
 
 def _warn(state, line: int | None, message: str) -> None:
     state.env.setdefault("warnings", []).append((line, message))
+
+
+_OPEN_TAG = re.compile(r"<([A-Za-z][\w-]*)[^<>]*?(?<!/)>")
+_VOID = {"img", "br", "hr", "input", "meta", "link", "source", "wbr", "area", "col", "embed"}
+_PROSE_MARKDOWN = re.compile(r"\[[^\]\n]+\]\((?:https?:|/|#)|\*\*[^*\s][^*\n]*\*\*")
+
+
+def indented_prose(state) -> None:
+    """Warn when prose indented inside an HTML container became a code block.
+
+    After a blank line CommonMark reads the container's content as Markdown, so text the
+    author indented for neatness is code. Real code is common there too (a notebook's output
+    `<div>`), so this only warns when the "code" holds Markdown links or bold.
+    """
+    tokens = state.tokens
+    for before, token in itertools.pairwise(tokens):
+        if token.type != "code_block" or before.type != "html_block" or not token.map:
+            continue
+        opened = [m.group(1).lower() for m in _OPEN_TAG.finditer(before.content)
+                  if m.group(1).lower() not in _VOID]
+        closed = re.findall(r"</([A-Za-z][\w-]*)", before.content)
+        if len(opened) > len(closed) and _PROSE_MARKDOWN.search(token.content):
+            _warn(state, token.map[0] + 1,
+                  f"text indented 4 spaces inside <{opened[-1]}> is shown as code; "
+                  "remove the indentation if it is prose")
 
 
 # Markdown inside HTML blocks ------------------------------------------------------------
@@ -127,27 +159,48 @@ def _render_chunk(state, text: str, line: int | None) -> str | None:
     return md.renderer.renderInline(children, md.options, state.env)
 
 
+def segments(source: str):
+    """(is_prose, text) pieces of raw HTML: prose between tags, and tags, comments and the
+    whole of `<pre>`, `<code>`, `<script>`… elements kept apart. Linear in the input."""
+    lower = source.lower()
+    pos = 0
+    while pos < len(source):
+        match = _TAG.search(source, pos)
+        if match is None:
+            break
+        if match.start() > pos:
+            yield True, source[pos:match.start()]
+        end = match.end()
+        name = (match.group(1) or "").lower()
+        if match.group(0) == "<!--":
+            close = lower.find("-->", end)
+            end = len(source) if close < 0 else close + 3
+        elif name in _OPAQUE and not match.group(0).endswith("/>"):
+            close = lower.find(f"</{name}", end)
+            close = lower.find(">", close) if close >= 0 else -1
+            end = len(source) if close < 0 else close + 1
+        yield False, source[match.start():end]
+        pos = end
+    if pos < len(source):
+        yield True, source[pos:]
+
+
 def markdown_in_html(state) -> None:
     """Render the prose of each HTML block as inline Markdown, tags kept as written."""
     for token in state.tokens:
         if token.type != "html_block" or not token.map:
             continue
-        source = token.content
-        pieces: list[str] = []
-        last = 0
-        for match in re.finditer(_OPAQUE.pattern + "|" + _TAG.pattern, source, re.S | re.I):
-            pieces.append(_chunk(state, source, last, match.start(), token.map[0]))
-            pieces.append(match.group(0))
-            last = match.end()
-        pieces.append(_chunk(state, source, last, len(source), token.map[0]))
+        pieces = []
+        line = token.map[0] + 1
+        for is_prose, text in segments(token.content):
+            pieces.append(_chunk(state, text, line) if is_prose else text)
+            line += text.count("\n")
         token.content = "".join(pieces)
 
 
-def _chunk(state, source: str, start: int, end: int, first_line: int) -> str:
-    text = source[start:end]
-    if not text.strip():
+def _chunk(state, text: str, line: int) -> str:
+    if not text.strip() or not _MAYBE_MARKDOWN.search(text):
         return text
-    line = first_line + source.count("\n", 0, start) + 1
     rendered = _render_chunk(state, text, line)
     if rendered is None:
         return text
@@ -157,10 +210,11 @@ def _chunk(state, source: str, start: int, end: int, first_line: int) -> str:
 
 
 # leftovers ---------------------------------------------------------------------------
-def scan_inline(state, token) -> None:
+def scan_inline(state, token, paragraph: bool = False) -> None:
     """Warn about Markdown syntax that an inline token still shows as text."""
     children = token.children or []
     first = token.map[0] if token.map else None
+    newlines = [i for i, c in enumerate(token.content) if c == "\n"]
     seen: set[tuple[int | None, str]] = set()
     cursor: dict[str, int] = {}
     for index, child in enumerate(children):
@@ -171,15 +225,15 @@ def scan_inline(state, token) -> None:
                 found = token.content.find(match.group(0), cursor.get(pattern.pattern, 0))
                 if found >= 0:
                     cursor[pattern.pattern] = found + 1
-                line = None if first is None else first + 1 + token.content.count(
-                    "\n", 0, max(found, 0))
+                line = None if first is None else first + 1 + bisect.bisect_left(
+                    newlines, max(found, 0))
                 if (line, message) in seen:
                     continue
                 seen.add((line, message))
                 snippet = " ".join(child.content[max(0, match.start() - 25):
                                                  match.end() + 25].split())
                 _warn(state, line, f"{message}: {snippet!r}")
-        if index == 0 and re.match(r"#{1,6}[^\s#]", child.content) and \
+        if paragraph and index == 0 and re.match(r"#{1,6}[^\s#]", child.content) and \
                 token.content.startswith("#"):
             _warn(state, None if first is None else first + 1,
                   f"{child.content.split()[0]!r} at the start of a paragraph is shown as "
@@ -187,14 +241,30 @@ def scan_inline(state, token) -> None:
 
 
 def leftovers(state) -> None:
-    for token in state.tokens:
+    tokens = state.tokens
+    for i, token in enumerate(tokens):
         if token.type == "inline":
-            scan_inline(state, token)
+            scan_inline(state, token, paragraph=i > 0 and tokens[i - 1].type == "paragraph_open")
+
+
+def limited(warnings: list[tuple[int | None, str]], most: int = 10):
+    """At most `most` warnings of each kind, then one line saying how many more there are."""
+    counts: dict[str, int] = {}
+    kept = []
+    for line, message in warnings:
+        kind = message.split(": ")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+        if counts[kind] <= most:
+            kept.append((line, message))
+    kept += [(None, f"{kind}: {n - most} more like this") for kind, n in counts.items()
+             if n > most]
+    return kept
 
 
 def install(md) -> None:
     md.core.ruler.after("block", "alerts", alerts)
     md.core.ruler.after("alerts", "scaffolding", scaffolding)
+    md.core.ruler.after("scaffolding", "indented_prose", indented_prose)
     md.core.ruler.after("inline", "leftovers", leftovers)
     md.core.ruler.after("leftovers", "markdown_in_html", markdown_in_html)
     md.add_render_rule("blockquote_open", render_blockquote_open)

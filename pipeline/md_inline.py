@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import re
 
-from markdown_it.common.utils import isPunctChar
+from markdown_it.common.utils import isPunctChar, normalizeReference
 
 # CJK ideographs, kana, hangul and full-width forms: scripts written without spaces, where
 # CommonMark's rule "punctuation next to `**` needs a space on its other side" misfires.
 _CJK = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+# What ends a bold label before the space an author slipped inside the closing `**`.
+_LABEL_END = ":.!?)：。！？）"
 _LINK_IN_DOUBLE_PARENS = re.compile(
     r"\(\(\s*(?P<url>(?:https?://|mailto:|www\.|/|#)[^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*)"
     r"\s*\)(?P<second>\))?")
+_SPACED_LINK = re.compile(
+    r"[ \t]+\((?P<url>https?://[^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*)\)")
 # Single-backslash \( … \) is math only when its content reads like TeX, since `\(` is
 # also how a writer escapes a parenthesis.
 _TEX_LIKE = re.compile(r"[\\^_={}]|^\s*[A-Za-z]\s*$")
@@ -32,6 +36,16 @@ def warn(state, pos: int, message: str) -> None:
     first = state.env.get("_line")
     line = None if first is None else first + state.src.count("\n", 0, pos) + 1
     state.env.setdefault("warnings", []).append((line, message))
+
+
+def find_closer(state, needle: str, start: int) -> int:
+    """`state.src.find(needle, start, posMax)`, answering at once when no closer is left.
+
+    Keeps a run of unclosed openers (`\\(` thousands of times) linear, not quadratic.
+    """
+    if state.html_terminator_last(needle) < start:
+        return -1
+    return state.src.find(needle, start, state.posMax)
 
 
 def inline_with_lines(state) -> None:
@@ -57,11 +71,16 @@ def _neighbour(tokens, index: int, step: int) -> str:
         elif token.type in ("softbreak", "hardbreak"):
             text = "\n" + text if step < 0 else text + "\n"
             break
-        else:
-            text = "a" + text if step < 0 else text + "a"  # code, links, html: word-like
+        else:  # the character CommonMark sees at that edge of a code span, link, tag, math
+            edge = _EDGES.get(token.type, "a")[0 if step > 0 else -1]
+            text = edge + text if step < 0 else text + edge
             break
         index += step
     return text
+
+
+_EDGES = {"code_inline": "``", "link_open": "[[", "link_close": "))", "html_inline": "<>",
+          "math_inline": "$$", "math_inline_double": "$$", "image": "!)"}
 
 
 def _relax(tokens, delimiters) -> None:
@@ -73,7 +92,8 @@ def _relax(tokens, delimiters) -> None:
             j += 1
         run = delimiters[i:j + 1]
         i = j + 1
-        if run[0].marker != 0x2A or len(run) > 2:  # `*` and `**` only; `_` is in snake_case
+        star = run[0].marker == 0x2A
+        if len(run) > 2 or not (star or len(run) == 2):  # `*`, `**`, `__`: `_x_` is snake_case
             continue
         before = _neighbour(tokens, run[0].token, -1)
         after = _neighbour(tokens, run[-1].token, 1)
@@ -81,11 +101,14 @@ def _relax(tokens, delimiters) -> None:
         cjk = bool(_CJK.match(prev or " ") or _CJK.match(nxt or " "))
         close = open_ = False
         core = before.rstrip()
-        if prev.isspace() and core and isPunctChar(core[-1]) and core[-1] != "*":
+        if prev.isspace() and core and core[-1] in (_LABEL_END if len(run) == 2 else ":："):
             close = True  # `**Label: **text`: the space belongs after the closer
-        if cjk and prev and not prev.isspace() and isPunctChar(prev) and nxt and not nxt.isspace():
+        if not star:
+            pass  # underscores only take the slipped-space repair
+        elif cjk and prev and not prev.isspace() and isPunctChar(prev) and nxt \
+                and not nxt.isspace():
             close = True  # `**注意：**文字`
-        if cjk and nxt and isPunctChar(nxt) and prev and not prev.isspace() \
+        if star and cjk and nxt and isPunctChar(nxt) and prev and not prev.isspace() \
                 and not isPunctChar(prev):
             open_ = True  # `文字**“引用”**`
         for delimiter in run:
@@ -102,15 +125,24 @@ def lenient_emphasis(state) -> None:
 
 
 # links -------------------------------------------------------------------------------
-def double_paren_link(state, silent: bool) -> bool:
-    """`[text]((url))` or `[text]((url)`: link to the url, and say the source is malformed."""
+def misshapen_link(state, silent: bool) -> bool:
+    """`[text]((url))`, `[text]((url)` and `[text] (https://url)`: CommonMark shows them as
+    text (or links to `(url)`); link to the url, and say the source is malformed."""
     src, start = state.src, state.pos
     if src[start] != "[":
         return False
     label_end = state.md.helpers.parseLinkLabel(state, start, True)
-    if label_end < 0 or not src.startswith("((", label_end + 1):
+    if label_end < 0:
         return False
-    match = _LINK_IN_DOUBLE_PARENS.match(src, label_end + 1, state.posMax)
+    if src.startswith("((", label_end + 1):
+        match, what = _LINK_IN_DOUBLE_PARENS.match(src, label_end + 1, state.posMax), \
+            "doubled parenthesis"
+    else:
+        match, what = _SPACED_LINK.match(src, label_end + 1, state.posMax), \
+            "a space between ] and ("
+        label = normalizeReference(src[start + 1:label_end])
+        if match is not None and label in state.env.get("references", {}):
+            return False  # a reference link followed by a URL in parentheses
     if match is None:
         return False
     url = match.group("url")
@@ -118,7 +150,7 @@ def double_paren_link(state, silent: bool) -> bool:
     if not state.md.validateLink(href):
         return False
     if not silent:
-        warn(state, start, f"malformed link {src[start:match.end()]!r}: doubled parenthesis; "
+        warn(state, start, f"malformed link {src[start:match.end()]!r}: {what}; "
                            f"linked to {url}")
         old_max = state.posMax
         state.pos, state.posMax = start + 1, label_end
@@ -139,7 +171,7 @@ def tex_quotes(state, silent: bool) -> bool:
     src, pos = state.src, state.pos
     if not src.startswith("``", pos) or src.startswith("```", pos) or src[pos - 1:pos] == "`":
         return False
-    close = src.find("''", pos + 2, state.posMax)
+    close = find_closer(state, "''", pos + 2)
     if close < 0:
         return False
     body = src[pos + 2:close]
@@ -162,7 +194,7 @@ def paren_math(state, silent: bool) -> bool:
     if found is None:
         return False
     opener, closer, double = found
-    end = src.find(closer, pos + len(opener), state.posMax)
+    end = find_closer(state, closer, pos + len(opener))
     if end < 0:
         return False
     content = src[pos + len(opener):end]
@@ -184,5 +216,5 @@ def install(md) -> None:
     md.core.ruler.at("inline", inline_with_lines)
     md.inline.ruler.before("escape", "paren_math", paren_math)
     md.inline.ruler.before("backticks", "tex_quotes", tex_quotes)
-    md.inline.ruler.before("link", "double_paren_link", double_paren_link)
+    md.inline.ruler.before("link", "misshapen_link", misshapen_link)
     md.inline.ruler2.before("balance_pairs", "lenient_emphasis", lenient_emphasis)

@@ -28,10 +28,15 @@ def safe_header(value: str, what: str) -> str:
     return value
 
 
-def encode_header(value: str) -> str:
-    if value.isascii():
-        return value
-    return Header(value, "utf-8", maxlinelen=10_000).encode(linesep="\r\n")
+def encode_header(value: str, name: str = "Subject") -> str:
+    """A header value folded into lines of at most 78 characters (RFC 5322 allows 998):
+    ASCII at its spaces, anything else (or an unbreakable run) as RFC 2047 encoded words."""
+    if value.isascii() and value == value.strip() and "  " not in value:
+        folded = Header(value, "us-ascii", maxlinelen=78, header_name=name,
+                        continuation_ws=" ").encode(splitchars=" ", linesep="\r\n")
+        if all(len(line) <= 78 for line in f"{name}: {folded}".split("\r\n")):
+            return folded
+    return Header(value, "utf-8", maxlinelen=78, header_name=name).encode(linesep="\r\n")
 
 
 def mailbox(name: str, address: str, what: str) -> str:
@@ -40,13 +45,21 @@ def mailbox(name: str, address: str, what: str) -> str:
     safe_header(address, f"{what} address")
     if not _ADDRESS.match(address):
         raise InputError(f"{what} '{address}' is not an email address")
-    return formataddr((name, address), charset="utf-8") if name else address
+    if not name:
+        return address
+    if address.isascii():
+        return formataddr((name, address), charset="utf-8")
+    # A UTF-8 address (RFC 6532, sent with SMTPUTF8), which formataddr refuses: the name
+    # is encoded as formataddr would, the address written as it is.
+    placeholder = "a@b"
+    return formataddr((name, placeholder), charset="utf-8")[:-len(placeholder) - 2] + \
+        f"<{address}>"
 
 
 def list_id(name: str, sender_address: str) -> str:
     domain = sender_address.rpartition("@")[2] or "localhost"
     label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "newsletter"
-    return f"{encode_header(safe_header(name, 'newsletter name'))} <{label}.{domain}>"
+    return f"{encode_header(safe_header(name, 'newsletter name'), 'List-Id')} <{label}.{domain}>"
 
 
 def _b64_lines(text: str) -> bytes:

@@ -16,13 +16,20 @@ BLOCK_TAGS = {
 PLAY = "▶"
 
 
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+def display_width(text: str) -> int:
+    """Columns `text` takes on screen: wide (CJK, most emoji) characters count two,
+    combining marks and zero-width characters none."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+    return width
 
 
 def underline(text: str, rule: str) -> str:
     """A heading for plain text: the text over a rule as wide as it looks on screen."""
-    return f"{text}\n{rule * min(_width(text), 78)}"
+    return f"{text}\n{rule * min(display_width(text), 78)}"
 
 
 def _squash(text: str) -> str:

@@ -1,13 +1,19 @@
 """`publish preview`: the email in a browser, desktop and mobile, rebuilt when a file changes.
 
 A small HTTP server on 127.0.0.1 that serves only its own routes (no files from disk), so
-nothing outside the preview can be reached. The email is served as its own document, not
-an `iframe srcdoc`, so quirks-mode bugs show as they would in a mail client.
+nothing outside the preview can be reached, and only to its own page: other sites and
+DNS-rebound names get a 403, and sending needs a token that only the page holds. The
+email is served as its own document, not an `iframe srcdoc`, so quirks-mode bugs show as
+they would in a mail client.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import json
+import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -122,9 +128,43 @@ class Preview:
         return sender.send_test(address)
 
 
-def _handler(preview: Preview):
+MAX_BODY = 2048
+TOKEN_HEADER = "X-Preview-Token"
+READ_TIMEOUT = 15.0  # seconds a client may pause mid-request before it is dropped
+
+
+class _Refused(Exception):
+    """A request the preview will not serve: answered with `status` and one line."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def page_with_token(page: bytes, token: str) -> bytes:
+    """The preview page with the run's token in a meta tag, for the page's own POSTs."""
+    tag = f'<meta name="preview-token" content="{token}">'.encode("ascii")
+    match = re.search(rb"<head(?:\s[^>]*)?>", page, re.IGNORECASE)
+    if match is None:
+        return tag + page
+    return page[:match.end()] + tag + page[match.end():]
+
+
+def _handler(preview: Preview, token: str):
     class Handler(BaseHTTPRequestHandler):
+        """Serves the preview to its own page only.
+
+        Every request must name the server as 127.0.0.1:PORT or localhost:PORT in `Host`
+        (a DNS-rebound name is refused) and, when it says where it comes from (`Origin`,
+        `Sec-Fetch-Site`), come from the preview itself. A request that changes anything
+        (sending a test copy) must also carry the run's token, which only the preview page
+        holds. Anything else gets a 403; malformed requests a 400 or 413, never a hang.
+        """
+
         server_version = "publish-preview"
+        timeout = READ_TIMEOUT
+        body_read = False
 
         def log_message(self, *args) -> None:
             pass
@@ -136,16 +176,73 @@ def _handler(preview: Preview):
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Content-Security-Policy", "frame-ancestors 'self'")
+            self.send_header("Referrer-Policy", "no-referrer")
             for key, value in (extra or {}).items():
                 self.send_header(key, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _refuse(self, status: int, message: str) -> None:
+            self.close_connection = True
+            if self.command == "POST" and not self.body_read:
+                self._drain()
+            self._send(status, (message + "\n").encode("utf-8"), "text/plain; charset=utf-8")
+
+        def _origins(self) -> set[str]:
+            port = self.server.server_address[1]
+            return {f"127.0.0.1:{port}", f"localhost:{port}"}
+
+        def _guard(self, changes_state: bool) -> None:
+            hosts = self._origins()
+            host = (self.headers.get("Host") or "").strip().lower()
+            if host not in hosts:
+                raise _Refused(403, "forbidden: the preview answers only to "
+                               f"http://127.0.0.1:{self.server.server_address[1]}/")
+            origin = self.headers.get("Origin")
+            if origin is not None and origin.strip().lower() not in {f"http://{h}"
+                                                                     for h in hosts}:
+                raise _Refused(403, "forbidden: a request from another site")
+            site = (self.headers.get("Sec-Fetch-Site") or "").strip().lower()
+            mode = (self.headers.get("Sec-Fetch-Mode") or "").strip().lower()
+            if site in {"cross-site", "same-site"} and (changes_state or mode != "navigate"):
+                raise _Refused(403, "forbidden: a request from another site")
+            if changes_state:
+                given = (self.headers.get(TOKEN_HEADER) or "").encode("utf-8", "replace")
+                if not hmac.compare_digest(given, token.encode("ascii")):
+                    raise _Refused(403, "forbidden: missing or wrong preview token")
+
+        def _serve(self, method) -> None:
+            self.body_read = False
+            try:
+                method()
+            except _Refused as refused:
+                self._refuse(refused.status, refused.message)
+            except (ConnectionError, TimeoutError):
+                self.close_connection = True
+            except Exception as exc:  # one line for the page, the server keeps running
+                self._refuse(500, f"internal error: {type(exc).__name__}")
 
         def do_GET(self) -> None:
-            path = urlsplit(self.path).path
+            self._serve(self._get)
+
+        def do_HEAD(self) -> None:
+            self._serve(self._get)
+
+        def do_POST(self) -> None:
+            self._serve(self._post)
+
+        def _get(self) -> None:
+            self._guard(changes_state=False)
+            url = urlsplit(self.path)
+            path = url.path
             snap = preview.snapshot
             if path == "/":
-                self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
+                self._send(200, page_with_token(PAGE.read_bytes(), token),
+                           "text/html; charset=utf-8")
             elif path == "/email.html":
                 self._send(200, snap.html.encode("utf-8"), "text/html; charset=utf-8")
             elif path == "/email.txt":
@@ -161,17 +258,17 @@ def _handler(preview: Preview):
                         "built_in": round(snap.built_in, 3)}
                 self._send(200, json.dumps(body).encode(), "application/json")
             elif path == "/changes":
-                since = int(parse_qs(urlsplit(self.path).query).get("since", ["0"])[0] or 0)
+                since = _since(url.query)
                 version = preview.wait_for_change(since, timeout=20)
                 self._send(200, json.dumps({"version": version}).encode(), "application/json")
             else:
                 self._send(404, b"not found", "text/plain")
 
-        def do_POST(self) -> None:
+        def _post(self) -> None:
+            self._guard(changes_state=True)
             if urlsplit(self.path).path != "/send-test":
-                return self._send(404, b"not found", "text/plain")
-            length = min(int(self.headers.get("Content-Length") or 0), 2048)
-            form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+                raise _Refused(404, "not found")
+            form = parse_qs(self._body().decode("utf-8", "replace"), max_num_fields=8)
             address = (form.get("address") or [""])[0].strip()
             try:
                 answer = {"ok": True, "message": f"sent to {address}: "
@@ -180,17 +277,51 @@ def _handler(preview: Preview):
                 answer = {"ok": False, "message": str(exc)}
             self._send(200, json.dumps(answer).encode(), "application/json")
 
+        def _body(self) -> bytes:
+            """The request body, at most MAX_BODY bytes, with a Content-Length we can trust."""
+            if self.headers.get("Transfer-Encoding"):
+                raise _Refused(400, "bad request: send a Content-Length, not chunks")
+            lengths = self.headers.get_all("Content-Length") or []
+            if len(lengths) != 1 or not lengths[0].strip().isdigit():
+                raise _Refused(400, "bad request: Content-Length must be one whole number")
+            length = int(lengths[0])
+            if length > MAX_BODY:
+                raise _Refused(413, f"request too large: at most {MAX_BODY} bytes")
+            self.body_read = True
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                body = b""
+            if len(body) != length:
+                raise _Refused(400, "bad request: the body is shorter than its Content-Length "
+                               "(or stopped coming)")
+            return body
+
+        def _drain(self) -> None:
+            """Read a small refused body, so the client sees our answer, not a reset."""
+            self.body_read = True
+            length = (self.headers.get("Content-Length") or "").strip()
+            if length.isdigit() and int(length) <= MAX_BODY:
+                with contextlib.suppress(OSError):
+                    self.rfile.read(int(length))
+
     return Handler
+
+
+def _since(query: str) -> int:
+    """The `since` version of a /changes request; a 400 when it is not a small number."""
+    values = parse_qs(query, max_num_fields=8).get("since", ["0"])
+    text = values[0].strip() or "0"
+    if len(values) != 1 or not text.isdigit() or len(text) > 12:
+        raise _Refused(400, "bad request: since must be a version number")
+    return int(text)
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request, client_address) -> None:
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # a closed tab is not an error
-            super().handle_error(request, client_address)
+        """A dropped or broken connection is the client's business: no traceback."""
 
 
 @dataclass
@@ -198,6 +329,7 @@ class Running:
     preview: Preview
     server: ThreadingHTTPServer
     threads: list[threading.Thread]
+    token: str = field(default="", repr=False)  # the run's secret for state-changing requests
 
     @property
     def url(self) -> str:
@@ -221,12 +353,13 @@ def start(issue: Path, settings: Settings, port: int = 0) -> Running:
 
         raise InputError("no such file", issue)
     preview = Preview(issue, settings)
+    token = secrets.token_urlsafe(32)
     try:
-        server = _Server(("127.0.0.1", port), _handler(preview))
+        server = _Server(("127.0.0.1", port), _handler(preview, token))
     except OSError as exc:
         raise PublishError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
     threads = [threading.Thread(target=server.serve_forever, daemon=True),
                threading.Thread(target=preview.watch, daemon=True)]
     for thread in threads:
         thread.start()
-    return Running(preview, server, threads)
+    return Running(preview, server, threads, token)

@@ -16,15 +16,13 @@ from .issue import Issue, Person
 from .plaintext import underline
 from .settings import Settings
 
-FONT_STACK = (
-    "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Helvetica, Arial, "
-    "'PingFang SC', 'Hiragino Sans GB', 'Microsoft YaHei', 'Noto Sans CJK SC', "
-    "'Noto Sans SC', sans-serif"
-)
+LATIN_FONTS = "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Helvetica, Arial"
+SIMPLIFIED_FONTS = ("'PingFang SC', 'Hiragino Sans GB', 'Microsoft YaHei', 'Noto Sans CJK SC', "
+                    "'Noto Sans SC'")
+TRADITIONAL_FONTS = "'PingFang TC', 'Microsoft JhengHei', 'Noto Sans CJK TC', 'Noto Sans TC'"
+FONT_STACK = f"{LATIN_FONTS}, {SIMPLIFIED_FONTS}, sans-serif"
 TOKENS = ("unsubscribe_url", "email", "name")
 _PREHEADER_SPACER = "\u200c\u00a0" * 90
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LETTER = re.compile(r"[^\W\d_]")
 _MSO = re.compile(r"<!--\[if")
 
 
@@ -64,18 +62,45 @@ def personalize(template: str, values: dict[str, str], *, escape: bool) -> str:
     return fill(split_tokens(template), values, escape=escape)
 
 
-def detect_language(text: str) -> str | None:
-    """'zh' when most letters are Chinese characters; None when the text gives no clear answer."""
-    letters = _LETTER.findall(text[:20000])
-    if len(letters) < 20:
-        return None
-    cjk = sum(1 for c in letters if _CJK.match(c))
-    return "zh" if cjk / len(letters) > 0.3 else None
+def font_stack(lang: str) -> str:
+    """The body fonts: Traditional Chinese gets its own CJK fonts first, whose glyph shapes
+    follow its script's conventions."""
+    from .language import TRADITIONAL_CHINESE
+
+    if lang.lower().startswith(TRADITIONAL_CHINESE):
+        return f"{LATIN_FONTS}, {TRADITIONAL_FONTS}, {SIMPLIFIED_FONTS}, sans-serif"
+    return FONT_STACK
 
 
 def choose_language(issue: Issue, settings: Settings) -> str:
-    """The front matter's `lang`, else the language the text is clearly in, else the setting."""
-    return issue.lang or detect_language(issue.body) or settings.language
+    """The front matter's `lang`, else the language of the prose, else the setting."""
+    from .language import choose
+
+    return choose(issue, settings).lang
+
+
+def greeting(issue: Issue, settings: Settings, s: dict[str, str]) -> str:
+    """The line above the article, if the newsletter or the issue asks for one.
+
+    Off unless the `greeting` setting or the issue's `greeting:` says otherwise: text is
+    used as written (merge tags such as %%name%% are filled per recipient), `true` or
+    "auto" is the issue language's own greeting, `false` or "" is none.
+    """
+    value = issue.meta.get("greeting", settings.greeting)
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return s["greeting"]
+    if not isinstance(value, str | int | float):
+        raise InputError("front matter 'greeting' must be text, true or false", issue.path,
+                         issue.meta_lines.get("greeting"))
+    value = " ".join(str(value).split())
+    return s["greeting"] if value.lower() == "auto" else value
+
+
+def unknown_merge_tags(text: str) -> list[str]:
+    """`%%tags%%` in `text` that sending would not fill."""
+    return [tag for tag in re.findall(r"%%([^%\s]*)%%", text) if tag not in TOKENS]
 
 
 def _join(names: list[str], s: dict[str, str]) -> str:
@@ -102,20 +127,8 @@ def format_date(issue: Issue, s: dict[str, str]) -> str:
     )
 
 
-def derive_preheader(text: str, limit: int = 140) -> str:
-    """The first real paragraph of the plain text, cut at a word near `limit` characters."""
-    for block in text.split("\n\n"):
-        block = " ".join(block.split())
-        if len(block) >= 20 and not block.startswith(("▶", "[", ">", "-", "|")):
-            if len(block) <= limit:
-                return block
-            cut = block[:limit].rsplit(" ", 1)[0]
-            return (cut if len(cut) > limit // 2 else block[:limit]).rstrip(",;:") + "…"
-    return ""
-
-
 def template_context(issue: Issue, settings: Settings, s: dict[str, str], lang: str,
-                     body: str, preheader: str) -> dict:
+                     body: str, preheader: str, headline: str = "") -> dict:
     from markupsafe import Markup
 
     def names(people: list[Person]) -> str:
@@ -132,10 +145,12 @@ def template_context(issue: Issue, settings: Settings, s: dict[str, str], lang: 
     return {
         "lang": lang,
         "title": issue.title,
+        "headline": headline or issue.title,
+        "greeting": greeting(issue, settings, s),
         "subtitle": issue.subtitle,
         "preheader": preheader,
         "preheader_spacer": _PREHEADER_SPACER,
-        "font_stack": FONT_STACK,
+        "font_stack": font_stack(lang),
         "newsletter_name": settings.name,
         "date_text": format_date(issue, s),
         "web_url": web_url,
@@ -257,13 +272,27 @@ def keep_whitespace(fragment: str) -> str:
 
 
 def render(issue: Issue, fragment: str, text_body: str, settings: Settings,
-           template_folder: Path, strings: dict[str, str], lang: str) -> Email:
-    """Wrap the fragment in the newsletter's template; return the finished email and its text."""
+           template_folder: Path, strings: dict[str, str], lang: str,
+           headline: str = "") -> Email:
+    """Wrap the fragment in the newsletter's template; return the finished email and its text.
+
+    `headline` is what the header prints (the title unless the body's opening heading said
+    it better; see headline.split).
+    """
+    from . import preheader as preheader_mod
+
     warnings: list[str] = []
-    preheader = issue.preheader or derive_preheader(text_body)
+    preheader = issue.preheader or preheader_mod.derive(fragment, issue.title)
     context = template_context(
-        issue, settings, strings, lang, keep_whitespace(fragment), preheader
+        issue, settings, strings, lang, keep_whitespace(fragment), preheader, headline
     )
+    unknown = unknown_merge_tags(context["greeting"])
+    if unknown:
+        known = ", ".join(f"%%{name}%%" for name in TOKENS)
+        where = (f"{issue.path}:{issue.meta_lines['greeting']}" if "greeting" in issue.meta
+                 else "publish.toml")
+        warnings.append(f"{where}: the greeting uses {', '.join(f'%%{t}%%' for t in unknown)}, "
+                        f"which sending does not fill (merge tags: {known})")
     mjml_source = render_mjml(template_folder, context)
     rendered = mjml_to_html(mjml_source)
     conditionals = len(_MSO.findall(rendered))
@@ -286,11 +315,12 @@ def render_text(issue: Issue, context: dict, body: str, s: dict[str, str]) -> st
     head = [masthead]
     if context["web_url"]:
         head.append(f"{s['view_in_browser']}: {context['web_url']}")
-    lines = ["\n".join(head), underline(issue.title, "=")]
+    lines = ["\n".join(head), underline(context["headline"], "=")]
     for key in ("subtitle", "byline", "credits"):
         if context[key]:
             lines.append(_strip_tags(context[key]))
-    lines.append(s["greeting"])
+    if context["greeting"]:
+        lines.append(context["greeting"])
     lines.append(body.strip())
     lines.append(
         "-- \n"

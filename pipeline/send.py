@@ -226,7 +226,18 @@ class Sender:
                                token)
 
     def _key(self) -> bytes | None:
-        return unsubscribe.key_from_env() if "{token}" in self.settings.unsubscribe_url else None
+        if "{token}" not in self.settings.unsubscribe_url:
+            return None
+        return unsubscribe.signing_key(self.settings.state_path)
+
+    def _refuse_placeholder_settings(self) -> None:
+        """A service that reaches real readers never sends with the scaffold's placeholders."""
+        from .build import placeholder_findings
+
+        found = [] if self.options.ignore_check else check.errors(
+            placeholder_findings(self.settings, self.service_name))
+        if found:
+            raise InputError(f"{found[0].message}; {found[0].hint} (or add --ignore-check)")
 
     def _refuse_on_check_errors(self, content: ledger.Content) -> None:
         if self.options.ignore_check:
@@ -251,6 +262,7 @@ class Sender:
     # plan and open: the same checks, rolled back or kept -----------------------------
     def _open(self, db: sqlite3.Connection, *, commit: bool) -> ledger.Opened:
         """Every check of a send, then the send opened under its lock (commit) or not."""
+        self._refuse_placeholder_settings()
         self._key()  # a missing unsubscribe secret stops us before anything is recorded
         service = services.get(self.service_name, self.settings, db)
         service.transport().close()  # its settings and secrets, checked without connecting
@@ -276,6 +288,7 @@ class Sender:
         db = state.connect(self.settings.state_path)
         try:
             if not self.service_class.per_recipient:
+                self._refuse_placeholder_settings()
                 row = self._draft(db, push=False)
                 services.get(self.service_name, self.settings, db)
                 ledger.open_publication(db, self.key, revision="", title="", commit=False)
@@ -385,6 +398,7 @@ class Sender:
 
     # a service that sends to its own audience ---------------------------------------
     def _publish(self, db: sqlite3.Connection) -> SendReport:
+        self._refuse_placeholder_settings()
         row = self._draft(db)
         service = services.get(self.service_name, self.settings, db)
         send_id = ledger.open_publication(db, self.key, revision=row["revision"],
@@ -402,7 +416,7 @@ def list_sends(settings: Settings) -> list[SendSummary]:
     """Past sends with their counts, newest first."""
     if not (settings.state_path / state.DB_NAME).exists():
         return []
-    db = state.connect(settings.state_path)
+    db = state.connect(settings.state_path, readonly=True)
     try:
         return ledger.list_sends(db)
     finally:

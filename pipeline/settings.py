@@ -31,6 +31,9 @@ class Settings:
     unsubscribe_mailto: str = ""
     postal_address: str = "Postal address not set (publish.toml: postal_address)"
     language: str = "en"
+    # A line above each issue's article, e.g. "Hi %%name%%,"; "auto" is the issue
+    # language's own greeting; empty: none. An issue's `greeting:` overrides it.
+    greeting: str = ""
     service: str = "local"
     state_dir: str = ".publish"
     build_dir: str = "build"
@@ -72,6 +75,34 @@ class Settings:
         from email.utils import parseaddr
 
         return parseaddr(self.sender)[1]
+
+
+# RFC 2606 names that exist only for examples: mail from them bounces, links lead nowhere.
+EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
+_POSTAL_PLACEHOLDERS = {"", "Your street address, City, Country",
+                        "Postal address not set (publish.toml: postal_address)"}
+
+
+def _is_example(hostname: str) -> bool:
+    hostname = hostname.lower().rstrip(".")
+    return any(hostname == d or hostname.endswith("." + d) for d in EXAMPLE_DOMAINS)
+
+
+def placeholders(settings: Settings) -> list[tuple[str, str]]:
+    """(setting, why) for each setting still holding a scaffold placeholder."""
+    from urllib.parse import urlsplit
+
+    found = []
+    if _is_example(settings.sender_address.rpartition("@")[2]):
+        found.append(("sender", f"the sender {settings.sender_address} is a placeholder "
+                      "address: replies bounce and providers reject the mail"))
+    if _is_example(urlsplit(settings.base_url).hostname or ""):
+        found.append(("base_url", f"base_url {settings.base_url} is a placeholder: images, "
+                      "links and the unsubscribe link lead nowhere"))
+    if settings.postal_address.strip() in _POSTAL_PLACEHOLDERS:
+        found.append(("postal_address", "postal_address is still the placeholder; the law "
+                      "(CAN-SPAM) wants the sender's real postal address in the footer"))
+    return found
 
 
 _FILE_KEYS = {f.name for f in fields(Settings)} - {"root"}
@@ -125,6 +156,8 @@ def load(root: Path | None = None, env: dict[str, str] | None = None) -> Setting
             raise InputError(
                 f"unknown setting '{key}' (known: {', '.join(sorted(_FILE_KEYS))})", path
             )
+        if key == "greeting" and isinstance(value, bool):
+            value = "auto" if value else ""
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise InputError(f"setting '{key}' must be text", path)
         values[key] = str(value)

@@ -97,18 +97,109 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(state_dir: Path) -> sqlite3.Connection:
-    """Open (creating if needed) the state database, migrated to the current schema."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+# The database last opened in this process, so an error raised later can name it.
+last_opened: Path | None = None
+
+
+def describe(exc: BaseException, path: Path | None = None) -> PublishError:
+    """One line for a SQLite error: the real cause (a full disk, a lock and who holds it, a
+    damaged file, a read-only folder), never a follow-on error that hides it."""
+    path = path or last_opened
+    cause = exc
+    while "no transaction is active" in str(cause) and isinstance(
+            cause.__context__, sqlite3.Error):
+        cause = cause.__context__  # a failed ROLLBACK after the real error
+    text = str(cause)
+    code = getattr(cause, "sqlite_errorcode", None)
+    if "disk is full" in text or code == sqlite3.SQLITE_FULL or (
+            "I/O error" in text and path is not None and _space_left(path) < 1024 * 1024):
+        message = ("the state database cannot be written: the disk holding it is full; "
+                   "free some space and run the same command again")
+    elif "locked" in text or "busy" in text:
+        holder = lock_holder(path) if path else None
+        who = "another process" if holder is None else (
+            "this process" if holder[0] == os.getpid() else f"process {holder[0]} ({holder[1]})")
+        message = (f"the state database is locked by {who} for longer than "
+                   f"{BUSY_TIMEOUT:.0f} s; let it finish (or stop it) and run the same "
+                   "command again")
+    elif "readonly" in text or "read-only" in text:
+        message = ("the state database is read-only; commands that record (draft, send) "
+                   "need its folder writable, read-only ones (drafts, sends) still work")
+    elif "malformed" in text or "not a database" in text or (isinstance(
+            cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError)):
+        message = (f"the state database is damaged ({text}); restore a backup if you "
+                   "have one (state.db.*.bak beside it) or move it aside to start anew")
+    elif "unable to open" in text:
+        message = (f"cannot open the state database ({text}); check that its folder exists "
+                   "and is readable and writable")
+    else:
+        message = f"the state database failed: {text}"
+    return PublishError(message, path)
+
+
+def _space_left(path: Path) -> int:
+    """Bytes free for us where the database lives (SQLite calls a full disk an I/O error
+    when it happens while growing the WAL index)."""
+    try:
+        info = os.statvfs(path.parent)
+    except OSError:
+        return 1 << 62
+    return info.f_bavail * info.f_frsize
+
+
+def _writable(path: Path) -> bool:
+    folder = path.parent
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; `immutable` when nobody can change the file (a read-only
+    folder has no room for the WAL index SQLite otherwise needs)."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
+        db.execute("PRAGMA application_id").fetchone()
+        return db
+    except sqlite3.OperationalError as exc:
+        if (_writable(path) and _space_left(path) >= 1024 * 1024) or "locked" in str(exc):
+            raise
+    return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=BUSY_TIMEOUT,
+                           isolation_level=None)
+
+
+def connect(state_dir: Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open (creating if needed) the state database, migrated to the current schema.
+
+    `readonly` is for commands that only look (drafts, sends): they work on a database in a
+    read-only folder too, and never create or migrate one.
+    """
+    global last_opened
     path = state_dir / DB_NAME
+    last_opened = path
+    if not readonly:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PublishError(f"cannot create the state folder: {exc.strerror}",
+                               state_dir) from None
+        if path.exists() and not _writable(path):
+            raise PublishError("the state database is read-only; this command records what it "
+                               "does and needs the folder writable (read-only commands such as "
+                               "`publish drafts` and `publish sends` still work)", path)
     existed = path.exists() and path.stat().st_size > 0
     try:
-        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        if readonly:
+            db = _open_read_only(path)
+        else:
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
         db.row_factory = sqlite3.Row
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        raise PublishError(f"not a publish state database ({exc}); move it aside", path) from None
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            raise PublishError(f"not a publish state database ({exc}); move it aside",
+                               path) from None
+        raise describe(exc, path) from None
     if existed and app_id != APPLICATION_ID:
         db.close()
         raise PublishError("not a publish state database (foreign SQLite file); move it aside",
@@ -118,6 +209,22 @@ def connect(state_dir: Path) -> sqlite3.Connection:
         raise PublishError(
             f"made by a newer publish (schema {version}, this one knows {SCHEMA_VERSION}); "
             "upgrade publish", path)
+    if readonly:
+        if version < SCHEMA_VERSION:
+            db.close()
+            raise PublishError("made by an older publish; run `publish draft` once to "
+                               "update it", path)
+        return db
+    try:
+        _prepare(db, path, version, existed)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise describe(exc, path) from None
+    return db
+
+
+def _prepare(db: sqlite3.Connection, path: Path, version: int, existed: bool) -> None:
+    """WAL mode, and the schema migrated forward (after a backup copy) in one transaction."""
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps every commit across a process crash
     db.execute("PRAGMA foreign_keys=ON")
@@ -125,7 +232,12 @@ def connect(state_dir: Path) -> sqlite3.Connection:
         if existed:
             backup = path.with_name(f"{DB_NAME}.v{version}-{int(time.time())}.bak")
             db.execute("PRAGMA wal_checkpoint(FULL)")
-            shutil.copy2(path, backup)
+            try:
+                shutil.copy2(path, backup)
+            except OSError as exc:
+                backup.unlink(missing_ok=True)
+                raise PublishError(f"cannot back up the state database before updating it: "
+                                   f"{exc.strerror}", path) from None
         try:
             db.executescript(
                 "BEGIN IMMEDIATE;"
@@ -137,8 +249,8 @@ def connect(state_dir: Path) -> sqlite3.Connection:
         except sqlite3.DatabaseError as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise PublishError(f"cannot migrate the state database: {exc}", path) from None
-    return db
+            raise PublishError(f"cannot update the state database: {describe(exc, path).message}",
+                               path) from None
 
 
 def process_alive(pid: int | None, host: str | None) -> bool:
@@ -166,19 +278,7 @@ def begin_immediate(db: sqlite3.Connection) -> None:
 
 def explain(exc: sqlite3.Error, db: sqlite3.Connection | None = None) -> PublishError:
     """One line for a database error a person can act on: who holds the lock, a full disk."""
-    path = _file_of(db)
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        holder = lock_holder(path) if path else None
-        who = "another process" if holder is None else (
-            "this process" if holder[0] == os.getpid() else f"process {holder[0]} ({holder[1]})")
-        return PublishError(f"the state database is locked by {who} for longer than "
-                            f"{BUSY_TIMEOUT:.0f} s; let it finish (or stop it) and run the "
-                            "same command again", path)
-    if "full" in text:
-        return PublishError("the state database cannot be written: the disk holding it is "
-                            "full; free some space and run the same command again", path)
-    return PublishError(f"the state database failed: {text}", path)
+    return describe(exc, _file_of(db))
 
 
 def _file_of(db: sqlite3.Connection | None) -> Path | None:

@@ -40,15 +40,17 @@ def known_languages(folder: Path) -> list[str]:
     return sorted(p.stem for p in (folder / "strings").glob("*.toml"))
 
 
+def resolve(folder: Path, lang: str) -> tuple[str, str]:
+    """The strings file for `lang` (zh-TW → zh-Hant) and a warning when it only approximates it."""
+    from .language import require_strings_name
+
+    return require_strings_name(lang, known_languages(folder), folder / "strings")
+
+
 def strings(folder: Path, lang: str) -> dict[str, str]:
-    """Template strings for `lang` ('zh-CN' uses zh), over English for any missing key."""
-    primary = lang.split("-")[0].lower()
-    path = folder / "strings" / f"{primary}.toml"
-    if not path.is_file():
-        known = ", ".join(known_languages(folder)) or "none"
-        raise InputError(
-            f"no template strings for language '{lang}' (known: {known}); "
-            f"add {path.name} to {path.parent}"
-        )
-    base = _strings_file(folder / "strings" / "en.toml") if primary != "en" else {}
+    """Template strings for `lang` ('zh-CN' uses zh, 'zh-TW' zh-Hant), over English for any
+    missing key."""
+    name, _warning = resolve(folder, lang)
+    path = folder / "strings" / f"{name}.toml"
+    base = _strings_file(folder / "strings" / "en.toml") if name != "en" else {}
     return {**base, **_strings_file(path)}

@@ -158,7 +158,30 @@ def _images(soup, base_url: str, where: Callable[[str, int], str], out: Tidied,
         out.images += 1
 
 
-def _links(soup, base_url: str) -> None:
+_BARE_HOST = re.compile(
+    r"(?:www\.|[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|ai|co|dev|edu|gov|app|me|info)"
+    r"(?=[/:?#]|$))", re.I)
+_BROKEN_SCHEME = re.compile(r"(?:https?:/(?!/)|https?//|htt?ps?:///|ttps?://)", re.I)
+
+
+def _malformed(href: str) -> tuple[str, str] | None:
+    """(what is wrong, the URL the author obviously meant or '') for a malformed href."""
+    if href[:1] in "([<\"'":
+        inner = href.strip("()[]<>\"' ")
+        meant = inner if re.match(r"(https?|mailto):", inner) else ""
+        return "wrapped in brackets or quotes", meant
+    if _BROKEN_SCHEME.match(href):
+        return "broken scheme", ""
+    if re.search(r"\s", href):
+        return "contains spaces", ""
+    if _BARE_HOST.match(href):
+        return "no https://", "https://" + href
+    return None
+
+
+def _links(soup, base_url: str, where: Callable[[str, int], str], out: Tidied) -> None:
+    """Make links absolute; a malformed link is reported, never turned into a made-up URL."""
+    seen: dict[str, int] = {}
     for link in soup.find_all("a", href=True):
         href = link["href"].strip()
         if href.startswith("#"):
@@ -167,6 +190,20 @@ def _links(soup, base_url: str) -> None:
             del link["href"]
             continue
         if href.lower().startswith(("mailto:", "tel:")):
+            continue
+        nth = seen.get(href, 0)
+        seen[href] = nth + 1
+        problem = _malformed(href)
+        if problem:
+            what, meant = problem
+            if meant:
+                out.warnings.append(f"{where(href, nth)}: malformed link {href!r} ({what}); "
+                                    f"linked to {meant}")
+                link["href"] = meant
+            else:
+                out.warnings.append(f"{where(href, nth)}: malformed link {href!r} ({what}); "
+                                    "left as text")
+                link.unwrap()
             continue
         link["href"] = absolute(href, base_url)
 
@@ -257,7 +294,7 @@ def tidy(fragment: str, base_url: str, where: Callable[[str, int], str],
     soup = BeautifulSoup(fragment, "html.parser")
     out = Tidied(html="")
     _images(soup, base_url, where, out, sizes)
-    _links(soup, base_url)
+    _links(soup, base_url, where, out)
     _anchors(soup, where, out)
     for element in soup.find_all(style=True):
         if element.name != "img":

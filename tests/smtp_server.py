@@ -1,6 +1,7 @@
 """A real SMTP server on loopback (aiosmtpd) that records what it receives and misbehaves
-on chosen recipients: temporary (4xx) or permanent (5xx) refusals, or a dropped connection
-during DATA after the message was taken.
+on chosen recipients: temporary (4xx) or permanent (5xx) refusals, a dropped connection
+during DATA after the message was taken, or any reply at all (garbled ones too) after it.
+It can offer SMTPUTF8 and AUTH (PLAIN, LOGIN), and call a hook as each message arrives.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import socket
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from email import policy
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 
 def free_port() -> int:
@@ -32,6 +35,9 @@ class Recorder:
         self.data_faults: dict[str, list[str]] = {}
         self.drop_during_data: set[str] = set()
         self.mail_faults: list[str] = []  # replies to MAIL FROM, in order, for any sender
+        self.replies_after_data: dict[str, str] = {}  # recipient -> reply once it is stored
+        self.on_message: Callable[[str, int], None] | None = None  # (recipient, total taken)
+        self.logins: list[tuple[bytes, bytes]] = []
         self.delay = delay
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -69,9 +75,18 @@ class Recorder:
             dropped = recipient in self.drop_during_data
             if dropped:
                 self.drop_during_data.discard(recipient)
+            reply = self.replies_after_data.pop(recipient, "250 Message accepted for delivery")
+            total = sum(self.received.values())
+        if self.on_message is not None:
+            self.on_message(recipient, total)
         if dropped:
             server.transport.close()  # taken, but the client never hears the 250
-        return "250 Message accepted for delivery"
+        return reply
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data):
+        self.logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=(auth_data.login, auth_data.password) == self.credentials,
+                          handled=False)
 
     def parsed(self, recipient: str):
         return [email.message_from_bytes(raw, policy=policy.default)
@@ -81,11 +96,16 @@ class Recorder:
 class SmtpServer:
     """`with SmtpServer() as smtp:` — `smtp.port`, `smtp.recorder`."""
 
-    def __init__(self, port: int | None = None, delay: float = 0.0, pipelining: bool = True):
+    def __init__(self, port: int | None = None, delay: float = 0.0, pipelining: bool = True,
+                 smtputf8: bool = False, credentials: tuple[str, str] | None = None):
         self.port = port or free_port()
         self.recorder = Recorder(delay, pipelining)
+        extra: dict = {"enable_SMTPUTF8": smtputf8}
+        if credentials is not None:  # AUTH without TLS: loopback only, for the tests
+            self.recorder.credentials = tuple(c.encode("utf-8") for c in credentials)
+            extra.update(authenticator=self.recorder.authenticate, auth_require_tls=False)
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port,
-                                     ready_timeout=10)
+                                     ready_timeout=10, **extra)
 
     def __enter__(self):
         self.controller.start()

@@ -10,6 +10,8 @@ from bs4 import BeautifulSoup
 
 from pipeline.check import GMAIL_CLIP
 from pipeline.embeds import FORBIDDEN_TAGS
+from pipeline.headline import says_the_same
+from pipeline.plaintext import display_width
 from pipeline.tidy import CONTENT_WIDTH
 
 
@@ -145,7 +147,9 @@ def test_every_paragraph_appears_exactly_once_in_html_and_text(sample):
 
 def test_preheader_is_hidden_first_and_appears_once(sample):
     preheader = sample.built.email.preheader
-    assert 40 <= len(preheader) <= 140
+    assert 40 <= display_width(preheader) <= 140  # columns: a CJK character counts two
+    assert not re.search(r"={2,}|\*\*|\]\(|^#", preheader)
+    assert not says_the_same(sample.built.issue.title, preheader)
     soup = _soup(sample)
     first_div = soup.body.find("div")
     assert "display:none" in first_div["style"].replace(" ", "")
@@ -195,3 +199,21 @@ def test_template_strings_follow_the_issue_language(sample):
     text = _text(sample)
     for word in words:
         assert word in text
+
+
+def test_one_headline_and_no_greeting_unless_the_newsletter_asks(sample):
+    soup = _soup(sample)
+    title = sample.built.issue.title
+    headings = [h.get_text(" ", strip=True) for h in soup.find_all(re.compile(r"^h[1-6]$"))]
+    assert headings[0] == title
+    assert not [h for h in headings[1:] if says_the_same(title, h)]
+    assert not soup.find(class_="greeting")
+    assert "Hi there" not in _text(sample) and "朋友，你好" not in _text(sample)
+
+
+def test_summary_says_why_the_language_was_chosen(sample):
+    reason = sample.summary()["lang_reason"]
+    if sample.built.issue.lang:
+        assert reason == "front matter"
+    else:  # the Chinese sample has no `lang`
+        assert re.fullmatch(r"detected: \d+% of prose words are Chinese", reason), reason

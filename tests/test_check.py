@@ -148,3 +148,36 @@ def test_links_option_requests_every_link_and_image():
         server.shutdown()
     broken = {f.message.split()[1]: f.severity for f in findings}
     assert broken == {f"{base}/gone": "error", f"{base}/loop": "error"}
+
+
+def test_check_reports_every_build_warning_with_file_and_line(tmp_path):
+    """What `publish build` warned about, `publish check` shows too, at the same line."""
+    (tmp_path / "publish.toml").write_text('name = "T"\npostal_address = "1 Road"\n'
+                                           'base_url = "https://t.example/"\n', "utf-8")
+    (tmp_path / "warned.md").write_text(
+        "---\ntitle: Warned\n---\n\nA first paragraph that is long enough to read as prose.\n\n"
+        "![](https://t.example/a.png)\n\nJump to [the end](#nowhere).\n\n"
+        "Hello {first_name}, see [this]((https://x.example/a)).\n", "utf-8")
+    built = run_publish("build", "warned.md", "--json", "--out", "out", cwd=tmp_path)
+    warned = json.loads(built.stdout)["warnings"]
+    assert len(warned) >= 4  # and any the image sizing adds
+    result = run_publish("check", "warned.md", "--json", cwd=tmp_path)
+    findings = json.loads(result.stdout)
+    located = {(f["rule"], f["line"]) for f in findings if f["file"] == "warned.md"}
+    assert {("img-alt", 7), ("anchor-missing", 9), ("placeholder", 11),
+            ("link-malformed", 11)} <= located
+    assert len([f for f in findings if f["file"]]) == len(warned)
+    text = run_publish("check", "warned.md", cwd=tmp_path).stdout
+    for line in (7, 9, 11):
+        assert f"warned.md:{line}: warning " in text
+    assert "image has no alt text" in text and "matches no heading" in text
+
+
+def test_build_warnings_become_findings_even_without_a_line():
+    findings = check.from_warnings(
+        ["a/b.md:12: image has no alt text: x.png", "a/b.md: HTML nested too deep",
+         "settings: something odd"], "a/b.md")
+    assert [(f.rule, f.file, f.line) for f in findings] == [
+        ("img-alt", "a/b.md", 12), ("build", "a/b.md", None), ("build", "", None)]
+    assert str(findings[0]).startswith("a/b.md:12: warning img-alt: image has no alt text")
+    assert findings[1].message == "HTML nested too deep"

@@ -103,3 +103,21 @@ def test_embed_without_source_is_a_warning_not_a_crash():
     result = _swap("<video controls></video><iframe></iframe><gradio-app></gradio-app>")
     assert len(result.warnings) == 3 and result.cards == []
     assert "<video> has no source" in result.warnings[0]
+
+
+def test_space_embeds_link_to_the_space_page():
+    result = _swap('<iframe src="https://hf.space/embed/chrisjay/mnist-adversarial/+"></iframe>'
+                   '<iframe src="https://huggingface.co/spaces/owner/app/embed"></iframe>'
+                   '<iframe src="https://huggingface.co/spaces/owner/app?embed=true"></iframe>'
+                   '<iframe src="https://owner-app.hf.space"></iframe>'
+                   '<iframe src="https://huggingface.co/datasets/o/d/embed/viewer/default/train">'
+                   '</iframe>')
+    assert [(c.kind, c.url) for c in result.cards] == [
+        ("demo", "https://huggingface.co/spaces/chrisjay/mnist-adversarial"),
+        ("demo", "https://huggingface.co/spaces/owner/app"),
+        ("demo", "https://huggingface.co/spaces/owner/app"),
+        ("demo", "https://owner-app.hf.space"),
+        ("page", "https://huggingface.co/datasets/o/d/viewer/default/train"),
+    ]
+    hrefs = {a["href"] for a in BeautifulSoup(result.html, "html.parser").find_all("a")}
+    assert not [h for h in hrefs if "/+" in h or h.endswith("/embed")]

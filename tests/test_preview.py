@@ -90,7 +90,7 @@ def test_preview_page_shows_the_email_on_desktop_and_mobile(served, browser, tmp
     assert abs(_png_size(desktop_png)[0] - 800) <= 1
 
     page.click("#tab-text")
-    assert "Hi there," in page.locator("#text").inner_text()
+    assert "The year in one paragraph" in page.locator("#text").inner_text()
     page.click("#tab-headers")
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in \
         page.locator("#headers").inner_text()
@@ -185,7 +185,8 @@ def test_send_test_from_the_preview_uses_the_send_path(served, monkeypatch):
 
     folder, running = served
     monkeypatch.setenv("PUBLISH_UNSUBSCRIBE_SECRET", "preview-test-secret-0123456789")
-    request = urllib.request.Request(running.url + "send-test",
+    token = {"X-Preview-Token": running.token}
+    request = urllib.request.Request(running.url + "send-test", headers=token,
                                      data=urlencode({"address": "editor@example.org"}).encode())
     answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
     assert answer["ok"], answer
@@ -194,7 +195,7 @@ def test_send_test_from_the_preview_uses_the_send_path(served, monkeypatch):
     message = email.message_from_bytes(box.get_bytes(key), policy=policy.default)
     assert str(message["Subject"]).startswith("[TEST] ")
     assert message["To"].addresses[0].addr_spec == "editor@example.org"
-    bad = urllib.request.Request(running.url + "send-test",
+    bad = urllib.request.Request(running.url + "send-test", headers=token,
                                  data=urlencode({"address": "not an address"}).encode())
     refused = json.loads(urllib.request.urlopen(bad, timeout=30).read())
     assert not refused["ok"] and "not an address" in refused["message"]

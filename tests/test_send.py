@@ -59,7 +59,9 @@ def ledger(folder, send_id=1):
 # the local outbox --------------------------------------------------------------------
 
 def test_local_outbox_end_to_end(letter):
-    assert run_publish("draft", EN, cwd=letter).returncode == 0
+    # A greeting with the %%name%% merge tag shows each message is filled per recipient.
+    greeting = {"PUBLISH_GREETING": "Hi %%name%%,"}
+    assert run_publish("draft", EN, cwd=letter, env=greeting).returncode == 0
     result = run_publish("send", EN, "--yes", cwd=letter)
     assert result.returncode == 0, result.stderr
     assert "Sent      3" in result.stdout and "Skipped   1 (1 unsubscribed)" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -290,3 +291,53 @@ def test_one_validator_for_import_and_send_idn_and_utf8(tmp_path):
     for item in stored:  # what is stored reads back as itself, and is sent to
         assert subscribers.normalize_email(item.email) == item.email
         assert classify(item, set())[0] == "pending"
+
+
+def test_odd_paths_get_one_line(tmp_path):
+    (tmp_path / "publish.toml").write_text('name = "X"\n', "utf-8")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    for source in (fifo, tmp_path, tmp_path / "missing.csv"):
+        result = run_publish("subscribers", "import", str(source), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    # a symlinked list is changed where it lives; the link stays a link
+    real = tmp_path / "elsewhere.csv"
+    real.write_text("email,name,status,created_at\na@example.org,A,active,\n", "utf-8")
+    (tmp_path / "subscribers").mkdir()
+    (tmp_path / "subscribers" / "main.csv").symlink_to(real)
+    result = run_publish("subscribers", "unsubscribe", "a@example.org", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "subscribers" / "main.csv").is_symlink()
+    assert real.read_text("utf-8").endswith("a@example.org,A,unsubscribed,\n")
+
+
+def test_progress_shows_on_a_terminal_and_not_in_a_pipe(tmp_path):
+    import pty
+    import subprocess
+    import sys
+
+    (tmp_path / "publish.toml").write_text('name = "X"\n', "utf-8")
+    source = tmp_path / "big.csv"
+    source.write_text("email\n" + "".join(f"r{n}@example.org\n" for n in range(8_000)),
+                      "utf-8")
+    piped = run_publish("subscribers", "import", str(source), "--dry-run", cwd=tmp_path)
+    assert piped.returncode == 0 and "rows/s" not in piped.stderr
+    leader, follower = pty.openpty()
+    run = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "subscribers", "import",
+                            str(source), "--dry-run"], cwd=tmp_path, stdin=follower,
+                           stdout=follower, stderr=follower)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert run.wait(timeout=120) == 0
+    assert b"Reading  " in seen and b"rows/s" in seen
+    assert b"Would import" in seen and b"8000 added" in seen

@@ -116,3 +116,53 @@ def test_a_full_disk_at_any_point_of_the_rewrite_changes_nothing(tmp_path, limit
         assert "unchanged" in err or "cannot" in err, err
         assert path.read_bytes() == old
         assert not list((folder / "subscribers").glob(".main.csv.*"))
+
+
+# whatever a list holds, a change touches only its own rows -------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pipeline import csvrows  # noqa: E402
+
+CELL = st.text(alphabet='ab@.,;"\n\r é\t|x', max_size=12)
+ADDRESS = st.sampled_from(["a@example.org", "B@Example.org", "c@xn--bcher-kva.de",
+                           "not-an-address", '"q"@example.org', ""])
+STATUS = st.sampled_from(["active", "unsubscribed", "paused", "", "Bounced"])
+ROW = st.tuples(ADDRESS, CELL, STATUS, st.sampled_from(["\n", "\r\n", "\r", ""]), CELL)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet='ab@.,;"\n\r é\t|\x00', max_size=200))
+def test_records_put_together_are_the_whole_file(text):
+    import io
+
+    records = list(csvrows.records(io.StringIO(text, newline=""), ","))
+    assert "".join(r.raw for r in records) == text
+
+
+@settings(deadline=None, max_examples=40,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, max_size=8), target=ADDRESS.filter(lambda a: "@" in a and '"' not in a))
+def test_unsubscribe_changes_only_the_rows_of_that_address(tmp_path_factory, rows, target):
+    folder = tmp_path_factory.mktemp("list")
+    text = "email,name,status,created_at\n" + "".join(
+        f"{email},{name},{status}{end}{junk if not end else ''}"
+        for email, name, status, end, junk in rows)
+    path = folder / "main.csv"
+    path.write_bytes(text.encode("utf-8"))
+    before = list(csvrows.scan(path))
+    key = subscribers.email_key(subscribers.normalize_email(target))
+    subscribers.set_status(path, target, "unsubscribed")
+    after = list(csvrows.scan(path))
+    assert len(after) == len(before)
+    for old, new in zip(before, after, strict=True):
+        if old.record.raw == new.record.raw:
+            continue
+        # only a data row of the target address may change, and only its status
+        assert old.kind == new.kind == "data", (old, new)
+        assert subscribers.email_key(subscribers.normalize_email(old.values["email"])) == key
+        assert new.values["status"] == "unsubscribed"
+        assert {k: v for k, v in new.values.items() if k != "status"} == \
+            {k: v for k, v in old.values.items() if k != "status"}
+    assert not list(folder.glob(".main.csv.*"))

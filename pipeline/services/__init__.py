@@ -82,6 +82,9 @@ class Service(Protocol):
     name: str
     draft_store: str  # the service whose drafts this one sends (smtp sends local drafts)
     per_recipient: bool
+    # Whether a send reaches real readers (placeholder settings then stop it); a service
+    # that does not say is assumed to.
+    reaches_readers: bool
 
     def push_draft(
         self, content: DraftContent, previous: DraftRecord | None, *, force: bool
@@ -99,6 +102,10 @@ def service_class(name: str) -> type:
             f"unknown service '{name}' (known: {', '.join(sorted(SERVICES))})"
         ) from None
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def reaches_readers(name: str) -> bool:
+    return bool(getattr(service_class(name), "reaches_readers", True))
 
 
 def get(name: str, settings: Settings, db: sqlite3.Connection) -> Service:

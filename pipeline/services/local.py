@@ -18,6 +18,8 @@ class LocalService:
     # Where this service's drafts are kept: per-recipient services share the local store.
     draft_store = "local"
     per_recipient = True
+    # Mail lands in a local folder: placeholder settings are warnings, not errors.
+    reaches_readers = False
 
     def transport(self) -> MaildirTransport:
         return MaildirTransport(self.settings.root / self.settings.outbox_dir)

@@ -6,22 +6,22 @@ Drafts are kept locally (as with the `local` service); sending goes through the 
 
 from __future__ import annotations
 
-import os
-
 from ..errors import InputError
+from ..redact import read_secret
 from ..transports import SmtpTransport
 from .local import LocalService
 
 
 class SmtpService(LocalService):
     name = "smtp"
+    reaches_readers = True
 
     def transport(self) -> SmtpTransport:
         s = self.settings
         if s.smtp_security not in {"starttls", "ssl", "none"}:
             raise InputError(f"smtp_security must be starttls, ssl or none, not "
                              f"{s.smtp_security!r}")
-        password = os.environ.get("SMTP_PASSWORD", "")
+        password = read_secret("SMTP_PASSWORD")
         if s.smtp_username and not password:
             raise InputError("smtp_username is set but SMTP_PASSWORD is not")
         return SmtpTransport(s.smtp_host, int(s.number("smtp_port")), security=s.smtp_security,

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import InputError, PublishError
 from ..http import AmbiguousRequest, Client, HttpError, error_text
+from ..redact import check_secret, read_secret
 from ..settings import Settings
 from ..templates import strings as template_strings
 from ..templates import templates_dir
@@ -50,13 +51,14 @@ class SubstackService:
     name = "substack"
     draft_store = "substack"
     per_recipient = False  # Substack sends to its own subscribers
+    reaches_readers = True
 
     def __init__(self, settings: Settings, db: sqlite3.Connection,
                  env: dict[str, str] | None = None):
         env = os.environ if env is None else env
         self.settings = settings
         self.db = db
-        sid = env.get("SUBSTACK_SID", "").strip()
+        sid = read_secret("SUBSTACK_SID", env, strip=True)
         if not sid:
             raise InputError("SUBSTACK_SID is not set: copy the substack.sid cookie of a "
                              "logged-in browser session into that environment variable")
@@ -67,7 +69,8 @@ class SubstackService:
         if urlsplit(publication).scheme not in {"https", "http"}:
             raise InputError(f"substack_publication_url must be an https URL, not {publication!r}")
         self.publication = publication
-        cookie = unquote(sid)
+        # The cookie as the browser holds it, URL-decoded: it must make one clean header.
+        cookie = check_secret("SUBSTACK_SID", unquote(sid), ascii_only=True)
         timeout = settings.http_timeout_seconds
         self.api = Client(f"{publication}/api/v1", headers={"Cookie": f"substack.sid={cookie}"},
                           timeout=timeout, auth_message=AUTH_HINT)
