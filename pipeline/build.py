@@ -129,6 +129,13 @@ def _too_deep(issue: Issue, exc: markdown.TooDeep) -> InputError:
                       issue.path, issue.body_line + exc.line - 1)
 
 
+def _fetch_image_sizes(settings: Settings) -> bool:
+    if settings.image_sizes not in ("fetch", "local"):
+        raise InputError(f"setting 'image_sizes' must be \"fetch\" or \"local\", "
+                         f"not {settings.image_sizes!r}")
+    return settings.image_sizes == "fetch"
+
+
 def render_issue(path: str | Path, settings: Settings) -> Built:
     """Every stage from Markdown to the finished email, in memory."""
     issue = issue_mod.load(path)
@@ -154,7 +161,8 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
         raise _too_deep(issue, exc) from None
     swapped = embeds.swap(rendered.html, _embed_context(issue, settings, strings, where))
     sizes = images.ImageSizes(settings.root, settings.base_url, settings.state_path,
-                              timeout=min(images.TIMEOUT, settings.http_timeout_seconds))
+                              timeout=min(images.TIMEOUT, settings.http_timeout_seconds),
+                              network=_fetch_image_sizes(settings))
     tidied = tidy.tidy(swapped.html, settings.base_url, where, sizes)
     sizes.save()
     size_warning = sizes.warning(str(issue.path))

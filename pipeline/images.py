@@ -192,8 +192,12 @@ class ImageSizes:
         if not self.unknown:
             return None
         count = len(set(self.unknown))
-        why = (f"the network is unreachable ({self.offline_reason})" if self.offline_reason
-               else "they did not answer with an image")
+        if not self.network:
+            why = "remote images are not asked for (image_sizes = \"local\")"
+        elif self.offline_reason:
+            why = f"the network is unreachable ({self.offline_reason})"
+        else:
+            why = "they did not answer with an image"
         return (f"{source}: could not read the size of {count} image(s) without a width: {why}; "
                 "they show at their own size, capped at the column, but Outlook on Windows "
                 "may show them full size (give them a width attribute)")

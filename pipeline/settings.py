@@ -53,6 +53,9 @@ class Settings:
     smtp_security: str = "starttls"  # starttls | ssl | none
     smtp_username: str = ""
     retry_backoff: str = "1"  # seconds before the first retry of a temporary failure
+    # How a build learns a remote image's size: "fetch" reads its first bytes once (cached),
+    # "local" only reads local files and the cache (for offline builds and test runs).
+    image_sizes: str = "fetch"
 
     @property
     def state_path(self) -> Path:

@@ -18,6 +18,26 @@ hypothesis_settings.register_profile("default", max_examples=60)
 hypothesis_settings.register_profile("thorough", max_examples=1500)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# Nothing may reach the internet at test time. Builds started as processes only read local
+# image sizes; in this process any connection to a host that is not loopback is refused,
+# so a test that would need the network fails the same way on every machine.
+os.environ["PUBLISH_IMAGE_SIZES"] = "local"
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _refuse_the_internet(event: str, args: tuple) -> None:
+    if event == "socket.connect" and len(args) > 1 and isinstance(args[1], tuple):
+        host = str(args[1][0])
+        if not host.startswith(LOOPBACK):
+            raise ConnectionRefusedError(f"tests may not reach {host} (loopback only)")
+    if event == "socket.getaddrinfo" and args and args[0] is not None:
+        host = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        if not host.startswith(LOOPBACK) and host not in ("", "0.0.0.0"):
+            raise OSError(f"tests may not look up {host} (loopback only)")
+
+
+sys.addaudithook(_refuse_the_internet)
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 SAMPLES = {
