@@ -118,6 +118,10 @@ def _size_image(img, src: str, sizes: ImageSizes | None) -> None:
         return
     width = max(1, min(width, CONTENT_WIDTH))
     img["width"] = str(width)
+    # A percentage width keeps an image out of a table's minimum width even while it is
+    # blocked or broken (Outlook blocks images by default); max-width stops at its size.
+    sized = f"width:100%;max-width:{width}px;height:auto;border:0"
+    img["style"] = f"{style};{sized}" if style else sized
     if real and real[0] > 0:
         img["height"] = str(max(1, round(width * real[1] / real[0])))
 

@@ -106,3 +106,31 @@ def test_every_code_colour_is_legible_as_it_is_and_inverted(token):
             rgb = colours.parse(part)[0]
             assert colours.contrast(rgb, background) >= 4.5
             assert colours.contrast(colours.inverted(rgb), colours.inverted(background)) >= 4.5
+
+
+def test_a_template_whose_dark_rules_forget_elements_is_caught_by_check(tmp_path):
+    """The dark rules this project once shipped recoloured only some elements: `check` on a
+    build with them finds the code, headers and header link they left illegible."""
+    from pipeline import build, settings
+    from tests.conftest import SAMPLES, copy_sample_newsletter
+
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    template = folder / "email_templates" / "issue.mjml.j2"
+    source = template.read_text("utf-8")
+    start = source.index("@media (prefers-color-scheme: dark)")
+    end = source.index("</mj-style>")
+    template.write_text(source[:start] + """@media (prefers-color-scheme: dark) {
+        .email-bg { background-color: #111418 !important; }
+        .paper, .paper > table { background-color: #1b1f24 !important; }
+        .paper div, .paper p, .paper li, .paper td, .paper h1, .paper h2, .paper h3
+          { color: #e6e8eb !important; }
+        .paper a { color: #7cb7ff !important; }
+        .muted, .muted div, .muted p { color: #a3abb5 !important; }
+      }
+    """ + source[end:], "utf-8")
+    built = build.render_issue(folder / SAMPLES["en"].relative_to(SAMPLES["en"].parents[1]),
+                               settings.load(folder, env={}))
+    dark = [f for f in built.findings if f.rule == "dark-mode-contrast"]
+    assert dark, built.findings
+    assert any("<th" in f.where for f in dark)  # #e6e8eb on the light header background
+    assert any("<a" in f.where for f in dark)  # the header's "View in browser"

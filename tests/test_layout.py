@@ -57,8 +57,11 @@ class Images:
     def __init__(self, settings_: settings.Settings):
         self.folders = [settings_]  # newsletter folders whose local images are served
         self.known: dict[str, tuple[int, int]] = {}
+        self.blocked = False  # as Outlook and many webmails start: no image loads
 
     def __call__(self, url: str) -> bytes | None:
+        if self.blocked:
+            return None
         for folder in self.folders:
             local = images.ImageSizes(folder.root, folder.base_url).local_path(url)
             if local is not None:
@@ -201,3 +204,18 @@ def test_hard_cases_read_right(hard_letter, auditor, served_images, tmp_path):
         assert "pre-wrap" in pre["style"]
     assert len(soup.select("div.table-scroll > table")) == 4
     assert not [f for f in built.findings if f.rule.endswith("contrast")]
+
+
+def test_blocked_images_do_not_widen_the_email(hard_letter, auditor, served_images, tmp_path):
+    """Images that never load (blocked by the client, or gone) keep the email phone-wide."""
+    letter = replace(settings.load(hard_letter.parent.parent, env={}),
+                     state_dir=str(tmp_path / "state"))
+    served_images.blocked = True
+    try:
+        for path in (hard_letter, *sorted(SAMPLES.values())):
+            built = build.render_issue(path, letter)
+            for report in auditor.audit(built.html, path.name, modes=("light",)):
+                assert not report.scrolls_sideways, (path.name, report.width,
+                                                     report.scroll_width)
+    finally:
+        served_images.blocked = False
