@@ -344,11 +344,11 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         answer = sender.send_test(test_address)
         click.echo(f"Test copy sent to {test_address}: {answer}")
         return
-    plan = sender.plan()  # every check of the real send; nothing recorded
     if dry_run:
-        _print_plan(issue, plan, as_json)
+        _print_plan(issue, sender.plan(), as_json)  # every check of the real send; no record
         return
     if not yes:
+        plan = sender.plan()  # what the question says is what the send will do
         if not sys.stdin.isatty():
             raise click.UsageError("not a terminal to ask for confirmation; add --yes")
         who = (f"{plan.will_send} subscriber(s)" if plan.per_recipient
