@@ -283,7 +283,16 @@ def test_a_non_ascii_smtp_password_logs_in_as_utf8(letter, monkeypatch):
     (["--rate", "inf"], {}, "--rate"),
     ([], {"PUBLISH_RETRY_BACKOFF": "-1"}, "retry_backoff"),
     ([], {"PUBLISH_RETRY_BACKOFF": "1e309"}, "retry_backoff"),
-], ids=["rate-tiny", "rate-nan", "rate-inf", "backoff-negative", "backoff-huge"])
+    ([], {"PUBLISH_SMTP_PORT": "inf"}, "smtp_port"),
+    ([], {"PUBLISH_SMTP_PORT": "nan"}, "smtp_port"),
+    ([], {"PUBLISH_SMTP_PORT": "70000"}, "smtp_port"),
+    ([], {"PUBLISH_SMTP_PORT": "25.5"}, "smtp_port"),
+    ([], {"PUBLISH_HTTP_TIMEOUT": "nan"}, "http_timeout"),
+    ([], {"PUBLISH_HTTP_TIMEOUT": "-1"}, "http_timeout"),
+    ([], {"PUBLISH_HTTP_TIMEOUT": "inf"}, "http_timeout"),
+], ids=["rate-tiny", "rate-nan", "rate-inf", "backoff-negative", "backoff-huge", "port-inf",
+        "port-nan", "port-huge", "port-fraction", "timeout-nan", "timeout-negative",
+        "timeout-inf"])
 def test_nonsense_rates_and_backoffs_are_refused_before_anything(letter, flag, env, what):
     write_list(letter, [("a@example.org", "", "active")])
     draft.push(letter / EN, load(letter))
