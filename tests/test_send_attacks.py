@@ -727,3 +727,22 @@ def test_double_ctrl_c_leaves_no_duplicate(letter):
         received = smtp.recorder.received
     assert all(received[a] == 1 for a in addresses if a not in in_doubt)
     assert all(received[a] <= 1 for a in in_doubt)
+
+
+@pytest.mark.parametrize("how", ["rename", "hard-link", "copy"])
+def test_the_same_issue_under_another_name_is_not_sent_again(letter, how):
+    write_list(letter, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
+    assert run_publish("draft", EN, cwd=letter).returncode == 0
+    assert run_publish("send", EN, "--yes", cwd=letter).returncode == 0
+    other = letter / "issues" / "renamed.md"
+    if how == "rename":
+        (letter / EN).rename(other)
+    elif how == "hard-link":
+        os.link(letter / EN, other)
+    else:
+        other.write_bytes((letter / EN).read_bytes())
+    for args in (["--dry-run"], ["--yes"]):
+        again = run_publish("send", "issues/renamed.md", "--redraft", *args, cwd=letter)
+        assert again.returncode == 1 and EN in one_clear_line(again)
+    assert outbox_count(letter) == {"a@example.org": 1, "b@example.org": 1}
+    assert len(sends_recorded(letter)) == 1
