@@ -163,7 +163,9 @@ def already_sent_message(db: sqlite3.Connection, send: sqlite3.Row) -> str:
 def _create(db: sqlite3.Connection, key: SendKey, content: Content,
             audience: Iterable[AudienceRow]) -> int:
     """A new send with its audience frozen. Invariant: a send has at least one recipient
-    to send to; an audience with nobody in it is refused."""
+    to send to; an audience with nobody in it is refused. A reader on two lists gets an
+    issue once: whoever an earlier send of it (to another list) reached, or may have
+    reached, is skipped."""
     send_id = db.execute(
         "INSERT INTO sends (issue, service, audience, revision, subject, html, text, status,"
         " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', ?) RETURNING id",
@@ -172,6 +174,12 @@ def _create(db: sqlite3.Connection, key: SendKey, content: Content,
     db.executemany(
         "INSERT OR IGNORE INTO recipients (send_id, key, email, name, state, reason)"
         " VALUES (?, ?, ?, ?, ?, ?)", ((send_id, *row) for row in audience))
+    db.execute(
+        "UPDATE recipients SET state = 'skipped', reason = 'already sent this issue' "
+        "WHERE send_id = ? AND state = 'pending' AND key IN (SELECT r.key FROM recipients r "
+        "JOIN sends s ON s.id = r.send_id WHERE s.issue = ? AND s.service = ? AND s.id != ? "
+        "AND r.state IN ('sent', 'sending', 'in_doubt'))",
+        (send_id, key.issue, key.service, send_id))
     by_state, skipped = counts(db, send_id)
     if not by_state["pending"]:
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))

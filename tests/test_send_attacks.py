@@ -746,3 +746,20 @@ def test_the_same_issue_under_another_name_is_not_sent_again(letter, how):
         assert again.returncode == 1 and EN in one_clear_line(again)
     assert outbox_count(letter) == {"a@example.org": 1, "b@example.org": 1}
     assert len(sends_recorded(letter)) == 1
+
+
+def test_a_reader_on_two_lists_gets_the_issue_once(letter):
+    write_list(letter, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
+    (letter / "subscribers" / "vip.csv").write_text(
+        "email,name,status,created_at\nA@Example.org,A,active,\nc@example.org,C,active,\n",
+        "utf-8")
+    assert run_publish("draft", EN, cwd=letter).returncode == 0
+    assert run_publish("send", EN, "--yes", cwd=letter).returncode == 0
+    dry = run_publish("send", EN, "--list", "vip", "--dry-run", cwd=letter)
+    assert dry.returncode == 0 and "to 1 subscriber" in dry.stdout, dry.stdout
+    assert run_publish("send", EN, "--list", "vip", "--yes", cwd=letter).returncode == 0
+    assert outbox_count(letter) == {"a@example.org": 1, "b@example.org": 1,
+                                    "c@example.org": 1}
+    again = run_publish("send", EN, "--subscribers", "subscribers/main.csv", "--yes",
+                        cwd=letter)
+    assert again.returncode == 1 and "already sent" in one_clear_line(again)
