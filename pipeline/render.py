@@ -290,7 +290,7 @@ def render(issue: Issue, fragment: str, text_body: str, settings: Settings,
     if unknown:
         known = ", ".join(f"%%{name}%%" for name in TOKENS)
         where = (f"{issue.path}:{issue.meta_lines['greeting']}" if "greeting" in issue.meta
-                 else "publish.toml")
+                 else "the greeting setting")
         warnings.append(f"{where}: the greeting uses {', '.join(f'%%{t}%%' for t in unknown)}, "
                         f"which sending does not fill (merge tags: {known})")
     mjml_source = render_mjml(template_folder, context)

@@ -32,7 +32,7 @@ language = "en"
 service = "local"
 '''
 # The state folder holds the send ledger and the unsubscribe signing key: never committed.
-GITIGNORE_LINES = (".publish/", "build/", "outbox/")
+GITIGNORE_LINES = (".publish/", "build/", "outbox/", "subscribers/.lock")
 _NOT_IN_NAME = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
 
 

@@ -67,6 +67,16 @@ def run_publish(*args: str, cwd: Path = ROOT, env: dict | None = None):
     )
 
 
+def empty_letter(folder: Path) -> Path:
+    """A newsletter folder with real-looking settings and an empty `issues/`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "publish.toml").write_text(
+        'name = "Test Letter"\nbase_url = "https://letter.example/"\n'
+        'postal_address = "1 Test Street"\n', "utf-8")
+    (folder / "issues").mkdir()
+    return folder
+
+
 def write_issue(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text, "utf-8")

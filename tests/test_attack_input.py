@@ -19,16 +19,12 @@ from bs4 import BeautifulSoup
 from pipeline import build, settings
 from pipeline.message import MessageTemplate, Recipient
 from pipeline.render import Email
-from tests.conftest import CORPUS, run_publish, write_issue
+from tests.conftest import CORPUS, empty_letter, run_publish, write_issue
 
 
 @pytest.fixture
 def letter(tmp_path):
-    (tmp_path / "publish.toml").write_text(
-        'name = "Test Letter"\nbase_url = "https://letter.example/"\n'
-        'postal_address = "1 Test Street"\n', "utf-8")
-    (tmp_path / "issues").mkdir()
-    return tmp_path
+    return empty_letter(tmp_path)
 
 
 def _one_line_error(letter, target, expect):

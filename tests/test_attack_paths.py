@@ -11,7 +11,7 @@ import os
 import pytest
 
 from pipeline import build, settings
-from tests.conftest import run_publish, write_issue
+from tests.conftest import empty_letter, run_publish, write_issue
 
 GOOD = "---\ntitle: A fine issue\n---\n\nHello there, this is a paragraph of the issue.\n"
 
@@ -36,12 +36,7 @@ def snapshot(folder):
 @pytest.fixture
 def letter(tmp_path):
     """A newsletter with an issue, a built issue, state, subscribers and a file beside it."""
-    folder = tmp_path / "letter"
-    folder.mkdir()
-    (folder / "publish.toml").write_text(
-        'name = "Test Letter"\nbase_url = "https://letter.example/"\n'
-        'postal_address = "1 Test Street"\n', "utf-8")
-    (folder / "issues").mkdir()
+    folder = empty_letter(tmp_path / "letter")
     write_issue(folder / "issues", "a.md", GOOD)
     (folder / "subscribers").mkdir()
     (folder / "subscribers" / "main.csv").write_text("email\nx@example.org\n", "utf-8")

@@ -8,7 +8,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from pipeline import build, settings
-from tests.conftest import ROOT, run_publish, write_issue
+from tests.conftest import ROOT, empty_letter, run_publish, write_issue
 
 GOOD = "---\ntitle: A fine issue\n---\n\nHello there, this is a paragraph of the issue.\n"
 
@@ -16,11 +16,7 @@ GOOD = "---\ntitle: A fine issue\n---\n\nHello there, this is a paragraph of the
 @pytest.fixture
 def letter(tmp_path):
     """An empty newsletter folder using the shipped templates."""
-    (tmp_path / "publish.toml").write_text(
-        'name = "Test Letter"\nbase_url = "https://letter.example/"\n'
-        'postal_address = "1 Test Street"\n', "utf-8")
-    (tmp_path / "issues").mkdir()
-    return tmp_path
+    return empty_letter(tmp_path)
 
 
 def _fails(letter, name, text_or_bytes, expect_line):

@@ -135,7 +135,7 @@ def test_init_into_a_folder_with_files_keeps_every_one(tmp_path):
         if name == ".gitignore":
             text = (folder / name).read_bytes()
             assert text.startswith(data)  # only added to
-            assert b".publish/" in text and b"outbox/" in text
+            assert b".publish/" in text and b"outbox/" in text and b"subscribers/.lock" in text
             assert text.count(b"build") == 1  # "/build" already covered it
         else:
             assert (folder / name).read_bytes() == data, name

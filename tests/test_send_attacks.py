@@ -231,7 +231,7 @@ def test_internationalised_addresses_over_smtp(letter, smtputf8, pipelining):
 
 def test_a_non_ascii_sender_without_smtputf8_stops_with_everyone_pending(letter):
     write_list(letter, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
-    env = {"PUBLISH_SENDER": "Lëttres <lëttres@example.org>"}
+    env = {"PUBLISH_SENDER": "Lëttres <lëttres@pixels-and-prose.example>"}
     draft.push(letter / EN, load(letter, sender=env["PUBLISH_SENDER"]))
     with SmtpServer() as smtp:
         result = run_publish("send", EN, "--service", "smtp", "--yes", cwd=letter,

@@ -1,0 +1,181 @@
+"""`publish subscribers …`: the commands that read and change subscriber lists."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from .cli import Context
+
+
+@click.group(name="subscribers")
+def subscribers_group() -> None:
+    """Manage subscriber lists (CSV files in subscribers/)."""
+    from . import listlock
+
+    listlock.notify = lambda message: click.echo(message, err=True)
+
+
+def _list_file(obj: Context, list_name: str):
+    from . import subscribers
+
+    return subscribers.list_path(obj.settings.root, list_name)
+
+
+def _rows_progress(verb: str):
+    """Progress of reading a list on stderr: on a terminal, or now and then for long work."""
+    import time
+
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    state = {"last": started, "shown": False}
+
+    def show(rows: int, chars: int, size: int) -> None:
+        now = time.monotonic()
+        if now - state["last"] < (0.2 if interactive else 10.0):
+            return
+        if not interactive and now - started < 5.0:
+            return
+        state["last"], state["shown"] = now, True
+        rate = rows / max(now - started, 1e-6)
+        percent = f"  {min(99, 100 * chars // size):3d}%" if size else ""
+        line = f"{verb}  {rows} rows{percent}  {rate:,.0f} rows/s"
+        click.echo(f"\r{line} " if interactive else line, nl=not interactive, err=True)
+
+    def done() -> None:
+        if state["shown"] and interactive:
+            click.echo("\r\033[K", nl=False, err=True)
+
+    show.done = done  # type: ignore[attr-defined]
+    return show
+
+
+def _print_rows(label: str, where: Path, items) -> None:
+    for item in items:
+        click.echo(f"  {label} {where}:{item.line}: {item.value!r}: {item.reason}", err=True)
+
+
+@subscribers_group.command(name="import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--list", "list_name", default="main", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Report what the import would do; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def subscribers_import(obj: Context, source: Path, list_name: str, dry_run: bool,
+                       as_json: bool) -> None:
+    """Import SOURCE: a Substack export (old or new), a plain list of addresses, or our CSV.
+
+    Addresses are validated (no DNS), domains lower-cased, duplicates merged without
+    regard to case; unsubscribed, cancelled, email-disabled and deletion-request rows
+    become inactive. Every rejected row is reported with its line number. Rows already in
+    the list are kept as they are, even those that are not valid subscribers.
+    """
+    from . import subscribers
+
+    dest = _list_file(obj, list_name)
+    progress = _rows_progress("Reading")
+    report = subscribers.import_file(source, dest, dry_run=dry_run, progress=progress)
+    progress.done()
+    if as_json:
+        click.echo(json.dumps({"list": str(dest), "source": str(source), **report.summary()},
+                              ensure_ascii=False, indent=2))
+        return
+    verb = "Would import" if dry_run else "Imported"
+    click.echo(f"{verb} into {dest}: {report.added} added, {report.updated} updated, "
+               f"{report.unchanged} unchanged, {report.duplicates} duplicate(s) in the file, "
+               f"{len(report.rejected)} rejected."
+               + ("  (dry run: nothing changed)" if dry_run else ""))
+    _print_rows("rejected", source, report.rejected)
+    if report.kept:
+        click.echo(f"{len(report.kept)} row(s) of {dest} are not valid subscribers; "
+                   "kept as they are, never sent to:", err=True)
+        _print_rows("kept", dest, report.kept)
+
+
+@subscribers_group.command(name="list")
+@click.option("--list", "list_name", default="main", show_default=True)
+@click.option("--status", type=click.Choice(["active", "unsubscribed", "bounced"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the subscribers as JSON lines.")
+@click.pass_obj
+def subscribers_list(obj: Context, list_name: str, status: str | None, as_json: bool) -> None:
+    """Print the subscribers of a list, one per line."""
+    from . import subscribers
+
+    for line, item in subscribers.read(_list_file(obj, list_name)):
+        if isinstance(item, subscribers.Subscriber) and (status is None or item.status == status):
+            if as_json:
+                click.echo(json.dumps({"line": line, "email": item.email, "name": item.name,
+                                       "status": item.status, "created_at": item.created_at,
+                                       **({"attributes": item.attributes}
+                                          if item.attributes else {})},
+                                      ensure_ascii=False))
+            else:
+                click.echo(f"{item.email}\t{item.name}\t{item.status}")
+
+
+@subscribers_group.command(name="count")
+@click.option("--list", "list_name", default="main", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_obj
+def subscribers_count(obj: Context, list_name: str, as_json: bool) -> None:
+    """Count a list's subscribers by status (unknown statuses and bad rows included)."""
+    from . import subscribers
+
+    counts = subscribers.count(_list_file(obj, list_name))
+    if as_json:
+        click.echo(json.dumps({"list": list_name, "total": sum(counts.values()),
+                               "by_status": dict(sorted(counts.items()))}, ensure_ascii=False))
+        return
+    click.echo(f"{sum(counts.values())} in {list_name}: " + ", ".join(
+        f"{n} {status}" for status, n in sorted(counts.items())))
+
+
+@subscribers_group.command(name="unsubscribe")
+@click.argument("email", required=False)
+@click.option("--token", help="An unsubscribe token from a link (checked with the "
+              "newsletter's signing key) instead of EMAIL.")
+@click.option("--list", "list_name", default="main", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_obj
+def subscribers_unsubscribe(obj: Context, email: str | None, token: str | None,
+                            list_name: str, dry_run: bool, as_json: bool) -> None:
+    """Unsubscribe EMAIL (or the reader a --token was made for): marked in the list and
+    added to the suppression list, which wins over every list. Every other row of the
+    list is kept exactly as it was."""
+    from . import subscribers, unsubscribe
+
+    if bool(email) == bool(token):
+        raise click.UsageError("give an EMAIL or --token, not both")
+    if token:
+        key = unsubscribe.signing_key(obj.settings.state_path)
+        email = unsubscribe.verify_token(key, token.strip())
+        if email is None:
+            raise click.BadParameter("not a token made with this newsletter's signing key",
+                                     param_hint="--token")
+    try:
+        address = subscribers.normalize_email(email or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="EMAIL") from None
+    found = subscribers.set_status(_list_file(obj, list_name), address, "unsubscribed",
+                                   dry_run=dry_run)
+    newly = subscribers.suppress(obj.settings.root, address, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"email": address, "list": list_name, "on_list": found,
+                               "newly_suppressed": newly, "dry_run": dry_run},
+                              ensure_ascii=False))
+        return
+    if dry_run:
+        on_list = "would be marked unsubscribed in the list" if found else "not on the list"
+        listed = "would be added to" if newly else "already in"
+        click.echo(f"{address}: {on_list}; {listed} subscribers/suppressed.csv (dry run: "
+                   "nothing changed)")
+        return
+    on_list = "marked unsubscribed in the list" if found else "not on the list"
+    listed = "added to" if newly else "already in"
+    click.echo(f"{address}: {on_list}; {listed} subscribers/suppressed.csv")
