@@ -85,7 +85,7 @@ def transaction(db: sqlite3.Connection, *, commit: bool = True) -> Iterator[None
 def open_send(db: sqlite3.Connection, key: SendKey, *, new_content: Callable[[], Content],
               audience: Callable[[], Iterable[AudienceRow]], current_revision: str | None,
               retry_failed: bool = False, resend_in_doubt: bool = False,
-              commit: bool = True) -> Opened:
+              commit: bool = True, source_hash: str = "") -> Opened:
     """Create or resume the send of `key` and take its lock, all in one transaction.
 
     Invariant: when this returns (with commit), this process holds the send's lock and no
@@ -98,7 +98,9 @@ def open_send(db: sqlite3.Connection, key: SendKey, *, new_content: Callable[[],
         refuse_if_running(db, key.issue)
         existing = latest(db, key)
         if existing is None:
-            send_id = _create(db, key, new_content(), audience())
+            content = new_content()
+            refuse_if_sent_under_another_name(db, key, content.revision, source_hash)
+            send_id = _create(db, key, content, audience())
             notes: list[str] = []
         else:
             send_id = existing["id"]
@@ -126,6 +128,23 @@ def refuse_if_running(db: sqlite3.Connection, issue: str) -> None:
                            "wait for it to finish")
 
 
+def refuse_if_sent_under_another_name(db: sqlite3.Connection, key: SendKey,
+                                      revision: str, source_hash: str = "") -> None:
+    """Raise when this very email (same subject, HTML and text), or an issue file with the
+    same bytes, was sent or is being sent to the same audience under another name: a
+    renamed, copied or hard-linked issue is not a new issue (its slug, and so its links,
+    may differ), and its readers must not get it twice."""
+    other = db.execute(
+        "SELECT issue FROM sends WHERE service = ? AND audience = ? AND issue != ? AND "
+        "(revision = ? OR issue IN (SELECT issue FROM drafts WHERE source_hash = ? "
+        "AND source_hash != '')) ORDER BY id DESC LIMIT 1",
+        (key.service, key.audience, key.issue, revision, source_hash)).fetchone()
+    if other is not None:
+        raise PublishError(f"{key.issue} is the same email as {other['issue']}, which was "
+                           f"already sent (or started) to {key.audience}; resume or retry "
+                           f"it as `publish send {other['issue']}`")
+
+
 def latest(db: sqlite3.Connection, key: SendKey) -> sqlite3.Row | None:
     return db.execute(
         "SELECT * FROM sends WHERE issue = ? AND service = ? AND audience = ? "
@@ -144,7 +163,9 @@ def already_sent_message(db: sqlite3.Connection, send: sqlite3.Row) -> str:
 def _create(db: sqlite3.Connection, key: SendKey, content: Content,
             audience: Iterable[AudienceRow]) -> int:
     """A new send with its audience frozen. Invariant: a send has at least one recipient
-    to send to; an audience with nobody in it is refused."""
+    to send to; an audience with nobody in it is refused. A reader on two lists gets an
+    issue once: whoever an earlier send of it (to another list) reached, or may have
+    reached, is skipped."""
     send_id = db.execute(
         "INSERT INTO sends (issue, service, audience, revision, subject, html, text, status,"
         " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', ?) RETURNING id",
@@ -153,6 +174,12 @@ def _create(db: sqlite3.Connection, key: SendKey, content: Content,
     db.executemany(
         "INSERT OR IGNORE INTO recipients (send_id, key, email, name, state, reason)"
         " VALUES (?, ?, ?, ?, ?, ?)", ((send_id, *row) for row in audience))
+    db.execute(
+        "UPDATE recipients SET state = 'skipped', reason = 'already sent this issue' "
+        "WHERE send_id = ? AND state = 'pending' AND key IN (SELECT r.key FROM recipients r "
+        "JOIN sends s ON s.id = r.send_id WHERE s.issue = ? AND s.service = ? AND s.id != ? "
+        "AND r.state IN ('sent', 'sending', 'in_doubt'))",
+        (send_id, key.issue, key.service, send_id))
     by_state, skipped = counts(db, send_id)
     if not by_state["pending"]:
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))

@@ -120,6 +120,27 @@ def _refuse_too_deep(md) -> None:
     md.block.tokenize = checked
 
 
+# How deep inline markup (links in links, emphasis) is followed. Inline parsing retries
+# each `[` at every level, so markdown-it's own limit (20 in CommonMark mode) keeps it
+# linear; the block limit raised above must not apply here, or a line of `[` takes minutes.
+INLINE_MAX_NESTING = 20
+
+
+def _limit_inline_nesting(md) -> None:
+    """Skip a token past INLINE_MAX_NESTING as markdown-it does past its maxNesting."""
+    skip_token = md.inline.skipToken
+
+    def limited(state) -> None:
+        if state.level >= INLINE_MAX_NESTING and state.pos not in state.cache:
+            start = state.pos
+            state.pos = state.posMax + 1
+            state.cache[start] = state.pos
+            return
+        skip_token(state)
+
+    md.inline.skipToken = limited
+
+
 @lru_cache(maxsize=1)
 def _parser():
     from markdown_it import MarkdownIt
@@ -129,6 +150,7 @@ def _parser():
     md = MarkdownIt("commonmark", {"html": True, "highlight": highlight, "typographer": False})
     md.options["maxNesting"] = MAX_NESTING + 1
     _refuse_too_deep(md)
+    _limit_inline_nesting(md)
     md.enable(["table", "strikethrough"])
     md.use(footnote_plugin)
     md.use(

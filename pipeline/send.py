@@ -280,7 +280,8 @@ class Sender:
                 db, self.key, new_content=new_content, audience=self._audience,
                 current_revision=row["revision"] if row is not None else None,
                 retry_failed=self.options.retry_failed,
-                resend_in_doubt=self.options.resend_in_doubt, commit=commit)
+                resend_in_doubt=self.options.resend_in_doubt, commit=commit,
+                source_hash=draft_mod.sha256(self.path.read_bytes()))
         except sqlite3.Error as exc:
             raise state.explain(exc, db) from None
 

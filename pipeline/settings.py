@@ -7,6 +7,7 @@ environment (for example `PUBLISH_BASE_URL`). Secrets are never read from the fi
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -63,15 +64,28 @@ class Settings:
 
     @property
     def http_timeout_seconds(self) -> float:
-        return max(0.1, self.number("http_timeout"))
+        return self.number("http_timeout", low=0.1, high=3600)
 
-    def number(self, key: str) -> float:
-        """A numeric setting, with a clear error when it is not a number."""
+    @property
+    def smtp_port_number(self) -> int:
+        port = self.number("smtp_port", low=1, high=65535)
+        if port != int(port):
+            raise InputError(f"setting 'smtp_port' must be a whole number, not {self.smtp_port!r}")
+        return int(port)
+
+    def number(self, key: str, low: float = -math.inf, high: float = math.inf) -> float:
+        """A numeric setting, with a clear error when it is not a finite number from `low`
+        to `high` (NaN, infinities and negative timeouts would hang or crash far away)."""
         value = getattr(self, key)
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise InputError(f"setting '{key}' must be a number, not {value!r}") from None
+        if not (math.isfinite(number) and low <= number <= high):
+            span = "a finite number" if math.isinf(low) and math.isinf(high) \
+                else f"a number from {low:g} to {high:g}"
+            raise InputError(f"setting '{key}' must be {span}, not {value!r}")
+        return number
 
     @property
     def sender_address(self) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 from email import policy
 from email.parser import BytesParser
@@ -279,3 +281,18 @@ def test_a_script_thumbnail_becomes_a_text_card_with_a_warning(letter):
     assert "javascript:" not in html and "https://x.example/clip.mp4" in html
     assert sum("not a web address" in w for w in summary["warnings"]) == 2
     assert any(w.startswith("issues/p.md:8:") for w in summary["warnings"])
+
+
+@pytest.mark.parametrize("body, kept", [
+    ("[" * 50_000 + "\n\nThe end.\n", "The end."),
+    ("<div>" * 50_000 + "deep words" + "</div>" * 50_000 + "\n\nThe end.\n", "deep words"),
+], ids=["brackets", "nested-divs"])
+def test_pathological_nesting_builds_without_hanging(letter, body, kept):
+    """A line of 50,000 `[` (inline parsing retried at every level) or 50,000 nested
+    `<div>`s (unwrapped one at a time) used to keep a build busy for minutes."""
+    write_issue(letter, "issues/deep.md", "---\ntitle: Deep\n---\n" + body)
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "build", "issues/deep.md"],
+                            cwd=letter, capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    text = (letter / "build" / "deep" / "email.txt").read_text("utf-8")
+    assert kept in text and "The end." in text

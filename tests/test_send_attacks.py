@@ -283,7 +283,16 @@ def test_a_non_ascii_smtp_password_logs_in_as_utf8(letter, monkeypatch):
     (["--rate", "inf"], {}, "--rate"),
     ([], {"PUBLISH_RETRY_BACKOFF": "-1"}, "retry_backoff"),
     ([], {"PUBLISH_RETRY_BACKOFF": "1e309"}, "retry_backoff"),
-], ids=["rate-tiny", "rate-nan", "rate-inf", "backoff-negative", "backoff-huge"])
+    ([], {"PUBLISH_SMTP_PORT": "inf"}, "smtp_port"),
+    ([], {"PUBLISH_SMTP_PORT": "nan"}, "smtp_port"),
+    ([], {"PUBLISH_SMTP_PORT": "70000"}, "smtp_port"),
+    ([], {"PUBLISH_SMTP_PORT": "25.5"}, "smtp_port"),
+    ([], {"PUBLISH_HTTP_TIMEOUT": "nan"}, "http_timeout"),
+    ([], {"PUBLISH_HTTP_TIMEOUT": "-1"}, "http_timeout"),
+    ([], {"PUBLISH_HTTP_TIMEOUT": "inf"}, "http_timeout"),
+], ids=["rate-tiny", "rate-nan", "rate-inf", "backoff-negative", "backoff-huge", "port-inf",
+        "port-nan", "port-huge", "port-fraction", "timeout-nan", "timeout-negative",
+        "timeout-inf"])
 def test_nonsense_rates_and_backoffs_are_refused_before_anything(letter, flag, env, what):
     write_list(letter, [("a@example.org", "", "active")])
     draft.push(letter / EN, load(letter))
@@ -718,3 +727,39 @@ def test_double_ctrl_c_leaves_no_duplicate(letter):
         received = smtp.recorder.received
     assert all(received[a] == 1 for a in addresses if a not in in_doubt)
     assert all(received[a] <= 1 for a in in_doubt)
+
+
+@pytest.mark.parametrize("how", ["rename", "hard-link", "copy"])
+def test_the_same_issue_under_another_name_is_not_sent_again(letter, how):
+    write_list(letter, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
+    assert run_publish("draft", EN, cwd=letter).returncode == 0
+    assert run_publish("send", EN, "--yes", cwd=letter).returncode == 0
+    other = letter / "issues" / "renamed.md"
+    if how == "rename":
+        (letter / EN).rename(other)
+    elif how == "hard-link":
+        os.link(letter / EN, other)
+    else:
+        other.write_bytes((letter / EN).read_bytes())
+    for args in (["--dry-run"], ["--yes"]):
+        again = run_publish("send", "issues/renamed.md", "--redraft", *args, cwd=letter)
+        assert again.returncode == 1 and EN in one_clear_line(again)
+    assert outbox_count(letter) == {"a@example.org": 1, "b@example.org": 1}
+    assert len(sends_recorded(letter)) == 1
+
+
+def test_a_reader_on_two_lists_gets_the_issue_once(letter):
+    write_list(letter, [("a@example.org", "", "active"), ("b@example.org", "", "active")])
+    (letter / "subscribers" / "vip.csv").write_text(
+        "email,name,status,created_at\nA@Example.org,A,active,\nc@example.org,C,active,\n",
+        "utf-8")
+    assert run_publish("draft", EN, cwd=letter).returncode == 0
+    assert run_publish("send", EN, "--yes", cwd=letter).returncode == 0
+    dry = run_publish("send", EN, "--list", "vip", "--dry-run", cwd=letter)
+    assert dry.returncode == 0 and "to 1 subscriber" in dry.stdout, dry.stdout
+    assert run_publish("send", EN, "--list", "vip", "--yes", cwd=letter).returncode == 0
+    assert outbox_count(letter) == {"a@example.org": 1, "b@example.org": 1,
+                                    "c@example.org": 1}
+    again = run_publish("send", EN, "--subscribers", "subscribers/main.csv", "--yes",
+                        cwd=letter)
+    assert again.returncode == 1 and "already sent" in one_clear_line(again)

@@ -25,6 +25,6 @@ class SmtpService(LocalService):
         password = read_secret("SMTP_PASSWORD")
         if s.smtp_username and not password:
             raise InputError("smtp_username is set but SMTP_PASSWORD is not")
-        return SmtpTransport(s.smtp_host, int(s.number("smtp_port")), security=s.smtp_security,
+        return SmtpTransport(s.smtp_host, s.smtp_port_number, security=s.smtp_security,
                              username=s.smtp_username, password=password,
                              timeout=s.http_timeout_seconds)
