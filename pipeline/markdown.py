@@ -200,11 +200,6 @@ def render(body: str, strings: dict[str, str] | None = None) -> Rendered:
     return Rendered(fragment, md_blocks.limited(env["warnings"]))
 
 
-def to_html(body: str) -> str:
-    """Render an issue's Markdown body to an HTML fragment; TooDeep rather than lose text."""
-    return render(body).html
-
-
 def parse(body: str) -> list:
     """The token stream of a Markdown body, as `render` sees it (for reading its prose)."""
     return _parser().parse(body, {"strings": {}, "warnings": []})
