@@ -23,6 +23,7 @@ from . import (
     check,
     ledger,
     render,
+    schedule,
     services,
     state,
     subscribers,
@@ -404,9 +405,13 @@ class Sender:
         self._refuse_placeholder_settings()
         row = self._draft(db)
         service = services.get(self.service_name, self.settings, db)
+        schedule.refuse_if_scheduled(db, self.issue, self.service_name)
         send_id = ledger.open_publication(db, self.key, revision=row["revision"],
                                           title=row["title"])
-        note, published_now = service.publish(row["remote_id"])
+        try:
+            note, published_now = service.publish(row["remote_id"])
+        except services.EmailNotConfirmed as exc:
+            note, published_now = str(exc), False
         ledger.finish_publication(db, send_id, note)
         db.execute("UPDATE drafts SET status = 'sent' WHERE issue = ? AND service = ?",
                    (self.issue, self.service_class.draft_store))

@@ -43,7 +43,19 @@ class Settings:
     substack_publication_url: str = ""
     substack_api_url: str = "https://substack.com"
     substack_user_id: str = ""
-    substack_audience: str = "everyone"
+    substack_audience: str = "everyone"  # everyone | only_paid | founding | only_free
+    # Found from the account when empty; the global drafts route needs it.
+    substack_publication_id: str = ""
+    substack_section: str = ""  # a section's name or id; empty: none
+    # Ghost: the site (https://NAME.ghost.io), the newsletter emailed on `publish send`.
+    ghost_url: str = ""
+    ghost_newsletter: str = ""  # a newsletter's slug; empty: the site's default one
+    ghost_email_segment: str = "all"  # all | status:free | status:-free (Ghost's filter)
+    ghost_authors: str = ""  # emails or slugs, comma-separated; empty: the key's owner
+    buttondown_api_url: str = "https://api.buttondown.com"
+    # The zone of `publish send --at` times written without one (IANA name, e.g.
+    # Europe/Berlin); empty: such times are refused.
+    timezone: str = ""
     http_timeout: str = "30"
     # caniemail features to accept although a target client lacks them (comma-separated).
     check_accept: str = ""
@@ -130,6 +142,9 @@ ALIASES = {
     "SUBSTACK_PUBLICATION_URL": "substack_publication_url",
     "SUBSTACK_API_URL": "substack_api_url",
     "SUBSTACK_USER_ID": "substack_user_id",
+    "SUBSTACK_PUBLICATION_ID": "substack_publication_id",
+    "GHOST_URL": "ghost_url",
+    "BUTTONDOWN_API_URL": "buttondown_api_url",
 }
 
 

@@ -93,6 +93,33 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX recipients_by_state ON recipients (send_id, state, id);
     """,
+    """
+    CREATE TABLE scheduled (
+        id INTEGER PRIMARY KEY,
+        issue TEXT NOT NULL,
+        service TEXT NOT NULL,
+        audience TEXT NOT NULL,           -- the subscriber list, or the service's own audience
+        due_at REAL NOT NULL,             -- when the send is to start (Unix time, UTC)
+        revision TEXT NOT NULL,           -- the draft scheduled; a changed draft is not sent
+        options TEXT NOT NULL DEFAULT '{}', -- the send's options (JSON), for `publish due`
+        by_service INTEGER NOT NULL DEFAULT 0, -- 1: the service itself sends it at due_at
+        remote_id TEXT,
+        status TEXT NOT NULL,             -- scheduled | started | cancelled | failed
+        created_at REAL NOT NULL,
+        started_at REAL,
+        send_id INTEGER,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX scheduled_once ON scheduled (issue, service, audience)
+        WHERE status = 'scheduled';
+    CREATE TABLE service_memory (
+        service TEXT NOT NULL,
+        target TEXT NOT NULL,             -- the publication or site
+        key TEXT NOT NULL,                -- e.g. the route or cookie name that worked
+        value TEXT NOT NULL,
+        PRIMARY KEY (service, target, key)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -335,3 +362,15 @@ def running_send(db: sqlite3.Connection, issue: str) -> int | None:
         if row["lock_pid"] != os.getpid() and process_alive(row["lock_pid"], row["lock_host"]):
             return row["lock_pid"]
     return None
+
+
+def recall(db: sqlite3.Connection, service: str, target: str, key: str) -> str | None:
+    """What a service learnt about a publication on an earlier run (a route that works)."""
+    row = db.execute("SELECT value FROM service_memory WHERE service = ? AND target = ? "
+                     "AND key = ?", (service, target, key)).fetchone()
+    return row[0] if row else None
+
+
+def remember(db: sqlite3.Connection, service: str, target: str, key: str, value: str) -> None:
+    db.execute("INSERT OR REPLACE INTO service_memory VALUES (?, ?, ?, ?)",
+               (service, target, key, value))

@@ -10,15 +10,17 @@ from __future__ import annotations
 import importlib
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from ..errors import InputError
+from ..errors import InputError, PublishError
 from ..settings import Settings
 
 SERVICES = {
     "local": "pipeline.services.local:LocalService",
     "substack": "pipeline.services.substack:SubstackService",
     "smtp": "pipeline.services.smtp:SmtpService",
+    "ghost": "pipeline.services.ghost:GhostService",
+    "buttondown": "pipeline.services.buttondown:ButtondownService",
 }
 
 
@@ -39,6 +41,23 @@ class DraftContent:
     eml: bytes
     revision: str  # hash of subject, html and text
     source_hash: str  # hash of the Markdown file
+    # Front matter meant for services (audience, section, tags): key -> (value, line).
+    front_matter: dict[str, tuple[Any, int]] = field(default_factory=dict)
+
+    def choice(self, key: str, setting: str, allowed: tuple[str, ...], *,
+               setting_name: str) -> str:
+        """A value from the front matter, else the setting; one of `allowed`, or an error
+        naming the issue's line (or the setting) before anything is sent anywhere."""
+        value, line = self.front_matter.get(key, (None, 0))
+        if value is None:
+            if setting not in allowed:
+                raise InputError(f"setting '{setting_name}' must be one of "
+                                 f"{', '.join(allowed)}, not {setting!r}")
+            return setting
+        if not isinstance(value, str) or value.strip() not in allowed:
+            raise InputError(f"front matter '{key}': must be one of {', '.join(allowed)}, "
+                             f"not {value!r}", self.issue, line)
+        return value.strip()
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,11 @@ class DraftRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> DraftRecord:
         return cls(**{key: value for key, value in dict(row).items() if key != "id"})
+
+
+class EmailNotConfirmed(PublishError):
+    """Published, but the service's reply does not confirm that the email went out: the
+    publication is recorded as done (it is public) and the editor is told, exit 1."""
 
 
 @dataclass
