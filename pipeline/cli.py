@@ -434,7 +434,8 @@ def due(obj: Context, as_json: bool) -> None:
         item = outcome.scheduled
         minutes = outcome.late_seconds / 60
         late = f"{minutes:.0f} min late" if minutes >= 1 else "on time"
-        click.echo(f"Started {item.issue} -> {item.audience} via {item.service}, due "
+        verb = "Resumed" if outcome.resumed else "Started"
+        click.echo(f"{verb} {item.issue} -> {item.audience} via {item.service}, due "
                    f"{outcome.summary()['due']} UTC, {late}")
         if outcome.report is not None:
             _print_report(outcome.report, [])

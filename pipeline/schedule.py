@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -197,27 +199,49 @@ class DueOutcome:
     late_seconds: float
     report: send.SendReport | None = None
     error: str = ""
+    resumed: bool = False  # a send an earlier `publish due` started and did not finish
 
     def summary(self) -> dict:
         return {"issue": self.scheduled.issue, "service": self.scheduled.service,
                 "audience": self.scheduled.audience, "due": _iso(self.scheduled.due_at),
-                "late_seconds": round(self.late_seconds),
+                "late_seconds": round(self.late_seconds), "resumed": self.resumed,
                 "report": self.report.summary() if self.report else None,
                 "error": self.error}
 
 
-def _claim(db: sqlite3.Connection, schedule_id: int, now: float) -> bool:
-    """scheduled -> started, in one write transaction: exactly one `publish due` wins."""
+def _claim(db: sqlite3.Connection, row: sqlite3.Row, now: float) -> bool:
+    """scheduled -> started, in one write transaction: exactly one `publish due` wins.
+
+    A send a `publish due` started and that did not finish (the process died, or the send
+    stopped with readers left) is claimed again once that process is gone; the send
+    ledger then resumes it, so nobody gets it twice.
+    """
     state.begin_immediate(db)
     try:
-        claimed = db.execute("UPDATE scheduled SET status = 'started', started_at = ? WHERE "
-                             "id = ? AND status = 'scheduled'", (now, schedule_id)).rowcount
+        current = db.execute("SELECT * FROM scheduled WHERE id = ?", (row["id"],)).fetchone()
+        if current["status"] == "scheduled":
+            claimed = True
+        else:
+            claimed = current["status"] == "started" and not state.process_alive(
+                current["started_pid"], current["started_host"]) and _unfinished(db, current)
+        if claimed:
+            db.execute("UPDATE scheduled SET status = 'started', started_at = ?, "
+                       "started_pid = ?, started_host = ? WHERE id = ?",
+                       (now, os.getpid(), socket.gethostname(), row["id"]))
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return claimed == 1
+    return claimed
+
+
+def _unfinished(db: sqlite3.Connection, row: sqlite3.Row) -> bool:
+    """Whether the send a started schedule opened is still short of its readers."""
+    send_row = db.execute("SELECT status FROM sends WHERE issue = ? AND service = ? AND "
+                          "audience = ? ORDER BY id DESC LIMIT 1",
+                          (row["issue"], row["service"], row["audience"])).fetchone()
+    return send_row is None or send_row["status"] != "done"
 
 
 def run_due(settings: Settings, now: float | None = None) -> list[DueOutcome]:
@@ -228,19 +252,22 @@ def run_due(settings: Settings, now: float | None = None) -> list[DueOutcome]:
     db = state.connect(settings.state_path)
     outcomes = []
     try:
-        rows = db.execute("SELECT * FROM scheduled WHERE status = 'scheduled' AND "
-                          "by_service = 0 AND due_at <= ? ORDER BY due_at, id",
+        rows = db.execute("SELECT * FROM scheduled WHERE status IN ('scheduled', 'started') "
+                          "AND by_service = 0 AND due_at <= ? ORDER BY due_at, id",
                           (now,)).fetchall()
         for row in rows:
-            if not _claim(db, row["id"], now):
-                continue  # another `publish due` started it
-            outcome = DueOutcome(Scheduled.from_row(row), now - row["due_at"])
+            if not _claim(db, row, now):
+                continue  # another `publish due` started it, or it is done
+            outcome = DueOutcome(Scheduled.from_row(row), now - row["due_at"],
+                                 resumed=row["status"] == "started")
             try:
                 outcome.report = _start(db, row, settings)
-                status = "started"
+                status = "done" if outcome.report.complete else "started"
                 note = outcome.report.stopped or "sent"
             except PublishError as exc:
                 outcome.error = str(exc)
+                # Refused before anything was sent (a changed draft): failed for good.
+                # Stopped during the send: the next `publish due` resumes it.
                 status, note = "failed", str(exc)
             db.execute("UPDATE scheduled SET status = ?, note = ?, send_id = ? WHERE id = ?",
                        (status, note[:500],

@@ -261,6 +261,7 @@ class Sender:
     # plan and open: the same checks, rolled back or kept -----------------------------
     def _open(self, db: sqlite3.Connection, *, commit: bool) -> ledger.Opened:
         """Every check of a send, then the send opened under its lock (commit) or not."""
+        schedule.refuse_if_scheduled(db, self.issue, self.service_name)
         self._refuse_placeholder_settings()
         self._key()  # a missing unsubscribe secret stops us before anything is recorded
         service = services.get(self.service_name, self.settings, db)
@@ -292,6 +293,7 @@ class Sender:
         db = state.connect(self.settings.state_path)
         try:
             if not self.service_class.per_recipient:
+                schedule.refuse_if_scheduled(db, self.issue, self.service_name)
                 self._refuse_placeholder_settings()
                 row = self._draft(db, push=False)
                 services.get(self.service_name, self.settings, db)

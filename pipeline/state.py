@@ -104,9 +104,11 @@ MIGRATIONS: list[str] = [
         options TEXT NOT NULL DEFAULT '{}', -- the send's options (JSON), for `publish due`
         by_service INTEGER NOT NULL DEFAULT 0, -- 1: the service itself sends it at due_at
         remote_id TEXT,
-        status TEXT NOT NULL,             -- scheduled | started | cancelled | failed
+        status TEXT NOT NULL,             -- scheduled | started | done | cancelled | failed
         created_at REAL NOT NULL,
         started_at REAL,
+        started_pid INTEGER,              -- the `publish due` that started it
+        started_host TEXT,
         send_id INTEGER,
         note TEXT NOT NULL DEFAULT ''
     );
