@@ -23,14 +23,12 @@ from ..settings import Settings
 from ..templates import strings as template_strings
 from ..templates import templates_dir
 from . import DraftContent, DraftRecord, EmailNotConfirmed, PushResult
+from .media import image_bytes, image_type
 from .prosemirror import Image, to_document
 from .substack_api import SubstackApi
 
 AUDIENCES = ("everyone", "only_paid", "founding", "only_free")
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-IMAGE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif",
-               b"RIFF": "image/webp"}
 
 
 def fingerprint(title: str, subtitle: str, body) -> str:
@@ -41,13 +39,6 @@ def fingerprint(title: str, subtitle: str, body) -> str:
     canonical = json.dumps([title or "", subtitle or "", body], sort_keys=True,
                            ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _image_type(data: bytes) -> str | None:
-    for magic, kind in IMAGE_TYPES.items():
-        if data.startswith(magic):
-            return kind
-    return None
 
 
 class SubstackService:
@@ -234,39 +225,11 @@ class SubstackService:
 
     # images --------------------------------------------------------------------
     def _image_bytes(self, src: str) -> bytes:
-        """The image's bytes: from the newsletter folder when it lives there, else over HTTP."""
-        base = self.settings.base_url
-        if src.startswith(base):
-            relative = unquote(urlsplit(src).path[len(urlsplit(base).path):])
-            root = self.settings.root.resolve()
-            candidate = root / relative
-            if candidate.is_file() or candidate.is_symlink():
-                local = candidate.resolve()
-                if not local.is_relative_to(root):
-                    raise PublishError(f"image {relative} leads outside the newsletter folder "
-                                       f"({root}); refused")
-                return local.read_bytes()
-        scheme = urlsplit(src).scheme
-        if scheme not in {"http", "https"}:
-            raise PublishError(f"cannot upload image {src[:60]}: not an http(s) URL")
-        import requests
-
-        try:
-            with requests.Session() as session:  # no cookie: images are public
-                session.max_redirects = 5
-                reply = session.get(src, timeout=self.settings.http_timeout_seconds,
-                                    stream=True)
-                reply.raise_for_status()
-                data = reply.raw.read(MAX_IMAGE_BYTES + 1, decode_content=True)
-        except requests.RequestException as exc:
-            raise PublishError(f"cannot fetch image {src}: {type(exc).__name__}") from None
-        if len(data) > MAX_IMAGE_BYTES:
-            raise PublishError(f"image {src} is over 10 MB")
-        return data
+        return image_bytes(self.settings, src)
 
     def upload_image(self, src: str) -> Image:
         data = self._image_bytes(src)
-        kind = _image_type(data)
+        kind = image_type(data)
         if kind is None:
             raise PublishError(f"{src} is not a PNG, JPEG, GIF or WebP image")
         digest = hashlib.sha256(data).hexdigest()
