@@ -128,16 +128,16 @@ def schedule(path: str | Path, settings: Settings, options: send.SendOptions, at
     when = parse_when(at, settings, now)
     sender = send.Sender(path, settings, options)
     sender.plan()  # refuses what the send would refuse; records nothing
-    by_service = not sender.service_class.per_recipient
-    if by_service and not hasattr(sender.service_class, "schedule"):
-        raise InputError(f"{sender.service_name} cannot schedule a post")
+    by_service = not sender.can.per_recipient
+    if not sender.can.can_schedule:
+        raise InputError(f"{sender.service_name} cannot schedule a send (--at)")
     db = state.connect(settings.state_path)
     try:
         draft = db.execute("SELECT * FROM drafts WHERE issue = ? AND service = ?",
-                           (sender.issue, sender.service_class.draft_store)).fetchone()
+                           (sender.issue, sender.can.draft_store)).fetchone()
         if draft is None or draft["remote_id"] is None:
             raise PublishError(f"{sender.issue} has no draft on "
-                               f"{sender.service_class.draft_store}; push it first")
+                               f"{sender.can.draft_store}; push it first")
         state.begin_immediate(db)
         try:
             refuse_if_scheduled(db, sender.issue, sender.service_name)
@@ -286,7 +286,7 @@ def _start(db: sqlite3.Connection, row: sqlite3.Row, settings: Settings) -> send
                                if subscribers else None)
     sender = send.Sender(settings.root / row["issue"], settings, options)
     draft = db.execute("SELECT revision FROM drafts WHERE issue = ? AND service = ?",
-                       (row["issue"], sender.service_class.draft_store)).fetchone()
+                       (row["issue"], sender.can.draft_store)).fetchone()
     if draft is None or draft["revision"] != row["revision"]:
         raise PublishError(f"{row['issue']}: the draft changed after the send was scheduled; "
                            "nothing sent — check it and schedule again")

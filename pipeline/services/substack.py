@@ -45,6 +45,8 @@ class SubstackService:
     name = "substack"
     draft_store = "substack"
     per_recipient = False  # Substack sends to its own subscribers
+    can_send_test = False  # no API for test emails: its editor previews the draft
+    can_schedule = True  # Substack publishes it at the time itself (scheduled_release)
     reaches_readers = True
 
     def __init__(self, settings: Settings, db: sqlite3.Connection,
