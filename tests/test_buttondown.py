@@ -123,6 +123,12 @@ def test_schedule_and_unschedule(letter, buttondown):
     off = _publish(letter, buttondown, "send", EN, "--service", "buttondown", "--unschedule")
     assert off.returncode == 0, off.stderr
     assert email["status"] == "draft" and email["publish_date"] is None
+    path = letter / EN
+    path.write_text(path.read_text("utf-8").replace("Welcome to the first issue",
+                                                    "Welcome later to the first issue"), "utf-8")
+    again = _publish(letter, buttondown, "draft", EN, "--service", "buttondown")
+    assert again.returncode == 0, again.stderr  # our own schedule is not taken for an edit
+    assert "Welcome later" in email["body"]
 
 
 @pytest.mark.parametrize("key, code, message", [

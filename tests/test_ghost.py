@@ -141,6 +141,11 @@ def test_schedule_and_unschedule(letter, ghost):
     off = _run(letter, ghost, "send", EN, "--service", "ghost", "--unschedule")
     assert off.returncode == 0, off.stderr
     assert post["status"] == "draft"
+    # Our own schedule and unschedule are not mistaken for an edit made in Ghost.
+    _touch(letter)
+    again = _run(letter, ghost, "draft", EN, "--service", "ghost")
+    assert again.returncode == 0, again.stderr
+    assert "Welcome back" in post["html"]
 
 
 @pytest.mark.parametrize("key, code, message", [

@@ -243,3 +243,13 @@ def test_local_time_uses_the_timezone_setting(letter):
     with pytest.raises(PublishError):  # a zone with a path in it is not a zone
         schedule.parse_when("2031-12-01T09:00",
                             settings.load(letter, env={"PUBLISH_TIMEZONE": "../../etc/passwd"}))
+
+
+@pytest.mark.parametrize("sid", ["substack.sid=s%3Aabc.def", "s%3Aabc; other=1", "s:abc def"])
+def test_a_cookie_pasted_with_its_name_or_neighbours_is_refused_unsent(letter, sid):
+    with FakeSubstack() as server:
+        result = run_publish("draft", EN, "--service", "substack", cwd=letter,
+                             env={**_env(server), "SUBSTACK_SID": sid})
+        assert result.returncode == 2 and "value only" in result.stderr
+        assert "abc" not in result.stderr
+        assert server.log == []

@@ -143,11 +143,17 @@ class ButtondownService:
         return f"sent through Buttondown ({reply['status']}): {self._url(reply)}", True
 
     def schedule(self, remote_id: str, when: str) -> str:
-        self.api.request("PATCH", f"/emails/{remote_id}",
-                         json={"status": "scheduled", "publish_date": when})
+        self._saw(remote_id, self.api.request("PATCH", f"/emails/{remote_id}", json={
+            "status": "scheduled", "publish_date": when}).body)
         return f"scheduled on Buttondown for {when}"
 
     def unschedule(self, remote_id: str) -> str:
-        self.api.request("PATCH", f"/emails/{remote_id}",
-                         json={"status": "draft", "publish_date": None})
+        self._saw(remote_id, self.api.request("PATCH", f"/emails/{remote_id}", json={
+            "status": "draft", "publish_date": None}).body)
         return "Buttondown will not send it at the scheduled time; it is a draft again"
+
+    def _saw(self, remote_id: str, body) -> None:
+        """Our own change moved `modification_date`: remember it, not taken for an edit."""
+        self.db.execute("UPDATE drafts SET pushed_body = ? WHERE service = ? AND remote_id = ?",
+                        (str(self._email(body).get("modification_date") or ""), self.name,
+                         remote_id))

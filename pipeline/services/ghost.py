@@ -253,14 +253,21 @@ class GhostService:
             raise PublishError(f"Ghost post {remote_id} is {post.get('status')}; only a "
                                "draft can be scheduled")
         newsletter = self.newsletter()
-        self._call("PUT", f"/posts/{remote_id}/", params={
+        reply = self._call("PUT", f"/posts/{remote_id}/", params={
             "newsletter": newsletter, "email_segment": self.segment}, json={"posts": [{
                 "status": "scheduled", "published_at": when,
                 "updated_at": post["updated_at"]}]})
+        self._saw(remote_id, reply.body)
         return f"scheduled on Ghost for {when}, to be emailed to {newsletter}"
 
     def unschedule(self, remote_id: str) -> str:
         post = self._draft_for_sending(remote_id)
-        self._call("PUT", f"/posts/{remote_id}/", json={"posts": [{
+        reply = self._call("PUT", f"/posts/{remote_id}/", json={"posts": [{
             "status": "draft", "updated_at": post["updated_at"]}]})
+        self._saw(remote_id, reply.body)
         return "Ghost will not publish it at the scheduled time; it is a draft again"
+
+    def _saw(self, remote_id: str, body) -> None:
+        """Our own change moved `updated_at`: remember it, so it is not taken for an edit."""
+        self.db.execute("UPDATE drafts SET pushed_body = ? WHERE service = ? AND remote_id = ?",
+                        (str(self._post(body).get("updated_at") or ""), self.name, remote_id))

@@ -67,6 +67,10 @@ class SubstackService:
         self.publication = publication
         # The cookie as the browser holds it, URL-decoded: it must make one clean header.
         cookie = check_secret("SUBSTACK_SID", unquote(sid), ascii_only=True)
+        if any(char in cookie for char in ";, =\t") or cookie.lower().startswith(
+                ("substack.sid", "connect.sid")):
+            raise InputError("SUBSTACK_SID must hold the cookie's value only (it starts "
+                             "with s%3A or s:), not a name=value pair or several cookies")
         publication_id = settings.substack_publication_id.strip()
         if publication_id and not publication_id.isdigit():
             raise InputError(f"substack_publication_id must be a number, not "
