@@ -252,3 +252,67 @@ def test_forged_truncated_and_hostile_requests_change_nothing(tmp_path):
         assert "Traceback" not in server.stop()
     assert changes(root) == []
     assert len(outbox(root)) == before
+
+
+def test_200_unsubscribes_and_subscribes_at_once_while_a_send_freezes_its_audience(tmp_path):
+    """Nothing lost, and nobody unsubscribed is sent to once the answer was given."""
+    import subprocess
+    import sys
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import quote
+
+    from pipeline import unsubscribe
+
+    leaving = [f"leave{i}@example.org" for i in range(100)]
+    staying = [f"stay{i}@example.org" for i in range(100)]
+    joining = [f"join{i}@example.org" for i in range(100)]
+    root = letter(tmp_path, leaving + staying)
+    assert run_publish("draft", EN, cwd=root, env=ENV).returncode == 0
+    key = unsubscribe.signing_key(root / ".publish")
+    import os
+
+    with WebServer(root, ENV, workers=2) as server:
+        barrier = threading.Barrier(201)
+
+        def unsubscribe_one(address: str) -> int:
+            barrier.wait()
+            return post(server, f"/unsubscribe?token={unsubscribe.make_token(key, address)}",
+                        b"List-Unsubscribe=One-Click")[0]
+
+        def subscribe_one(address: str) -> int:
+            barrier.wait()
+            return post(server, "/subscribe", f"email={quote(address)}".encode())[0]
+
+        with ThreadPoolExecutor(200) as pool:
+            answers = [pool.submit(unsubscribe_one, a) for a in leaving]
+            answers += [pool.submit(subscribe_one, a) for a in joining]
+            sender = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "send", EN, "--yes", "--rate", "80"],
+                cwd=root, env={**os.environ, **ENV}, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+            barrier.wait()
+            assert [f.result() for f in answers] == [200] * 200
+        _, err = sender.communicate(timeout=120)
+        assert sender.returncode == 0, err
+        confirmations = [m for m in outbox(root) if "Confirm" in str(m["Subject"])]
+        assert len(confirmations) == 100
+        tokens = [re.search(r"confirm\?token=(\S+)", m.get_body(("plain",)).get_content())
+                  .group(1) for m in confirmations]
+        with ThreadPoolExecutor(50) as pool:
+            assert set(pool.map(lambda t: post(server, "/confirm",
+                                               f"token={t}".encode())[0], tokens)) == {200}
+    found = dict(db_rows(root, "SELECT key, status FROM reader_changes"))
+    assert found == {**dict.fromkeys(leaving, "unsubscribed"), **dict.fromkeys(joining, "active")}
+    first = dict(db_rows(root, "SELECT email, state || ':' || reason FROM recipients "
+                         "WHERE send_id = 1"))
+    for address in leaving:  # skipped, or claimed before their unsubscribe was answered
+        assert first[address] == "skipped:unsubscribed" or first[address].startswith("sent")
+    assert all(first[a].startswith("sent") for a in staying)
+    delivered = [m["To"].addresses[0].addr_spec for m in outbox(root)
+                 if "Confirm" not in str(m["Subject"])]
+    assert sorted(delivered) == sorted(a for a, s in first.items() if s.startswith("sent"))
+    send(root, ZH)
+    second = dict(db_rows(root, "SELECT email, state FROM recipients WHERE send_id = 2"))
+    assert {a for a, s in second.items() if s == "pending" or s == "sent"} == \
+        set(staying) | set(joining)
