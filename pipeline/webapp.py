@@ -75,6 +75,7 @@ class Web:
         self.settings = settings
         self.keys = signup.verification_keys(settings)
         self.local = threading.local()
+        self.mail_lock = threading.Lock()
         readers.ensure(self.db())
         name = settings.subscribe_list
         if not name or "/" in name or "\\" in name or name.startswith("."):
@@ -209,12 +210,21 @@ class Web:
         data = signup.confirmation_email(self.settings, s, email, link)
         try:
             transport = services.get(self.settings.service, self.settings, db).transport()
-            try:
-                transport.deliver(transports.envelope_address(self.settings.sender_address),
-                                  transports.envelope_address(email), data)
-            finally:
-                transport.close()
-        except (transports.DeliveryError, InputError, OSError):
+            # One writer at a time: Maildir names made in the same microsecond by two
+            # threads of one process would clash.
+            with self.mail_lock:
+                try:
+                    transport.deliver(transports.envelope_address(self.settings.sender_address),
+                                      transports.envelope_address(email), data)
+                finally:
+                    transport.close()
+        except (transports.DeliveryError, InputError, OSError) as exc:
+            import logging
+
+            from .redact import redact
+
+            logging.getLogger("publish.web").error(redact(
+                f"cannot send a confirmation email: {transports.describe(exc)}"))
             return "failed"
         return "sent"
 
