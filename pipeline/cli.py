@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .cli_subscribers import subscribers_group
+from .cli_web import serve_command, site_command
 from .errors import PublishError
 from .services import names as service_names
 
@@ -52,6 +53,7 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     Send a test copy:     publish send issues/2025-01-ai-art.md --test me@example.com
     Send it, once:        publish send issues/2025-01-ai-art.md
     Subscribers:          publish subscribers import export.csv
+    The web:              publish site; publish serve
 
     Settings live in publish.toml; secrets (SUBSTACK_SID, SMTP_PASSWORD) only in
     the environment. Unsubscribe links are signed with a key made once in
@@ -527,6 +529,8 @@ def init(folder: Path, name: str) -> None:
 
 
 cli.add_command(subscribers_group)
+cli.add_command(site_command)
+cli.add_command(serve_command)
 
 
 def _say_error(text: str, **style) -> None:
