@@ -15,6 +15,7 @@ from . import (
     headline,
     images,
     language,
+    lazy,
     markdown,
     message,
     plaintext,
@@ -141,6 +142,7 @@ def _fetch_image_sizes(settings: Settings) -> bool:
 
 def render_issue(path: str | Path, settings: Settings) -> Built:
     """Every stage from Markdown to the finished email, in memory."""
+    lazy.defer(*lazy.UNUSED_BY_BUILD)
     issue = issue_mod.load(path)
     folder = templates.templates_dir(settings.root, settings.templates_dir)
     look = tokens.load_tokens(settings.root / settings.templates_dir)
