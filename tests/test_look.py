@@ -412,3 +412,77 @@ def test_code_block_style_comes_from_the_tokens():
     style = markdown.code_block_style(look)
     assert look.code["background"] in style and f"{look.code['font_size']}px" in style
     assert "pre-wrap" in style  # long lines wrap whatever the tokens say
+
+
+# attacks on the partials ------------------------------------------------------------------
+NESTED = """---
+title: Quotes in quotes
+lang: en
+---
+
+Prose before the quotes.
+
+> [!NOTE]
+> Outer note.
+>
+> > A plain quote in the note.
+> >
+> > > [!WARNING]
+> > > A warning in the plain quote.
+>
+> Back in the note.
+
+> A plain quote.
+>
+> > [!TIP]
+> > A tip in it.
+
+- A list item
+  > [!CAUTION]
+  > A callout in a list.
+"""
+
+
+def test_callouts_close_where_their_quote_closes_however_deep(tmp_path):
+    """With a callout that is not a blockquote, each callout's end must still be its own."""
+    folder = _letter(tmp_path)
+    (folder / "email_templates" / "callout.html.j2").write_text(
+        '<div class="callout callout-{{ kind }}">{{ content }}</div>\n', "utf-8")
+    write_issue(folder / "issues", "nested.md", NESTED)
+    soup = BeautifulSoup(_build(folder, "issues/nested.md").fragment, "html.parser")
+    note = soup.select_one("div.callout-note")
+    plain = note.find("blockquote")
+    warning = plain.select_one("div.callout-warning")
+    assert "A warning in the plain quote." in warning.get_text()
+    assert "Back in the note." in note.get_text() and "Back in the note." not in plain.get_text()
+    tip = soup.select_one("blockquote > div.callout-tip")
+    assert tip.get_text(" ", strip=True) == "A tip in it."
+    assert "A callout in a list." in soup.select_one("li div.callout-caution").get_text()
+    assert len(soup.select("div.callout")) == 4
+
+
+def test_a_thousand_callouts_build_quickly(tmp_path):
+    folder = _letter(tmp_path)
+    body = "\n".join(f"> [!TIP]\n> Tip {n}.\n" for n in range(1000))
+    write_issue(folder / "issues", "many.md", f"---\ntitle: Many tips\nlang: en\n---\n\n{body}")
+    built = _build(folder, "issues/many.md")
+    assert built.fragment.count('class="callout callout-tip"') == 1000
+    assert built.fragment.count("<blockquote") == built.fragment.count("</blockquote>")
+
+
+def test_a_partial_edited_between_builds_is_read_again(tmp_path):
+    """`publish preview` rebuilds in one process: an edited partial must show at once."""
+    folder = _letter(tmp_path)
+    subscribe = folder / "email_templates" / "cards" / "subscribe.html.j2"
+    first = _build(folder)
+    subscribe.write_text('<table class="card card-subscribe edited"><tr><td>'
+                         '<a href="{{ url }}">{{ label }}</a></td></tr></table>', "utf-8")
+    second = _build(folder)
+    assert "edited" not in first.html and 'card-subscribe edited' in second.html
+
+
+def test_an_illegible_dark_colour_is_caught_by_check(tmp_path):
+    """Tokens are checked for what they are; whether they read well is `publish check`'s
+    work, on the email they make."""
+    built = _build(_letter(tmp_path, '[colours]\ntext = { dark = "#22262b" }\n'))
+    assert [f for f in built.findings if f.rule == "dark-mode-contrast"]
