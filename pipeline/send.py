@@ -54,6 +54,8 @@ class SendOptions:
     rate: float | None = None  # messages per second, all connections together
     redraft: bool = False
     ignore_check: bool = False
+    # Called now and then while the list is read: (rows read, characters read, file size).
+    reading: Callable[[int, int, int], None] | None = None
 
 
 @dataclass
@@ -250,7 +252,7 @@ class Sender:
 
     def _audience(self) -> Iterator[ledger.AudienceRow]:
         suppressed = subscribers.suppressed(self.settings.root)
-        for line, item in subscribers.read(self.list_path):
+        for line, item in subscribers.read(self.list_path, self.options.reading):
             status, reason = classify(item, suppressed)
             if isinstance(item, subscribers.Rejected):
                 yield f"line {line}: {item.value}".lower(), item.value, "", status, reason
