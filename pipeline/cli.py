@@ -11,6 +11,9 @@ import click
 
 from .cli_subscribers import subscribers_group
 from .errors import PublishError
+from .services import names as service_names
+
+SERVICE_NAMES = service_names()
 
 
 class Context:
@@ -299,7 +302,7 @@ def _print_report(report, notes: list[str]) -> None:
 
 @cli.command()
 @click.argument("issue", type=click.Path(path_type=Path))
-@click.option("--service", help="local (Maildir outbox), smtp, or substack. Default: settings.")
+@click.option("--service", help=f"{', '.join(SERVICE_NAMES)}. Default: the 'service' setting.")
 @click.option("--list", "list_name", default="main", show_default=True,
               help="The subscriber list in subscribers/ to send to.")
 @click.option("--subscribers", "subscribers_path", type=click.Path(path_type=Path),
@@ -313,7 +316,7 @@ def _print_report(report, notes: list[str]) -> None:
 @click.option("--resend-in-doubt", is_flag=True,
               help="Send again to recipients a crash left in doubt (they may get it twice).")
 @click.option("--connections", type=click.IntRange(1, 32), default=1, show_default=True,
-              help="Parallel SMTP connections.")
+              help="Parallel connections to the service.")
 @click.option("--rate", type=float, metavar="N", help="At most N messages per second.")
 @click.option("--ignore-check", is_flag=True, help="Send even if `publish check` finds errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -16,8 +16,8 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ledger, state, transports
@@ -33,9 +33,10 @@ class Job:
     recipient_id: int
     address: str  # as the envelope carries it
     message_id: str
-    data: bytes | None  # None when the message cannot be made (see `refused`, `error`)
+    data: bytes | None  # the whole message; None for a template transport, or when refused
     refused: str = ""  # why this recipient cannot be sent to: failed, never handed over
     error: str = ""  # an unexpected failure while making it: the send stops, still pending
+    fields: Mapping[str, str] = field(default_factory=dict)  # a template's values
 
 
 Preparer = Callable[[int, str, str], Job]  # (recipient id, email, name) -> Job
@@ -51,7 +52,8 @@ class Stop(Exception):
 
 
 class RateLimit:
-    """At most `per_second` messages a second across all workers; waits end on a stop."""
+    """At most `per_second` messages a second across all workers (one token bucket, with
+    room for one call's worth); waits end on a stop."""
 
     def __init__(self, per_second: float | None, stop: threading.Event):
         self.interval = 1.0 / per_second if per_second else 0.0
@@ -59,19 +61,29 @@ class RateLimit:
         self.lock = threading.Lock()
         self.stop = stop
 
-    def wait(self) -> None:
+    def wait(self, count: int = 1) -> None:
+        """Until `count` more messages may go."""
         if not self.interval:
             return
         with self.lock:
             now = time.monotonic()
             at = max(self.next, now)
-            self.next = at + self.interval
+            self.next = at + self.interval * count
         if at > now:
             self.stop.wait(at - now)
 
 
+def start(*, batch_size: int = 1, **options) -> Delivery:
+    """The delivery loop for a transport: one message per call, or `batch_size` per call."""
+    if batch_size > 1:
+        from .delivery_batch import BatchDelivery
+
+        return BatchDelivery(batch_size=batch_size, **options)
+    return Delivery(**options)
+
+
 class Delivery:
-    """One run of the workers over a send's pending recipients."""
+    """One run of the workers over a send's pending recipients, one message per call."""
 
     def __init__(self, *, state_dir: Path, send_id: int, sender: str,
                  transport: Callable[[], transports.Transport], prepare: Preparer,
@@ -97,7 +109,7 @@ class Delivery:
     def run(self, db: sqlite3.Connection) -> str:
         """Deliver to every pending recipient; returns why it stopped early, or ''."""
         self.total = ledger.counts(db, self.send_id)[0]["pending"]
-        threads = [threading.Thread(target=self._worker, daemon=True, name=f"send-{n}")
+        threads = [threading.Thread(target=self._work, daemon=True, name=f"send-{n}")
                    for n in range(self.connections)]
         for thread in threads:
             thread.start()
@@ -186,25 +198,13 @@ class Delivery:
         except Exception as exc:
             return Job(recipient_id, address, "", None, error=transports.describe(exc))
 
-    def _worker(self) -> None:
+    def _work(self) -> None:
+        """One worker: its own database connection and transport, any failure a stop."""
         db = transport = None
         try:
             db = state.connect(self.state_dir)
             transport = self.make_transport()
-            job = self._next()
-            while job is not None and not self.stop.is_set():
-                following: list[Job] = []
-
-                def render_next(following: list[Job] = following) -> None:
-                    # Runs while the server handles the current message.
-                    if not following:
-                        with contextlib.suppress(queue.Empty):
-                            following.append(self._prepare(self.work.get_nowait()))
-
-                self._deliver_one(db, transport, job, render_next)
-                with self.lock:
-                    self.done += 1
-                job = following[0] if following else self._next()
+            self._worker(db, transport)
         except Stop as stop:
             self.halt(stop.reason, stop.cause)
         except BaseException as exc:
@@ -217,12 +217,29 @@ class Delivery:
                 with contextlib.suppress(Exception):
                     db.close()
 
+    def _worker(self, db: sqlite3.Connection, transport: transports.Transport) -> None:
+        """Take recipients from the queue, one message per call, until none is left."""
+        job = self._next()
+        while job is not None and not self.stop.is_set():
+            following: list[Job] = []
+
+            def render_next(following: list[Job] = following) -> None:
+                # Runs while the server handles the current message.
+                if not following:
+                    with contextlib.suppress(queue.Empty):
+                        following.append(self._prepare(self.work.get_nowait()))
+
+            self._deliver_one(db, transport, job, render_next)
+            with self.lock:
+                self.done += 1
+            job = following[0] if following else self._next()
+
     def _deliver_one(self, db: sqlite3.Connection, transport: transports.Transport, job: Job,
                      while_waiting: Callable[[], None]) -> None:
         """Hand one message over and settle the recipient; raises Stop to end the send."""
         if job.error:
             raise Stop(f"cannot make the message to {job.address}: {job.error}")
-        if job.data is None:
+        if job.refused:
             ledger.settle(db, job.recipient_id, "failed", job.refused)
             return
         for attempt in range(1, MAX_ATTEMPTS + 1):

@@ -21,11 +21,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from . import build
+from . import build, services
 from .errors import PublishError
 from .settings import SETTINGS_FILE, Settings
 
 PAGE = Path(__file__).with_name("preview_page.html")
+
+
+def _can_send_test(service: str) -> bool:
+    """Whether the preview offers "send a test": the service says so (unknown: no)."""
+    try:
+        return services.capabilities(service).can_send_test
+    except PublishError:
+        return False
 
 
 @dataclass
@@ -91,7 +99,7 @@ class Preview:
                 "clip_bytes": 102 * 1024,
                 "warnings": built.warnings,
                 "findings": [f.as_dict() for f in built.findings],
-                "can_send_test": self.settings.service in ("local", "smtp"),
+                "can_send_test": _can_send_test(self.settings.service),
             }
             snapshot.error = ""
         except PublishError as exc:

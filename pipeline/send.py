@@ -15,28 +15,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email.utils import make_msgid
 from pathlib import Path
 
 from . import (
-    build,
     check,
+    delivery,
     ledger,
-    render,
     services,
     state,
     subscribers,
-    templates,
     transports,
-    unsubscribe,
 )
 from . import draft as draft_mod
-from . import issue as issue_mod
-from .delivery import Delivery, Job
 from .errors import InputError, PublishError
 from .ledger import SendSummary
-from .message import MessageTemplate, Recipient
 from .redact import redact
+from .send_content import DraftSource, Messages, signing_key
 from .settings import Settings
 
 MIN_RATE = 0.001  # messages per second: one every 17 minutes
@@ -130,7 +124,7 @@ class Sender:
         self.options = options
         self.path = Path(issue_path)
         self.service_name = options.service or settings.service
-        self.service_class = services.service_class(self.service_name)
+        self.can = services.capabilities(self.service_name)
         if options.connections < 1 or options.connections > 32:
             raise InputError("--connections must be between 1 and 32")
         if options.rate is not None:
@@ -140,7 +134,8 @@ class Sender:
         if not self.path.is_file():
             raise InputError("no such file", self.path)
         self.issue = draft_mod.issue_key(self.path, settings)
-        if self.service_class.per_recipient:
+        self.drafts = DraftSource(self.path, self.issue, settings, self.can, options.redraft)
+        if self.can.per_recipient:
             self.list_path = options.subscribers_path or subscribers.list_path(
                 settings.root, options.list_name)
             if not self.list_path.is_file():
@@ -153,83 +148,7 @@ class Sender:
             self.audience_name = f"{self.service_name} subscribers"
         self.key = ledger.SendKey(self.issue, self.service_name, self.audience_name)
 
-    # the draft ---------------------------------------------------------------------
-    def _draft_row(self, db: sqlite3.Connection) -> sqlite3.Row | None:
-        return db.execute("SELECT * FROM drafts WHERE issue = ? AND service = ?",
-                          (self.issue, self.service_class.draft_store)).fetchone()
-
-    def _stale(self, row: sqlite3.Row | None) -> str:
-        """Why the draft cannot be sent as it is, or ''."""
-        if row is None:
-            return "has no draft yet"
-        if row["remote_id"] is None or \
-                row["source_hash"] != draft_mod.sha256(self.path.read_bytes()):
-            return "changed since its draft was pushed"
-        return ""
-
-    def _refuse_stale(self, why: str) -> None:
-        store = self.service_class.draft_store
-        raise PublishError(f"{self.issue} {why}; run `publish draft {self.issue}"
-                           f"{'' if store == 'local' else ' --service ' + store}` first, "
-                           "or add --redraft")
-
-    def _draft(self, db: sqlite3.Connection, *, push: bool = True) -> sqlite3.Row | None:
-        """The draft to send. A stale one is refused, or with --redraft pushed first (or,
-        when `push` is False, None is returned: the caller renders the issue itself)."""
-        row = self._draft_row(db)
-        why = self._stale(row)
-        if not why:
-            return row
-        if not self.options.redraft:
-            self._refuse_stale(why)
-        if not push:
-            return None
-        draft_mod.push(self.path, self.settings, self.service_class.draft_store)
-        row = self._draft_row(db)
-        if self._stale(row):  # the file changed again while it was pushed
-            self._refuse_stale(self._stale(row))
-        return row
-
-    def _content(self, db: sqlite3.Connection, row: sqlite3.Row | None) -> ledger.Content:
-        """What a new send freezes: the stored draft, or (dry run with --redraft) the
-        issue rendered now."""
-        if row is None:
-            email = build.render_issue(self.path, self.settings).email
-            return ledger.Content(draft_mod.sha256("\0".join((email.subject, email.html,
-                                                               email.text))),
-                                  email.subject, email.html, email.text)
-        revision = db.execute(
-            "SELECT subject, html, text, revision FROM draft_revisions WHERE draft_id = ? "
-            "ORDER BY id DESC LIMIT 1", (row["id"],)).fetchone()
-        if revision is None:
-            raise PublishError(f"the local draft of {self.issue} has no stored revision; "
-                               f"run `publish draft {self.issue}` again")
-        return ledger.Content(row["revision"], revision["subject"], revision["html"],
-                              revision["text"])
-
-    def _name_fallback(self) -> str:
-        lang = render.choose_language(issue_mod.load(self.path), self.settings)
-        folder = templates.templates_dir(self.settings.root, self.settings.templates_dir)
-        return templates.strings(folder, lang)["name_fallback"]
-
-    def _template(self, subject: str, html: str, text: str,
-                  subject_prefix: str = "") -> MessageTemplate:
-        return MessageTemplate(render.Email(subject, "", html, text, ""),
-                               sender=self.settings.sender, list_name=self.settings.name,
-                               unsubscribe_mailto=self.settings.unsubscribe_mailto,
-                               subject_prefix=subject_prefix,
-                               name_fallback=self._name_fallback())
-
-    def _unsubscribe_url(self, key: bytes | None, email: str) -> str:
-        token = unsubscribe.make_token(key, email) if key else ""
-        return unsubscribe.url(self.settings.unsubscribe_url, self.settings.base_url, email,
-                               token)
-
-    def _key(self) -> bytes | None:
-        if "{token}" not in self.settings.unsubscribe_url:
-            return None
-        return unsubscribe.signing_key(self.settings.state_path)
-
+    # the checks ----------------------------------------------------------------------
     def _refuse_placeholder_settings(self) -> None:
         """A service that reaches real readers never sends with the scaffold's placeholders."""
         from .build import placeholder_findings
@@ -263,17 +182,17 @@ class Sender:
     def _open(self, db: sqlite3.Connection, *, commit: bool) -> ledger.Opened:
         """Every check of a send, then the send opened under its lock (commit) or not."""
         self._refuse_placeholder_settings()
-        self._key()  # a missing unsubscribe secret stops us before anything is recorded
+        signing_key(self.settings)  # a missing unsubscribe secret stops us before anything
         service = services.get(self.service_name, self.settings, db)
         service.transport().close()  # its settings and secrets, checked without connecting
-        row = self._draft(db, push=commit)
+        row = self.drafts.current(db, push=commit)
 
         def new_content() -> ledger.Content:
             # Read again under the lock: a draft pushed meanwhile is the one frozen.
-            current = self._draft_row(db) if row is not None else None
-            if current is not None and self._stale(current):
-                self._refuse_stale(self._stale(current))
-            content = self._content(db, current)
+            current = self.drafts.row(db) if row is not None else None
+            if current is not None and self.drafts.stale(current):
+                self.drafts.refuse_stale(self.drafts.stale(current))
+            content = self.drafts.content(db, current)
             self._refuse_on_check_errors(content)
             return content
 
@@ -289,18 +208,18 @@ class Sender:
 
     def plan(self) -> Plan:
         """What `run` would do, by running every one of its checks; nothing is written."""
-        plan = Plan(self.service_name, self.service_class.per_recipient)
+        plan = Plan(self.service_name, self.can.per_recipient)
         db = state.connect(self.settings.state_path)
         try:
-            if not self.service_class.per_recipient:
+            if not self.can.per_recipient:
                 self._refuse_placeholder_settings()
-                row = self._draft(db, push=False)
+                row = self.drafts.current(db, push=False)
                 services.get(self.service_name, self.settings, db)
                 ledger.open_publication(db, self.key, revision="", title="", commit=False)
                 if row is None:
                     plan.notes.append("a new draft would be pushed first (--redraft)")
                 return plan
-            redraft = bool(self._stale(self._draft_row(db)))
+            redraft = bool(self.drafts.stale(self.drafts.row(db)))
             opened = self._open(db, commit=False)
         finally:
             db.close()
@@ -316,25 +235,15 @@ class Sender:
         """One copy to `address`, subject prefixed [TEST]; not recorded in the ledger."""
         db = state.connect(self.settings.state_path)
         try:
-            row = self._draft(db)
+            row = self.drafts.current(db)
             service = services.get(self.service_name, self.settings, db)
-            if not self.service_class.per_recipient:
+            if not self.can.can_send_test:
+                where = f": {row['url']}" if row is not None and row["url"] else ""
                 raise PublishError(f"{self.service_name} has no API for test emails; open the "
-                                   f"draft in its editor to preview it: {row['url']}")
-            content = self._content(db, row)
-            template = self._template(content.subject, content.html, content.text,
-                                      subject_prefix="[TEST] ")
-            normalized = subscribers.normalize_email(address)
-            recipient = Recipient(transports.envelope_address(normalized))
-            data = template.render(recipient, self._unsubscribe_url(self._key(), normalized))
-            transport = service.transport()
-            try:
-                return transport.deliver(self.settings.sender_address, recipient.email, data)
-            except transports.DeliveryError as exc:
-                raise PublishError(f"test copy to {address} not delivered: {exc.response}"
-                                   ) from None
-            finally:
-                transport.close()
+                                   f"draft in its editor to preview it{where}")
+            messages = Messages(self.path, self.settings, self.drafts.content(db, row),
+                                subject_prefix="[TEST] ")
+            return send_one(service, messages, subscribers.normalize_email(address))
         except ValueError as exc:
             raise InputError(f"--test {address!r}: {exc}") from None
         finally:
@@ -343,11 +252,13 @@ class Sender:
     # the send ------------------------------------------------------------------------
     def run(self, progress: Callable[[int, int], None] | None = None,
             stop: threading.Event | None = None) -> tuple[SendReport, list[str]]:
-        """Send (or continue sending) the issue. Returns the report and notes for the editor."""
+        """Open (or resume) the send, deliver to everyone still pending, report.
+
+        Returns the report and notes for the editor."""
         db = state.connect(self.settings.state_path)
         started = time.monotonic()
         try:
-            if not self.service_class.per_recipient:
+            if not self.can.per_recipient:
                 return self._publish(db), []
             opened = self._open(db, commit=True)
             delivery = self._delivery(db, opened.send_id, progress, stop)
@@ -369,29 +280,24 @@ class Sender:
 
     def _delivery(self, db: sqlite3.Connection, send_id: int,
                   progress: Callable[[int, int], None] | None,
-                  stop: threading.Event | None) -> Delivery:
+                  stop: threading.Event | None) -> delivery.Delivery:
+        """The delivery loop for this service's transport, over the frozen content."""
         row = db.execute("SELECT * FROM sends WHERE id = ?", (send_id,)).fetchone()
-        template = self._template(row["subject"], row["html"], row["text"])
-        key = self._key()
-        domain = self.settings.sender_address.rpartition("@")[2]
-        unsubscribe_url = self._unsubscribe_url
+        frozen = ledger.Content(row["revision"], row["subject"], row["html"], row["text"])
+        messages = Messages(self.path, self.settings, frozen)
+        whole = not self.can.renders_itself
 
-        def prepare(recipient_id: int, address: str, name: str) -> Job:
-            message_id = make_msgid(domain=domain)
-            try:
-                envelope = transports.envelope_address(address)
-                data = template.render(Recipient(envelope, name),
-                                       unsubscribe_url(key, address), message_id=message_id)
-            except (InputError, ValueError) as exc:
-                return Job(recipient_id, address, message_id, None, refused=f"refused: {exc}")
-            return Job(recipient_id, envelope, message_id, data)
+        def prepare(recipient_id: int, address: str, name: str) -> delivery.Job:
+            return messages.job(recipient_id, address, name, whole_message=whole)
 
         service = services.get(self.service_name, self.settings, db)
-        return Delivery(
+        return delivery.start(
+            batch_size=self.can.batch_size,
             state_dir=self.settings.state_path, send_id=send_id,
-            sender=self.settings.sender_address, transport=service.transport,
+            sender=self.settings.sender_address,
+            transport=lambda: service.transport(messages.template),
             prepare=prepare, rate=self.options.rate,
-            connections=min(self.options.connections, self.service_class.max_connections),
+            connections=min(self.options.connections, self.can.max_connections),
             backoff=self.backoff, progress=progress, stop=stop)
 
     def report(self, db: sqlite3.Connection, send_id: int) -> SendReport:
@@ -404,17 +310,40 @@ class Sender:
     # a service that sends to its own audience ---------------------------------------
     def _publish(self, db: sqlite3.Connection) -> SendReport:
         self._refuse_placeholder_settings()
-        row = self._draft(db)
+        row = self.drafts.current(db)
         service = services.get(self.service_name, self.settings, db)
         send_id = ledger.open_publication(db, self.key, revision=row["revision"],
                                           title=row["title"])
         note, published_now = service.publish(row["remote_id"])
         ledger.finish_publication(db, send_id, note)
         db.execute("UPDATE drafts SET status = 'sent' WHERE issue = ? AND service = ?",
-                   (self.issue, self.service_class.draft_store))
+                   (self.issue, self.can.draft_store))
         if not published_now:
             raise PublishError(f"{self.issue}: {note}")
         return SendReport(send_id, self.service_name, note=note)
+
+
+def send_one(service: services.Service, messages: Messages, address: str) -> str:
+    """One message to one address through the service's transport (a test copy)."""
+    transport = service.transport(messages.template)
+    try:
+        if getattr(transport, "batch_size", 1) > 1:
+            job = messages.job(0, address, "")
+            if job.refused:
+                raise InputError(job.refused)
+            [answer] = transport.deliver_batch(
+                messages.settings.sender_address,
+                [transports.Entry(job.address, job.data, job.fields)])
+            if answer.state != "sent":
+                raise transports.Rejected(answer.response)
+            return answer.response
+        data = messages.message(address)
+        return transport.deliver(messages.settings.sender_address,
+                                 transports.envelope_address(address), data)
+    except transports.DeliveryError as exc:
+        raise PublishError(f"test copy to {address} not delivered: {exc.response}") from None
+    finally:
+        transport.close()
 
 
 def list_sends(settings: Settings) -> list[SendSummary]:

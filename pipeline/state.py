@@ -93,6 +93,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX recipients_by_state ON recipients (send_id, state, id);
     """,
+    """
+    ALTER TABLE recipients ADD COLUMN batch_id TEXT;   -- the call that carried it (batch sends)
+    ALTER TABLE recipients ADD COLUMN retry_at REAL;   -- pending, but not before this time
+    ALTER TABLE recipients ADD COLUMN remote_id TEXT;  -- the service's id for the message
+    CREATE INDEX recipients_by_remote_id ON recipients (remote_id) WHERE remote_id IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

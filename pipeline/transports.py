@@ -1,4 +1,4 @@
-"""Delivering one message at a time: into a Maildir outbox, or over SMTP.
+"""Handing messages over: one at a time (a Maildir outbox, SMTP), or in batches (an API).
 
 Each failure says what is known about the message, because the send ledger depends on it:
 `Temporary` and `Rejected` mean the server did not take it; `InDoubt` means it may have;
@@ -15,7 +15,8 @@ import mailbox
 import re
 import smtplib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +35,10 @@ class Temporary(DeliveryError):
 
 class Unreachable(Temporary):
     """Could not connect at all; if it lasts, the send stops and can be resumed."""
+
+
+class Throttled(Temporary):
+    """The service asks us to slow down: every worker pauses before its next call."""
 
 
 class Rejected(DeliveryError):
@@ -91,6 +96,44 @@ class Transport(Protocol):
         read, so the caller can prepare the next message while the server works.
         """
         ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One recipient's part of a batch call: the envelope address, the whole message when
+    the transport takes messages, and the values that personalise a template when it
+    takes a template (name, email, unsubscribe_url)."""
+
+    address: str
+    data: bytes | None
+    fields: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The service's answer for one entry of a batch: `sent` (with its id for the
+    message), `failed` (refused; trying again will not help), `retry` (not taken now) or
+    `throttled` (not taken now: slow down)."""
+
+    state: str
+    response: str
+    remote_id: str | None = None
+
+
+class BatchTransport(Protocol):
+    """A transport that takes up to `batch_size` recipients per call.
+
+    `deliver_batch` returns one Answer per entry, in order, or raises one of the errors
+    above for the call as a whole: `Temporary` (none taken; `Throttled` to slow down),
+    `Rejected` (none will be), `InDoubt` (no answer: any may have been taken), `Fatal`,
+    `Unexpected`. Any other exception is treated as `InDoubt` and stops the send.
+    """
+
+    batch_size: int
+
+    def deliver_batch(self, sender: str, entries: Sequence[Entry]) -> list[Answer]: ...
 
     def close(self) -> None: ...
 

@@ -1,8 +1,10 @@
 """Where drafts go and how they are sent: one small interface, one module per service.
 
-A service pushes a draft (create or update) and sends it: message by message through a
-transport (local Maildir, SMTP), or by publishing to its own audience (Substack). Adding
-one is a new module here and a line in SERVICES.
+A service pushes a draft (create or update) and sends it: through a transport that takes
+one message (local Maildir, SMTP) or a batch of recipients per call, or by publishing to
+its own audience (Substack). Each declares what it can do (`Capabilities`) and callers ask
+(`capabilities(name)`) instead of knowing names. Adding one is a new module here and a
+line in SERVICES.
 """
 
 from __future__ import annotations
@@ -10,16 +12,33 @@ from __future__ import annotations
 import importlib
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import InputError
-from ..settings import Settings
+
+if TYPE_CHECKING:  # `publish --help` lists the services without loading the settings code
+    from ..settings import Settings
 
 SERVICES = {
     "local": "pipeline.services.local:LocalService",
     "substack": "pipeline.services.substack:SubstackService",
     "smtp": "pipeline.services.smtp:SmtpService",
 }
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a service can do, as callers need to know it (class attributes of a service)."""
+
+    name: str
+    draft_store: str  # the service whose drafts it sends (smtp sends local drafts)
+    per_recipient: bool  # sends to our own list through the ledger (else: its own audience)
+    can_send_test: bool  # `send --test ADDRESS` delivers one copy
+    batch_size: int  # recipients per call of its transport (1: one message at a time)
+    can_schedule: bool  # a send can be scheduled for later and run by `publish due`
+    reaches_readers: bool  # placeholder settings stop a send (else they are warnings)
+    max_connections: int  # transports a send may run side by side
+    renders_itself: bool  # its transport personalises one template (else: whole messages)
 
 
 @dataclass(frozen=True)
@@ -74,18 +93,16 @@ class Service(Protocol):
     """What `publish draft` and `publish send` need from a service.
 
     A service that sends to the newsletter's own list (`per_recipient = True`) gives
-    `publish send` a `transport()` that delivers one message at a time; the ledger and
-    retries are the send's. A service with its own audience (`per_recipient = False`)
-    offers `publish(remote_id) -> (note, published_now)` instead.
+    `publish send` a `transport(template=None)` that delivers one message per call, or
+    (`batch_size > 1`) `batch_size` recipients per call; the ledger and retries are the
+    send's. A service with its own audience (`per_recipient = False`) offers
+    `publish(remote_id) -> (note, published_now)` instead. The class attributes of
+    `Capabilities` say what else it can do.
     """
 
     name: str
-    draft_store: str  # the service whose drafts this one sends (smtp sends local drafts)
+    draft_store: str
     per_recipient: bool
-    max_connections: int  # transports a send may run side by side (per_recipient only)
-    # Whether a send reaches real readers (placeholder settings then stop it); a service
-    # that does not say is assumed to.
-    reaches_readers: bool
 
     def push_draft(
         self, content: DraftContent, previous: DraftRecord | None, *, force: bool
@@ -105,8 +122,29 @@ def service_class(name: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def names() -> list[str]:
+    """The known service names, for help texts and messages."""
+    return sorted(SERVICES)
+
+
+def capabilities(name: str) -> Capabilities:
+    """What the service `name` can do; an unknown name is a clear InputError. A service
+    that does not say is assumed to reach readers, one message and one connection at a
+    time, without test copies or schedules."""
+    cls = service_class(name)
+    per_recipient = bool(cls.per_recipient)
+    return Capabilities(
+        name=name, draft_store=getattr(cls, "draft_store", name), per_recipient=per_recipient,
+        can_send_test=bool(getattr(cls, "can_send_test", False)),
+        batch_size=int(getattr(cls, "batch_size", 1)),
+        can_schedule=bool(getattr(cls, "can_schedule", False)),
+        reaches_readers=bool(getattr(cls, "reaches_readers", True)),
+        max_connections=int(getattr(cls, "max_connections", 1)),
+        renders_itself=bool(getattr(cls, "renders_itself", False)))
+
+
 def reaches_readers(name: str) -> bool:
-    return bool(getattr(service_class(name), "reaches_readers", True))
+    return capabilities(name).reaches_readers
 
 
 def get(name: str, settings: Settings, db: sqlite3.Connection) -> Service:

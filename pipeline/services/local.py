@@ -18,11 +18,15 @@ class LocalService:
     # Where this service's drafts are kept: per-recipient services share the local store.
     draft_store = "local"
     per_recipient = True
+    can_send_test = True
+    can_schedule = True
+    batch_size = 1
     max_connections = 1  # one writer into the outbox is as fast as the disk
     # Mail lands in a local folder: placeholder settings are warnings, not errors.
     reaches_readers = False
 
-    def transport(self) -> MaildirTransport:
+    def transport(self, template: object = None) -> MaildirTransport:
+        """The outbox; `template` is for services whose transport personalises one."""
         return MaildirTransport(self.settings.root / self.settings.outbox_dir)
 
     def __init__(self, settings: Settings, db: sqlite3.Connection):

@@ -17,7 +17,8 @@ class SmtpService(LocalService):
     max_connections = 32
     reaches_readers = True
 
-    def transport(self) -> SmtpTransport:
+    def transport(self, template: object = None) -> SmtpTransport:
+        """One connection to the relay; its settings and password checked here."""
         s = self.settings
         if s.smtp_security not in {"starttls", "ssl", "none"}:
             raise InputError(f"smtp_security must be starttls, ssl or none, not "

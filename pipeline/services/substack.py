@@ -51,6 +51,8 @@ class SubstackService:
     name = "substack"
     draft_store = "substack"
     per_recipient = False  # Substack sends to its own subscribers
+    can_send_test = False  # no API for test emails: its editor previews the draft
+    can_schedule = False
     reaches_readers = True
 
     def __init__(self, settings: Settings, db: sqlite3.Connection,
