@@ -360,11 +360,13 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
     --resend-in-doubt). After a crash or Ctrl-C, run the same command to continue.
     """
     from . import send as send_mod
+    from .cli_subscribers import _rows_progress
 
+    reading = _rows_progress("Reading")
     options = send_mod.SendOptions(
         service=service, list_name=list_name, subscribers_path=subscribers_path,
         retry_failed=retry_failed, resend_in_doubt=resend_in_doubt, connections=connections,
-        rate=rate, redraft=redraft, ignore_check=ignore_check)
+        rate=rate, redraft=redraft, ignore_check=ignore_check, reading=reading)
     if at or unschedule:
         _schedule(obj, issue, options, at, unschedule, yes, as_json)
         return
@@ -374,10 +376,13 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         click.echo(f"Test copy sent to {test_address}: {answer}")
         return
     if dry_run:
-        _print_plan(issue, sender.plan(), as_json)  # every check of the real send; no record
+        plan = sender.plan()  # every check of the real send; no record
+        reading.done()
+        _print_plan(issue, plan, as_json)
         return
     if not yes:
         plan = sender.plan()  # what the question says is what the send will do
+        reading.done()
         if not sys.stdin.isatty():
             raise click.UsageError("not a terminal to ask for confirmation; add --yes")
         who = (f"{plan.will_send} subscriber(s)" if plan.per_recipient

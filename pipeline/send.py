@@ -21,8 +21,8 @@ from . import (
     check,
     delivery,
     ledger,
-    schedule,
     readers,
+    schedule,
     services,
     state,
     subscribers,
@@ -50,6 +50,8 @@ class SendOptions:
     rate: float | None = None  # messages per second, all connections together
     redraft: bool = False
     ignore_check: bool = False
+    # Called now and then while the list is read: (rows read, characters read, file size).
+    reading: Callable[[int, int, int], None] | None = None
 
 
 @dataclass
@@ -170,7 +172,7 @@ class Sender:
                                f"first: {found[0]}; fix them or add --ignore-check")
 
     def _list_rows(self, suppressed: set[str]) -> Iterator[ledger.AudienceRow]:
-        for line, item in subscribers.read(self.list_path):
+        for line, item in subscribers.read(self.list_path, self.options.reading):
             status, reason = classify(item, suppressed)
             if isinstance(item, subscribers.Rejected):
                 yield f"line {line}: {item.value}".lower(), item.value, "", status, reason
