@@ -319,3 +319,19 @@ def test_200_unsubscribes_and_subscribes_at_once_while_a_send_freezes_its_audien
     second = dict(db_rows(root, "SELECT email, state FROM recipients WHERE send_id = 2"))
     assert {a for a, s in second.items() if s == "pending" or s == "sent"} == \
         set(staying) | set(joining)
+
+
+def test_export_neutralises_formulas_and_keeps_every_subscriber(tmp_path):
+    root = letter(tmp_path, ["ada@example.org"])
+    with (root / "subscribers" / "main.csv").open("a", encoding="utf-8") as out:
+        out.write('bo@example.org,"=HYPERLINK(""http://evil.example"",""x"")",active,\n')
+        out.write("cy@example.org,@SUM(1),bounced,\n")
+    result = run_publish("subscribers", "export", "--out", str(tmp_path / "x.csv"), cwd=root)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "x.csv").read_text("utf-8")
+    assert "'=HYPERLINK(" in text and "'@SUM(1)" in text
+    assert ",=" not in text and ",@" not in text
+    assert [line.split(",")[0] for line in text.splitlines()[1:]] == [
+        "ada@example.org", "bo@example.org", "cy@example.org"]
+    refused = run_publish("subscribers", "export", "--out", "subscribers/main.csv", cwd=root)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
