@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .cli_subscribers import subscribers_group
+from .cli_web import serve_command, site_command
 from .errors import PublishError
 from .services import names as service_names
 
@@ -52,6 +53,7 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     Send a test copy:     publish send issues/2025-01-ai-art.md --test me@example.com
     Send it, once:        publish send issues/2025-01-ai-art.md
     Subscribers:          publish subscribers import export.csv
+    The web:              publish site; publish serve
 
     Settings live in publish.toml; secrets (SUBSTACK_SID, SMTP_PASSWORD) only in
     the environment. Unsubscribe links are signed with a key made once in
@@ -358,11 +360,13 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
     --resend-in-doubt). After a crash or Ctrl-C, run the same command to continue.
     """
     from . import send as send_mod
+    from .cli_subscribers import _rows_progress
 
+    reading = _rows_progress("Reading")
     options = send_mod.SendOptions(
         service=service, list_name=list_name, subscribers_path=subscribers_path,
         retry_failed=retry_failed, resend_in_doubt=resend_in_doubt, connections=connections,
-        rate=rate, redraft=redraft, ignore_check=ignore_check)
+        rate=rate, redraft=redraft, ignore_check=ignore_check, reading=reading)
     if at or unschedule:
         clash = [flag for flag, given in (("--test", test_address), ("--dry-run", dry_run),
                                           ("--redraft", redraft),
@@ -379,10 +383,13 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         click.echo(f"Test copy sent to {test_address}: {answer}")
         return
     if dry_run:
-        _print_plan(issue, sender.plan(), as_json)  # every check of the real send; no record
+        plan = sender.plan()  # every check of the real send; no record
+        reading.done()
+        _print_plan(issue, plan, as_json)
         return
     if not yes:
         plan = sender.plan()  # what the question says is what the send will do
+        reading.done()
         if not sys.stdin.isatty():
             raise click.UsageError("not a terminal to ask for confirmation; add --yes")
         who = (f"{plan.will_send} subscriber(s)" if plan.per_recipient
@@ -534,6 +541,8 @@ def init(folder: Path, name: str) -> None:
 
 
 cli.add_command(subscribers_group)
+cli.add_command(site_command)
+cli.add_command(serve_command)
 
 
 def _say_error(text: str, **style) -> None:

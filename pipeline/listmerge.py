@@ -115,6 +115,7 @@ class _Merge:
         # problems not reported), so an unsubscribe from a long list takes seconds.
         self.only: set[str] | None = only
         self.table = csvrows.Table(Path())
+        self.codec = _Json()
         self.columns: list[str] = []
         self.ending = "\n"
 
@@ -213,7 +214,7 @@ class _Merge:
             if needs_break:
                 yield self.ending
                 needs_break = False
-            values = {**json.loads(attributes), "email": email, "name": name,
+            values = {**self.codec.loads(attributes), "email": email, "name": name,
                       "status": status, "created_at": created}
             self.report.added += 1
             yield csvrows.format_row([values.get(c, "") for c in self.columns],
@@ -255,25 +256,75 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+class _Json:
+    """json.dumps / json.loads of the few distinct attribute sets an export repeats."""
+
+    LIMIT = 4096
+
+    def __init__(self):
+        self.dumped: dict[tuple, str] = {}
+        self.loaded: dict[str, dict] = {}
+
+    def dumps(self, attributes: dict[str, str]) -> str:
+        key = tuple(attributes.items())
+        text = self.dumped.get(key)
+        if text is None:
+            text = json.dumps(attributes)
+            if len(self.dumped) < self.LIMIT:
+                self.dumped[key] = text
+        return text
+
+    def loads(self, text: str) -> dict:
+        value = self.loaded.get(text)
+        if value is None:
+            value = json.loads(text)
+            if len(self.loaded) < self.LIMIT:
+                self.loaded[text] = value
+        return value  # callers copy it ({**value, …}); never changed in place
+
+
+_INSERT = "INSERT OR IGNORE INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+_BATCH = 5000
+
+
 def _incoming(db: sqlite3.Connection, items: Iterator[tuple[int, Subscriber | Rejected]],
               report: ImportReport) -> list[str]:
-    """Load the rows to merge into the scratch database; the extra columns they bring."""
+    """Load the rows to merge into the scratch database; the extra columns they bring.
+
+    Rows go in by batches; a row that brings a column not seen yet goes in alone, since
+    only a row that is not a duplicate (the first of its address) adds its columns.
+    """
     extras: dict[str, None] = {}
+    batch: list[tuple] = []
+    codec = _Json()
     order = 0
+
+    def flush() -> None:
+        before = db.total_changes
+        db.executemany(_INSERT, batch)
+        report.duplicates += len(batch) - (db.total_changes - before)
+        batch.clear()
+
     db.execute("BEGIN")
     for _, item in items:
         if isinstance(item, Rejected):
             report.rejected.append(item)
             continue
         order += 1
-        inserted = db.execute(
-            "INSERT OR IGNORE INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-            (item.key, item.email, item.name, item.status, item.created_at,
-             json.dumps(item.attributes), order)).rowcount
-        if not inserted:  # seen earlier in this same file, in some spelling
-            report.duplicates += 1
+        row = (item.key, item.email, item.name, item.status, item.created_at,
+               codec.dumps(item.attributes), order)
+        new = [k for k in item.attributes if k not in COLUMNS and k not in extras]
+        if not new:
+            batch.append(row)
+            if len(batch) >= _BATCH:
+                flush()
             continue
-        extras.update(dict.fromkeys(k for k in item.attributes if k not in COLUMNS))
+        flush()
+        if db.execute(_INSERT, row).rowcount:
+            extras.update(dict.fromkeys(new))
+        else:  # seen earlier in this same file, in some spelling
+            report.duplicates += 1
+    flush()
     db.execute("COMMIT")
     return list(extras)
 

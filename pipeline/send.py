@@ -21,6 +21,7 @@ from . import (
     check,
     delivery,
     ledger,
+    readers,
     schedule,
     services,
     state,
@@ -49,6 +50,8 @@ class SendOptions:
     rate: float | None = None  # messages per second, all connections together
     redraft: bool = False
     ignore_check: bool = False
+    # Called now and then while the list is read: (rows read, characters read, file size).
+    reading: Callable[[int, int, int], None] | None = None
 
 
 @dataclass
@@ -168,14 +171,18 @@ class Sender:
             raise PublishError(f"`publish check {self.issue}` finds {len(found)} error(s), "
                                f"first: {found[0]}; fix them or add --ignore-check")
 
-    def _audience(self) -> Iterator[ledger.AudienceRow]:
-        suppressed = subscribers.suppressed(self.settings.root)
-        for line, item in subscribers.read(self.list_path):
+    def _list_rows(self, suppressed: set[str]) -> Iterator[ledger.AudienceRow]:
+        for line, item in subscribers.read(self.list_path, self.options.reading):
             status, reason = classify(item, suppressed)
             if isinstance(item, subscribers.Rejected):
                 yield f"line {line}: {item.value}".lower(), item.value, "", status, reason
             else:
                 yield item.key, item.email, item.name, status, reason
+
+    def _audience(self, db: sqlite3.Connection) -> Iterator[ledger.AudienceRow]:
+        """The list, with what readers changed on the web (read in the send's transaction)."""
+        suppressed = subscribers.suppressed(self.settings.root)
+        return readers.apply(db, self.audience_name, self._list_rows(suppressed), suppressed)
 
     # plan and open: the same checks, rolled back or kept -----------------------------
     def _open(self, db: sqlite3.Connection, *, commit: bool) -> ledger.Opened:
@@ -198,7 +205,7 @@ class Sender:
 
         try:
             return ledger.open_send(
-                db, self.key, new_content=new_content, audience=self._audience,
+                db, self.key, new_content=new_content, audience=lambda: self._audience(db),
                 current_revision=row["revision"] if row is not None else None,
                 retry_failed=self.options.retry_failed,
                 resend_in_doubt=self.options.resend_in_doubt, commit=commit,

@@ -24,7 +24,8 @@ class Settings:
     name: str = "My Newsletter"
     sender: str = "My Newsletter <newsletter@example.com>"
     base_url: str = "https://example.com/"
-    # Where an issue can be read on the web; `{slug}` is filled in. Empty: no link.
+    # Where an issue can be read on the web; `{slug}` is filled in. Empty: the issue's page
+    # in the site `publish site` builds ({base_url}issues/{slug}/); "none": no link.
     web_url: str = ""
     # Turns an author handle into a link; `{user}` is filled in. Empty: no link.
     profile_url: str = ""
@@ -69,6 +70,12 @@ class Settings:
     # How a build learns a remote image's size: "fetch" reads its first bytes once (cached),
     # "local" only reads local files and the cache (for offline builds and test runs).
     image_sizes: str = "fetch"
+    # The newsletter's web: where `publish site` writes, and the list `publish serve` adds
+    # confirmed readers to (subscribers/<name>.csv).
+    site_dir: str = "site"
+    subscribe_list: str = "main"
+    subscribe_per_address: str = "3"  # sign-ups per hour for one address
+    subscribe_per_client: str = "20"  # sign-ups per hour from one client address
 
     @property
     def state_path(self) -> Path:
@@ -203,4 +210,14 @@ def load(root: Path | None = None, env: dict[str, str] | None = None) -> Setting
     settings = replace(Settings(root=root), **values)
     if not settings.base_url.endswith("/"):
         settings = replace(settings, base_url=settings.base_url + "/")
+    return with_web_url(settings)
+
+
+def with_web_url(settings: Settings) -> Settings:
+    """`web_url` made concrete: empty is the issue's page in the site, "none" is no link."""
+    if settings.web_url.strip().lower() == "none":
+        return replace(settings, web_url="")
+    if not settings.web_url:
+        return replace(settings, web_url=settings.base_url.replace("{", "{{").replace(
+            "}", "}}") + "issues/{slug}/")
     return settings
