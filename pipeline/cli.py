@@ -368,6 +368,13 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         retry_failed=retry_failed, resend_in_doubt=resend_in_doubt, connections=connections,
         rate=rate, redraft=redraft, ignore_check=ignore_check, reading=reading)
     if at or unschedule:
+        clash = [flag for flag, given in (("--test", test_address), ("--dry-run", dry_run),
+                                          ("--redraft", redraft),
+                                          ("--retry-failed", retry_failed),
+                                          ("--resend-in-doubt", resend_in_doubt)) if given]
+        if clash:
+            raise click.UsageError(f"{clash[0]} does not go with "
+                                   f"{'--at' if at else '--unschedule'}")
         _schedule(obj, issue, options, at, unschedule, yes, as_json)
         return
     sender = send_mod.Sender(issue, obj.settings, options)

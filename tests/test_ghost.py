@@ -202,3 +202,15 @@ def test_tokens_are_what_ghost_accepts_and_the_server_refuses_others(letter, gho
                                algorithm="HS256", headers={"kid": KEY_ID}),
     ]
     assert all(ghost.check_token(header) for header in refused)
+
+
+def test_chinese_issue_keeps_every_character(letter, ghost):
+    zh = "issues/2025-02-video-models.md"
+    result = _run(letter, ghost, "draft", zh, "--service", "ghost")
+    assert result.returncode == 0, result.stderr
+    post = next(iter(ghost.posts.values()))
+    source = (letter / zh).read_text("utf-8")
+    title = re.search(r'^title:\s*"?(.+?)"?\s*$', source, re.M).group(1)
+    assert post["title"] == title and re.search(r"[\u4e00-\u9fff]{4}", post["html"])
+    listing = run_publish("drafts", "--json", cwd=letter)
+    assert json.loads(listing.stdout)[0]["service"] == "ghost"

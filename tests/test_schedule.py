@@ -181,3 +181,22 @@ def test_parse_when_rejects_what_it_cannot_place(letter):
     assert schedule.parse_when("2030-11-03T01:30-05:00", s).hour == 6
     assert schedule.parse_when("2030-11-03T12:00Z", s).hour == 12
     assert ROOT.exists()
+
+
+@pytest.mark.parametrize("flag", ["--dry-run", "--redraft", "--retry-failed",
+                                  "--test=me@letter.example"])
+def test_flags_that_do_not_go_with_at_record_nothing(letter, flag):
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    result = run_publish("send", EN, "--at", at, flag, "--yes", cwd=letter)
+    assert result.returncode == 2 and "does not go with --at" in result.stderr
+    assert run_publish("sends", cwd=letter).stdout.strip() == "No sends yet."
+
+
+def test_a_due_send_whose_issue_is_gone_fails_in_one_line(letter):
+    _schedule_in_the_past(letter)
+    (letter / EN).rename(letter / "issues" / "renamed.md")
+    due = run_publish("due", cwd=letter)
+    assert due.returncode == 1 and "no such file" in due.stderr
+    assert len(due.stderr.strip().splitlines()) == 1
+    assert _outbox(letter) == []
+    assert run_publish("due", cwd=letter).stdout == ""  # failed for good, not retried
