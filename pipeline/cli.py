@@ -319,12 +319,14 @@ def _print_report(report, notes: list[str]) -> None:
               help="Parallel connections to the service.")
 @click.option("--rate", type=float, metavar="N", help="At most N messages per second.")
 @click.option("--ignore-check", is_flag=True, help="Send even if `publish check` finds errors.")
+@click.option("--yes-over-quota", is_flag=True,
+              help="Start although the service's 24-hour quota cannot cover everyone.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def send(obj: Context, issue: Path, service: str | None, list_name: str,
          subscribers_path: Path | None, test_address: str | None, dry_run: bool, yes: bool,
          redraft: bool, retry_failed: bool, resend_in_doubt: bool, connections: int,
-         rate: float | None, ignore_check: bool, as_json: bool) -> None:
+         rate: float | None, ignore_check: bool, yes_over_quota: bool, as_json: bool) -> None:
     """Send ISSUE to its subscribers, exactly once; re-run the same command to resume.
 
     \b
@@ -341,7 +343,7 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
     options = send_mod.SendOptions(
         service=service, list_name=list_name, subscribers_path=subscribers_path,
         retry_failed=retry_failed, resend_in_doubt=resend_in_doubt, connections=connections,
-        rate=rate, redraft=redraft, ignore_check=ignore_check)
+        rate=rate, redraft=redraft, ignore_check=ignore_check, yes_over_quota=yes_over_quota)
     sender = send_mod.Sender(issue, obj.settings, options)
     if test_address:
         answer = sender.send_test(test_address)

@@ -114,8 +114,9 @@ class Entry:
 @dataclass(frozen=True)
 class Answer:
     """The service's answer for one entry of a batch: `sent` (with its id for the
-    message), `failed` (refused; trying again will not help), `retry` (not taken now) or
-    `throttled` (not taken now: slow down)."""
+    message), `failed` (refused; trying again will not help), `retry` (not taken now),
+    `throttled` (not taken now: slow down) or `halt` (not taken, and nothing more can be
+    sent now: the send stops)."""
 
     state: str
     response: str

@@ -23,6 +23,7 @@ SERVICES = {
     "local": "pipeline.services.local:LocalService",
     "substack": "pipeline.services.substack:SubstackService",
     "smtp": "pipeline.services.smtp:SmtpService",
+    "ses": "pipeline.services.ses:SesService",
 }
 
 
