@@ -122,7 +122,7 @@ class Messages:
         try:
             envelope = transports.envelope_address(address)
             fields = {"email": address, "name": name or self.template.name_fallback,
-                      "to_name": name, "unsubscribe_url": self.unsubscribe_url(address)}
+                      "unsubscribe_url": self.unsubscribe_url(address)}
             data = self.template.render(Recipient(envelope, name), fields["unsubscribe_url"],
                                         message_id=message_id) if whole_message else None
         except (InputError, ValueError) as exc:

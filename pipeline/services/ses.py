@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError, PublishError
-from ..message import MessageTemplate, mailbox
+from ..message import MessageTemplate
 from ..render import split_tokens
 from ..transports import (
     Answer,
@@ -105,9 +105,19 @@ def client(settings, service: str):
     timeout = settings.http_timeout_seconds
     config = Config(retries={"total_max_attempts": 1}, connect_timeout=timeout,
                     read_timeout=timeout, max_pool_connections=32)
-    return boto3.session.Session().client(
-        service, region_name=settings.ses_region or None, endpoint_url=endpoint or None,
-        config=config)
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return boto3.session.Session().client(
+            service, region_name=settings.ses_region or None, endpoint_url=endpoint or None,
+            config=config)
+    except BotoCoreError as exc:
+        if type(exc).__name__ == "NoRegionError":
+            raise InputError("no AWS region: set ses_region, AWS_DEFAULT_REGION or a "
+                             "profile's region") from None
+        raise InputError(f"cannot set up the AWS client: {describe(exc)}") from None
+    except ValueError as exc:  # a malformed endpoint URL
+        raise InputError(f"cannot set up the AWS client: {exc}") from None
 
 
 def error_code(exc: BaseException) -> str:
@@ -174,13 +184,8 @@ class SesTransport:
             if not entry.address.isascii():
                 answers[index] = Answer("failed", "SES cannot send to a non-ASCII local part")
                 continue
-            try:
-                to = mailbox(entry.fields.get("to_name", ""), entry.address, "recipient")
-            except InputError as exc:
-                answers[index] = Answer("failed", f"refused: {exc}")
-                continue
             calls.append({
-                "Destination": {"ToAddresses": [to]},
+                "Destination": {"ToAddresses": [entry.address]},
                 "ReplacementEmailContent": {"ReplacementTemplate": {
                     "ReplacementTemplateData": replacement_data(dict(entry.fields))}},
                 "ReplacementHeaders": unsubscribe_headers(
