@@ -1,14 +1,26 @@
-"""Time a cold `publish build` of the bigger sample issue, and `publish --help`, as whole processes.
+"""A cold `publish build` beside the official MJML CLI (node) on the same MJML, whole processes.
 
-Usage: python bench/build.py [--runs N]
-Prints the median, min and max wall time of each over N runs (default 15) and the machine.
+Usage: python bench/build.py [--runs 15] [--mjml PATH] [--no-compile] [--table-only]
+
+Each round runs, one after the other, `publish build` of the bigger sample issue, the
+`mjml` node CLI on the MJML that build renders (same input to MJML, whole process), and
+`publish --help`; the median of each and the ratio build / mjml are printed with the
+machine and its load before and after. Then one line for a slow case: an issue holding a
+300 x 200-cell table, built once.
+
+The MJML CLI is looked for in bench/.node (install it there with
+`npm install --prefix bench/.node mjml@5`), else on PATH. The `pipeline` package is
+byte-compiled first, as `pip install` does, unless --no-compile (an editable install under
+PYTHONDONTWRITEBYTECODE has no bytecode cache and spends ~0.1 s compiling on each run).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -17,19 +29,52 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PUBLISH = [sys.executable, "-m", "pipeline.cli"]
 
 
 def bigger_sample() -> Path:
     return max((ROOT / "issues").glob("*.md"), key=lambda p: p.stat().st_size)
 
 
-def time_command(args: list[str], runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return times
+def machine() -> str:
+    return (f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}, {platform.platform()}")
+
+
+def load() -> str:
+    return "load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def mjml_cli(given: str | None) -> str | None:
+    local = ROOT / "bench" / ".node" / "node_modules" / ".bin" / "mjml"
+    return given or (str(local) if local.exists() else shutil.which("mjml"))
+
+
+def mjml_source(issue: Path) -> str:
+    """The MJML that `publish build` hands to MJML for `issue` (the repository's settings)."""
+    from pipeline import build, render, settings
+
+    seen: list[str] = []
+    original = render.mjml_to_html
+
+    def capture(source: str) -> str:
+        seen.append(source)
+        return original(source)
+
+    render.mjml_to_html = capture
+    try:
+        build.render_issue(issue, settings.load(ROOT, env={"PUBLISH_IMAGE_SIZES": "local"}))
+    finally:
+        render.mjml_to_html = original
+    return seen[0]
+
+
+def timed(args: list[str], cwd: Path = ROOT) -> float:
+    start = time.perf_counter()
+    subprocess.run(args, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "PUBLISH_IMAGE_SIZES": "local"})
+    return time.perf_counter() - start
 
 
 def report(label: str, times: list[float]) -> None:
@@ -37,20 +82,65 @@ def report(label: str, times: list[float]) -> None:
           f"min {min(times) * 1000:7.1f}   max {max(times) * 1000:7.1f}   (n={len(times)})")
 
 
+def big_table_issue(path: Path, rows: int = 300, columns: int = 200) -> None:
+    head = "| " + " | ".join(f"h{c}" for c in range(columns)) + " |"
+    rule = "|" + "---|" * columns
+    body = ["| " + " | ".join(f"r{r}c{c}" for c in range(columns)) + " |" for r in range(rows)]
+    path.write_text("---\ntitle: A big table\npreheader: Sixty thousand cells, one table, "
+                    "built into an email that still opens\n---\n\n"
+                    + "\n".join([head, rule, *body]) + "\n", "utf-8")
+
+
+def paired(issue: Path, mjml: str | None, runs: int, out: Path) -> None:
+    build_cmd = [*PUBLISH, "build", str(issue), "--out", str(out / "publish")]
+    mjml_file = out / "issue.mjml"
+    mjml_file.write_text(mjml_source(issue), "utf-8")
+    mjml_cmd = [mjml, str(mjml_file), "-o", str(out / "mjml.html")] if mjml else None
+    timed(build_cmd)  # warm the disk cache
+    if mjml_cmd:
+        timed(mjml_cmd)
+    builds, references, helps = [], [], []
+    for _ in range(runs):
+        builds.append(timed(build_cmd))
+        if mjml_cmd:
+            references.append(timed(mjml_cmd))
+        helps.append(timed([*PUBLISH, "--help"]))
+    report("publish build (cold process)", builds)
+    if references:
+        report("mjml node CLI, same MJML (cold process)", references)
+        ratio = statistics.median(builds) / statistics.median(references)
+        print(f"{'ratio build / mjml CLI (medians)':<44} {ratio:.2f} x")
+        print(f"{'ratio build / mjml CLI (paired, median)':<44} "
+              f"{statistics.median(b / r for b, r in zip(builds, references, strict=True)):.2f} x")
+    else:
+        print("mjml node CLI not found: npm install --prefix bench/.node mjml@5")
+    report("publish --help", helps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
+    parser.add_argument("--mjml", help="the mjml CLI (default bench/.node, else PATH)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="do not byte-compile pipeline/ first")
+    parser.add_argument("--table-only", action="store_true", help="only the big-table line")
+    args = parser.parse_args()
+    if not args.no_compile:
+        compileall.compile_dir(ROOT / "pipeline", quiet=1)
     issue = bigger_sample()
-    publish = [sys.executable, "-m", "pipeline.cli"]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, {platform.platform()}")
-    print(f"issue: {issue.relative_to(ROOT)} ({issue.stat().st_size / 1024:.1f} KB Markdown)")
-    with tempfile.TemporaryDirectory() as out:
-        time_command([*publish, "build", str(issue), "--out", out], 1)  # warm the disk cache
-        report("publish build (cold process)",
-               time_command([*publish, "build", str(issue), "--out", out], runs))
-    report("publish --help", time_command([*publish, "--help"], runs))
+    print(machine())
+    print(f"issue: {issue.relative_to(ROOT)} ({issue.stat().st_size / 1024:.1f} KB Markdown); "
+          f"bytecode: {'as found' if args.no_compile else 'compiled first'}")
+    print(load())
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        if not args.table_only:
+            paired(issue, mjml_cli(args.mjml), args.runs, out)
+        table = out / "big-table.md"
+        big_table_issue(table)
+        seconds = timed([*PUBLISH, "build", str(table), "--out", str(out / "table")])
+        print(f"{'publish build, 300 x 200-cell table (once)':<44} {seconds:7.2f} s")
+    print(load())
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@ from . import (
     headline,
     images,
     language,
+    lazy,
     markdown,
     message,
     plaintext,
     render,
     templates,
     tidy,
+    tokens,
     unsubscribe,
 )
 from . import issue as issue_mod
@@ -105,7 +107,8 @@ def placeholder_findings(settings: Settings, service: str | None = None) -> list
             for key, why in placeholders(settings)]
 
 
-def _embed_context(issue: Issue, settings: Settings, strings: dict[str, str], where):
+def _embed_context(issue: Issue, settings: Settings, strings: dict[str, str], where,
+                   look: tokens.Tokens | None = None):
     thumbs = issue.meta.get("media_thumbnails") or {}
     if not isinstance(thumbs, dict):
         raise InputError(
@@ -121,6 +124,7 @@ def _embed_context(issue: Issue, settings: Settings, strings: dict[str, str], wh
         source=str(issue.path),
         media_thumbnails={str(k): str(v) for k, v in thumbs.items()},
         embed_thumbnail=str(embed_thumbnail),
+        look=look,
     )
 
 
@@ -138,8 +142,10 @@ def _fetch_image_sizes(settings: Settings) -> bool:
 
 def render_issue(path: str | Path, settings: Settings) -> Built:
     """Every stage from Markdown to the finished email, in memory."""
+    lazy.defer(*lazy.UNUSED_BY_BUILD)
     issue = issue_mod.load(path)
     folder = templates.templates_dir(settings.root, settings.templates_dir)
+    look = tokens.load_tokens(settings.root / settings.templates_dir)
     try:
         choice = language.choose(issue, settings)  # parses the Markdown too
     except markdown.TooDeep as exc:
@@ -156,14 +162,14 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
         return issue.where(issue.line_of(needle, nth))
 
     try:
-        rendered = markdown.render(issue.body, strings)
+        rendered = markdown.render(issue.body, strings, look)
     except markdown.TooDeep as exc:
         raise _too_deep(issue, exc) from None
-    swapped = embeds.swap(rendered.html, _embed_context(issue, settings, strings, where))
+    swapped = embeds.swap(rendered.html, _embed_context(issue, settings, strings, where, look))
     sizes = images.ImageSizes(settings.root, settings.base_url, settings.state_path,
                               timeout=min(images.TIMEOUT, settings.http_timeout_seconds),
                               network=_fetch_image_sizes(settings))
-    tidied = tidy.tidy(swapped.html, settings.base_url, where, sizes)
+    tidied = tidy.tidy(swapped.html, settings.base_url, where, sizes, look)
     sizes.save()
     size_warning = sizes.warning(str(issue.path))
     if size_warning:
@@ -171,7 +177,7 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     opening = headline.split(issue.title, tidied.html)
     text_body = plaintext.from_html(opening.fragment, strings)
     email = render.render(issue, opening.fragment, text_body, settings, folder, strings, lang,
-                          headline=opening.headline)
+                          headline=opening.headline, look=look)
     lang_line = issue.meta_lines.get("lang") or issue.meta_lines.get("language")
     lang_where = f"{issue.path}:{lang_line}" if lang_line else str(issue.path)
     language_warnings = [f"{lang_where}: {w}" for w in (*choice.warnings, strings_warning) if w]

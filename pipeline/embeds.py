@@ -8,13 +8,12 @@ mapping (media URL -> image) or `embed_thumbnail`, else none.
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
-from .tidy import CONTENT_WIDTH as CARD_WIDTH
+from .tokens import Tokens, packaged_tokens
 from .urls import absolute, host
 
 # Removed with their content: nothing in them is meant for a reader of an email.
@@ -56,6 +55,7 @@ class EmbedContext:
     source: str = ""  # the issue file, for findings without a line
     media_thumbnails: dict[str, str] = field(default_factory=dict)
     embed_thumbnail: str = ""
+    look: Tokens | None = None  # the newsletter's tokens and partials; publish's by default
 
 
 def youtube_id(url: str) -> str:
@@ -153,50 +153,19 @@ def _describe(element, ctx: EmbedContext) -> tuple[str, str, str] | None:
     return "page", _page_url(url), thumbnail
 
 
-def card_html(card: Card, strings: dict[str, str]) -> str:
-    """A table-based card that renders the same in Outlook, Gmail and Apple Mail."""
-    url = html.escape(card.url, quote=True)
+def card_html(card: Card, strings: dict[str, str], look: Tokens | None = None) -> str:
+    """The card's partial (email_templates/cards/): a table that renders the same in
+    Outlook, Gmail and Apple Mail."""
+    look = look or packaged_tokens()
     if card.kind == "subscribe":
-        label = html.escape(strings["subscribe_button"])
-        return (
-            '<table role="presentation" class="card card-subscribe" align="center" '
-            'cellpadding="0" cellspacing="0" border="0" style="margin:20px auto;">'
-            '<tr><td class="button" align="center" bgcolor="#c2410c" '
-            'style="border-radius:6px;background-color:#c2410c!important;padding:12px 28px;">'
-            f'<a href="{url}" style="color:#ffffff;font-weight:bold;text-decoration:none;'
-            f'display:inline-block;">{label}</a></td></tr></table>'
-        )
-    action = html.escape(strings[f"card_{card.kind}"])
-    caption = html.escape(card.caption)
-    play = "&#9654;&#xFE0E;"
-    caption_html = f'<span class="card-caption">{caption}</span>' if caption else ""
-    if card.thumbnail:
-        thumb = html.escape(card.thumbnail, quote=True)
-        alt = html.escape(f"{strings[f'card_{card.kind}']}: {card.caption}".rstrip(": "))
-        return (
-            '<table role="presentation" class="card" width="100%" cellpadding="0" '
-            'cellspacing="0" border="0" style="width:100%;margin:18px 0;">'
-            f'<tr><td style="padding:0;"><a href="{url}" style="text-decoration:none;">'
-            f'<img src="{thumb}" width="{CARD_WIDTH}" alt="{alt}" style="display:block;'
-            f'width:100%;max-width:{CARD_WIDTH}px;height:auto;border:0;"></a></td></tr>'
-            '<tr><td class="card-bar" bgcolor="#1f2937" '
-            'style="background-color:#1f2937;padding:10px 14px;">'
-            f'<a href="{url}" style="color:#ffffff;font-weight:bold;text-decoration:none;">'
-            f"{play}&nbsp; {action}</a>"
-            f"{'<br>' if caption else ''}{caption_html}</td></tr></table>"
-        )
-    return (
-        '<table role="presentation" class="card card-text" width="100%" cellpadding="0" '
-        'cellspacing="0" border="0" style="width:100%;margin:18px 0;border:1px solid #d0d7de;">'
-        '<tr><td width="56" align="center" valign="middle" bgcolor="#1f2937" '
-        'style="width:56px;background-color:#1f2937;padding:14px 0;">'
-        f'<a href="{url}" style="color:#ffffff;font-size:22px;text-decoration:none;">{play}</a>'
-        '</td><td valign="middle" style="padding:12px 14px;">'
-        f'<a href="{url}" style="font-weight:bold;">{action}</a>'
-        f"{'<br>' if caption else ''}{caption_html}"
-        f'<br><span class="card-host" style="color:#57606a;font-size:13px;">'
-        f"{html.escape(host(card.url))}</span></td></tr></table>"
-    )
+        return look.partial(["cards/subscribe.html.j2"], compact=True, kind=card.kind,
+                            url=card.url, label=strings["subscribe_button"])
+    action = strings[f"card_{card.kind}"]
+    shape = "cards/media.html.j2" if card.thumbnail else "cards/text.html.j2"
+    return look.partial(
+        [f"cards/{card.kind}.html.j2", shape], compact=True, kind=card.kind, url=card.url,
+        thumbnail=card.thumbnail, alt=f"{action}: {card.caption}".rstrip(": "),
+        action=action, caption=card.caption, host=host(card.url))
 
 
 def _line_needle(element) -> str:
@@ -319,7 +288,7 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
                 thumbnail = ""
         card = Card(kind, url, _caption(element, figure), thumbnail)
         result.cards.append(card)
-        markup = card_html(card, ctx.strings)
+        markup = card_html(card, ctx.strings, ctx.look)
         target = element
         if figure is not None and not figure.find_all(["img", *PLAYABLE_TAGS - {tag}]):
             target = figure

@@ -17,23 +17,34 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from . import md_blocks, md_inline
+from .tokens import Tokens, packaged_tokens
 
-CODE_BACKGROUND = "#0d1117"
-CODE_TEXT = "#e6edf3"
-# The block's colours are pinned (!important) so no client's dark mode recolours them.
-CODE_STYLE = (
-    f"background-color:{CODE_BACKGROUND}!important;color:{CODE_TEXT}!important;"
-    "border-radius:6px;"
-    "padding:12px 14px;margin:0 0 16px;"
-    "font-family:Menlo,Consolas,'Courier New',monospace;font-size:13px;line-height:1.45;"
-    "white-space:pre-wrap;word-wrap:break-word;word-break:break-word;"
-)
-# The palette the code palette is made from; each colour is then adjusted to stay legible.
-BASE_CODE_STYLE = "github-dark"
-MATH_STYLE = (
-    "font-family:Menlo,Consolas,'Courier New',monospace;font-size:14px;"
-    "white-space:pre-wrap;word-wrap:break-word;text-align:center;margin:16px 0;"
-)
+
+def _compact_fonts(fonts: str) -> str:
+    """A font list as style attributes carry it: no space after the commas."""
+    return ",".join(name.strip() for name in fonts.split(","))
+
+
+def code_block_style(look: Tokens) -> str:
+    """A code block's style. Its colours are pinned (!important) so no client's dark mode
+    recolours them; long lines wrap inside the block instead of widening the email."""
+    code = look.code
+    return (
+        f"background-color:{code['background']}!important;color:{code['text']}!important;"
+        f"border-radius:{code['radius']}px;"
+        f"padding:{code['padding']};margin:0 0 16px;"
+        f"font-family:{_compact_fonts(look.fonts['code'])};font-size:{code['font_size']}px;"
+        f"line-height:{code['line_height']};"
+        "white-space:pre-wrap;word-wrap:break-word;word-break:break-word;"
+    )
+
+
+def math_style(look: Tokens) -> str:
+    return (
+        f"font-family:{_compact_fonts(look.fonts['code'])};"
+        f"font-size:{look.code['inline_font_size']}px;"
+        "white-space:pre-wrap;word-wrap:break-word;text-align:center;margin:16px 0;"
+    )
 
 
 def _language(info: str) -> str:
@@ -54,27 +65,33 @@ def _lexer(language: str):
 _PYGMENTS_COLOUR = re.compile(r"color: (#[0-9A-Fa-f]{6})")
 
 
-@lru_cache(maxsize=1)
-def code_style():
+def code_style(look: Tokens | None = None):
     """A Pygments style for the dark code block whose every colour reaches WCAG AA on it,
     as it is and under a full inversion; diff backgrounds are dropped (one background)."""
+    code = (look or packaged_tokens()).code
+    return _code_style(code["palette"], code["background"])
+
+
+@lru_cache(maxsize=8)
+def _code_style(palette: str, background: str):
     from pygments.style import Style
     from pygments.styles import get_style_by_name
 
     from .colours import legible_on
 
     styles = {}
-    for token, spec in get_style_by_name(BASE_CODE_STYLE).styles.items():
+    for token, spec in get_style_by_name(palette).styles.items():
         parts = [part for part in spec.split() if not part.startswith(("bg:", "border:"))]
         styles[token] = " ".join(
-            legible_on(part, CODE_BACKGROUND) if part.startswith("#") else part
+            legible_on(part, background) if part.startswith("#") else part
             for part in parts)
     return type("EmailCodeStyle", (Style,),
-                {"background_color": CODE_BACKGROUND, "styles": styles})
+                {"background_color": background, "styles": styles})
 
 
-def highlight(code: str, lang: str, _attrs: object = None) -> str:
+def highlight(code: str, lang: str, look: Tokens | None = None) -> str:
     """A `<pre>` with inline-styled spans, or plain escaped code for unknown languages."""
+    look = look or packaged_tokens()
     language = _language(lang)
     lexer = _lexer(language) if language else None
     code_open = f'<code class="language-{language}">' if language else "<code>"
@@ -84,10 +101,10 @@ def highlight(code: str, lang: str, _attrs: object = None) -> str:
         from pygments import highlight as pyg_highlight
         from pygments.formatters import HtmlFormatter
 
-        formatter = HtmlFormatter(nowrap=True, noclasses=True, style=code_style())
+        formatter = HtmlFormatter(nowrap=True, noclasses=True, style=code_style(look))
         body = _PYGMENTS_COLOUR.sub(r"color:\1!important",
                                     pyg_highlight(code, lexer, formatter))
-    return f'<pre style="{CODE_STYLE}">{code_open}{body}</code></pre>\n'
+    return f'<pre style="{code_block_style(look)}">{code_open}{body}</code></pre>\n'
 
 
 # markdown-it stops at 20 levels (a list 10 deep) and silently drops what is deeper; allow
@@ -144,10 +161,11 @@ def _limit_inline_nesting(md) -> None:
 @lru_cache(maxsize=1)
 def _parser():
     from markdown_it import MarkdownIt
+    from markdown_it.common.utils import unescapeAll
     from mdit_py_plugins.dollarmath import dollarmath_plugin
     from mdit_py_plugins.footnote import footnote_plugin
 
-    md = MarkdownIt("commonmark", {"html": True, "highlight": highlight, "typographer": False})
+    md = MarkdownIt("commonmark", {"html": True, "typographer": False})
     md.options["maxNesting"] = MAX_NESTING + 1
     _refuse_too_deep(md)
     _limit_inline_nesting(md)
@@ -170,12 +188,18 @@ def _parser():
 
     def block_math(self, tokens, idx, options, env):
         tex = html.escape(tokens[idx].content.strip())
-        return f'<div class="math" style="{MATH_STYLE}">$$\n{tex}\n$$</div>\n'
+        return f'<div class="math" style="{math_style(env_look(env))}">$$\n{tex}\n$$</div>\n'
+
+    def fence(self, tokens, idx, options, env):
+        """A fenced code block, coloured for its language (the info string's first word)."""
+        info = unescapeAll(tokens[idx].info) if tokens[idx].info else ""
+        return highlight(tokens[idx].content, info, env_look(env)) + "\n"
 
     def code_block(self, tokens, idx, options, env):
         """An indented code block: the same styled block as a fence without a language."""
-        return highlight(tokens[idx].content, "")
+        return highlight(tokens[idx].content, "", env_look(env))
 
+    md.add_render_rule("fence", fence)
     md.add_render_rule("code_block", code_block)
     md.add_render_rule("math_inline", inline_math)
     md.add_render_rule("math_inline_double", inline_double_math)
@@ -193,9 +217,16 @@ class Rendered:
     warnings: list[tuple[int | None, str]] = field(default_factory=list)
 
 
-def render(body: str, strings: dict[str, str] | None = None) -> Rendered:
-    """Render an issue's Markdown body; `strings` label callouts in the issue's language."""
-    env: dict = {"strings": strings or {}, "warnings": []}
+def env_look(env: dict) -> Tokens:
+    """The tokens a render was given, else publish's own."""
+    return env.get("look") or packaged_tokens()
+
+
+def render(body: str, strings: dict[str, str] | None = None,
+           look: Tokens | None = None) -> Rendered:
+    """Render an issue's Markdown body; `strings` label callouts in the issue's language,
+    `look` gives code blocks and callouts the newsletter's tokens and partials."""
+    env: dict = {"strings": strings or {}, "warnings": [], "look": look}
     fragment = _parser().render(body, env)
     return Rendered(fragment, md_blocks.limited(env["warnings"]))
 

@@ -17,10 +17,6 @@ import html
 import itertools
 import re
 
-ALERT_COLOURS = {
-    "note": "#0969da", "tip": "#1a7f37", "important": "#8250df",
-    "warning": "#9a6700", "caution": "#d1242f",
-}
 _ALERT = re.compile(r"\[!(NOTE|TIP|IMPORTANT|WARNING|CAUTION)\][ \t]*\n?", re.I)
 PLACEHOLDER = re.compile(r"\{\{?[ \t]*[A-Za-z_][\w.-]+[ \t]*\}\}?")
 _DATE = (r"(?:(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{1,2},? \d{4}"
@@ -48,10 +44,20 @@ LEFTOVERS = (
 
 # alerts ------------------------------------------------------------------------------
 def alerts(state) -> None:
-    """A quote whose first paragraph opens with `[!TIP]` (any case) is a callout."""
+    """A quote whose first paragraph opens with `[!TIP]` (any case) is a callout; its
+    opening and closing tokens both carry the kind."""
     tokens = state.tokens
+    opened = []
     for i, token in enumerate(tokens):
-        if token.type != "blockquote_open" or i + 2 >= len(tokens):
+        if token.type == "blockquote_close" and opened:
+            kind = opened.pop()
+            if kind:
+                token.meta = {**(token.meta or {}), "alert": kind}
+            continue
+        if token.type != "blockquote_open":
+            continue
+        opened.append(None)
+        if i + 2 >= len(tokens):
             continue
         inline = tokens[i + 2]
         if tokens[i + 1].type != "paragraph_open" or inline.type != "inline":
@@ -59,7 +65,8 @@ def alerts(state) -> None:
         match = _ALERT.match(inline.content)
         if match is None:
             continue
-        token.meta = {**(token.meta or {}), "alert": match.group(1).lower()}
+        opened[-1] = match.group(1).lower()
+        token.meta = {**(token.meta or {}), "alert": opened[-1]}
         inline.content = inline.content[match.end():].lstrip()
         if match.group(0).endswith("\n") and inline.map:
             inline.map = [inline.map[0] + 1, inline.map[1]]
@@ -69,15 +76,40 @@ def alerts(state) -> None:
                 part.type = "alert_marker"
 
 
+_CONTENT = "\x00callout content\x00"
+
+
+def _callout(kind: str, env) -> tuple[str, str]:
+    """The callout partial's markup before and after the quote's content (rendered once
+    per kind and Markdown render)."""
+    done = env.setdefault("_callouts", {})
+    if kind not in done:
+        from .errors import InputError
+        from .tokens import packaged_tokens
+
+        look = env.get("look") or packaged_tokens()
+        label = (env.get("strings") or {}).get(f"alert_{kind}", kind.capitalize())
+        markup = look.partial("callout.html.j2", kind=kind, label=label, content=_CONTENT)
+        if markup.count(_CONTENT) != 1:
+            raise InputError("the callout template must show {{ content }} exactly once",
+                             look.partial_file("callout.html.j2"))
+        before, after = markup.split(_CONTENT)
+        done[kind] = (before, after)
+    return done[kind]
+
+
 def render_blockquote_open(self, tokens, idx, options, env) -> str:
     kind = (tokens[idx].meta or {}).get("alert")
     if not kind:
         return self.renderToken(tokens, idx, options, env)
-    label = (env.get("strings") or {}).get(f"alert_{kind}", kind.capitalize())
-    return (f'<blockquote class="callout callout-{kind}" '
-            f'style="border-left:4px solid {ALERT_COLOURS[kind]};">\n'
-            f'<p class="callout-title" style="margin:0 0 6px;">'
-            f'<strong>{html.escape(label)}</strong></p>\n')
+    return _callout(kind, env)[0]
+
+
+def render_blockquote_close(self, tokens, idx, options, env) -> str:
+    kind = (tokens[idx].meta or {}).get("alert")
+    if not kind:
+        return self.renderToken(tokens, idx, options, env)
+    return _callout(kind, env)[1]
 
 
 # scaffolding and placeholders -----------------------------------------------------------
@@ -268,4 +300,5 @@ def install(md) -> None:
     md.core.ruler.after("inline", "leftovers", leftovers)
     md.core.ruler.after("leftovers", "markdown_in_html", markdown_in_html)
     md.add_render_rule("blockquote_open", render_blockquote_open)
+    md.add_render_rule("blockquote_close", render_blockquote_close)
     md.add_render_rule("alert_marker", lambda self, tokens, idx, options, env: "")

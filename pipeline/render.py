@@ -9,18 +9,15 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import InputError, PublishError
 from .issue import Issue, Person
 from .plaintext import underline
 from .settings import Settings
+from .tokens import Tokens, packaged_tokens
 
-LATIN_FONTS = "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Helvetica, Arial"
-SIMPLIFIED_FONTS = ("'PingFang SC', 'Hiragino Sans GB', 'Microsoft YaHei', 'Noto Sans CJK SC', "
-                    "'Noto Sans SC'")
-TRADITIONAL_FONTS = "'PingFang TC', 'Microsoft JhengHei', 'Noto Sans CJK TC', 'Noto Sans TC'"
-FONT_STACK = f"{LATIN_FONTS}, {SIMPLIFIED_FONTS}, sans-serif"
 TOKENS = ("unsubscribe_url", "email", "name")
 _PREHEADER_SPACER = "\u200c\u00a0" * 90
 _MSO = re.compile(r"<!--\[if")
@@ -62,14 +59,15 @@ def personalize(template: str, values: dict[str, str], *, escape: bool) -> str:
     return fill(split_tokens(template), values, escape=escape)
 
 
-def font_stack(lang: str) -> str:
+def font_stack(lang: str, look: Tokens | None = None) -> str:
     """The body fonts: Traditional Chinese gets its own CJK fonts first, whose glyph shapes
     follow its script's conventions."""
     from .language import TRADITIONAL_CHINESE
 
+    look = look or packaged_tokens()
     if lang.lower().startswith(TRADITIONAL_CHINESE):
-        return f"{LATIN_FONTS}, {TRADITIONAL_FONTS}, {SIMPLIFIED_FONTS}, sans-serif"
-    return FONT_STACK
+        return look.font_stack("latin", "chinese_traditional", "chinese_simplified")
+    return look.font_stack("latin", "chinese_simplified")
 
 
 def choose_language(issue: Issue, settings: Settings) -> str:
@@ -109,11 +107,11 @@ def _join(names: list[str], s: dict[str, str]) -> str:
     return s["list_separator"].join(names[:-1]) + f" {s['and']} " + names[-1]
 
 
-def _person(person: Person, settings: Settings, s: dict[str, str]) -> str:
+def _person(person: Person, settings: Settings, s: dict[str, str], look: Tokens) -> str:
     name = html.escape(person.name)
     if person.user and settings.profile_url:
         url = html.escape(settings.profile_url.format(user=person.user), quote=True)
-        name = f'<a href="{url}" style="color:#57606a;">{name}</a>'
+        name = f'<a href="{url}" style="color:{look.light["muted"]};">{name}</a>'
     return name
 
 
@@ -128,11 +126,15 @@ def format_date(issue: Issue, s: dict[str, str]) -> str:
 
 
 def template_context(issue: Issue, settings: Settings, s: dict[str, str], lang: str,
-                     body: str, preheader: str, headline: str = "") -> dict:
+                     body: str, preheader: str, headline: str = "",
+                     look: Tokens | None = None) -> dict:
+    """What issue.mjml.j2 and email.css.j2 see: the issue, the settings' words, the tokens."""
     from markupsafe import Markup
 
+    look = look or packaged_tokens()
+
     def names(people: list[Person]) -> str:
-        return _join([_person(p, settings, s) for p in people], s)
+        return _join([_person(p, settings, s, look) for p in people], s)
 
     byline = s["byline"].format(names=names(list(issue.authors))) if issue.authors else ""
     translators = [p for p in issue.translators if not p.proofreader]
@@ -150,7 +152,7 @@ def template_context(issue: Issue, settings: Settings, s: dict[str, str], lang: 
         "subtitle": issue.subtitle,
         "preheader": preheader,
         "preheader_spacer": _PREHEADER_SPACER,
-        "font_stack": font_stack(lang),
+        "font_stack": font_stack(lang, look),
         "newsletter_name": settings.name,
         "date_text": format_date(issue, s),
         "web_url": web_url,
@@ -161,6 +163,7 @@ def template_context(issue: Issue, settings: Settings, s: dict[str, str], lang: 
         "unsubscribe_url": token("unsubscribe_url"),
         "postal_address": settings.postal_address,
         "s": s,
+        **look.template_globals(),
     }
 
 
@@ -169,7 +172,8 @@ def _environment(folder: Path):
 
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
-        autoescape=True,
+        # HTML and MJML are escaped; CSS is not (quotes in font names must stay quotes).
+        autoescape=lambda name: not (name or "").endswith(".css.j2"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
@@ -186,7 +190,20 @@ def render_mjml(folder: Path, context: dict) -> str:
         raise InputError(f"template error: {exc}", folder / "issue.mjml.j2") from None
 
 
-def read_css(folder: Path) -> str:
+def read_css(folder: Path, context: dict | None = None) -> str:
+    """The CSS to inline: email.css.j2 filled with the tokens, else a plain email.css (from
+    before tokens), else none."""
+    import jinja2
+
+    if (folder / "email.css.j2").is_file():
+        try:
+            return _environment(folder).get_template("email.css.j2").render(
+                context or packaged_tokens().template_globals())
+        except jinja2.TemplateSyntaxError as exc:
+            raise InputError(f"template error: {exc.message}", exc.filename,
+                             exc.lineno) from None
+        except (jinja2.TemplateError, UnicodeDecodeError) as exc:
+            raise InputError(f"template error: {exc}", folder / "email.css.j2") from None
     path = folder / "email.css"
     try:
         return path.read_text("utf-8")
@@ -205,6 +222,23 @@ def mjml_to_html(mjml_source: str) -> str:
         raise PublishError(f"MJML could not render the email: {exc}") from None
 
 
+@lru_cache(maxsize=1)
+def _quiet_cssutils() -> None:
+    """Tell cssutils, which premailer parses CSS with, to neither validate nor log.
+
+    premailer validates every inline style it merges (whatever `disable_validation` says),
+    and validation only logs: it compiles some 150 regular expressions (~0.1 s of a cold
+    build) to write messages nobody reads. Without profiles cssutils knows no property
+    names and validates nothing; what it parses and writes is the same.
+    """
+    import logging
+
+    import cssutils
+
+    cssutils.log.setLevel(logging.CRITICAL)
+    cssutils.profile.removeProfile(all=True)
+
+
 def inline_css(document: str, css: str) -> str:
     """Inline `css` into the body with premailer; MJML's own <style> blocks stay as they are.
 
@@ -213,9 +247,9 @@ def inline_css(document: str, css: str) -> str:
     MJML's responsive columns need, and saves most of premailer's time. premailer also
     drops the doctype, without which clients render in quirks mode; it is put back.
     """
-    import logging
-
     from premailer import Premailer
+
+    _quiet_cssutils()
 
     document = document.replace("<style", '<style data-premailer="ignore"')
     inliner = Premailer(
@@ -229,7 +263,6 @@ def inline_css(document: str, css: str) -> str:
         disable_leftover_css=True,
         # Our width attributes are what Outlook sizes images by; never replace them by CSS.
         disable_basic_attributes=["width", "height"],
-        cssutils_logging_level=logging.CRITICAL,
     )
     result = inliner.transform(pretty_print=False)
     result = result.replace(' data-premailer="ignore"', "")
@@ -273,18 +306,19 @@ def keep_whitespace(fragment: str) -> str:
 
 def render(issue: Issue, fragment: str, text_body: str, settings: Settings,
            template_folder: Path, strings: dict[str, str], lang: str,
-           headline: str = "") -> Email:
+           headline: str = "", look: Tokens | None = None) -> Email:
     """Wrap the fragment in the newsletter's template; return the finished email and its text.
 
     `headline` is what the header prints (the title unless the body's opening heading said
-    it better; see headline.split).
+    it better; see headline.split). `look` is the newsletter's tokens (publish's own by
+    default).
     """
     from . import preheader as preheader_mod
 
     warnings: list[str] = []
     preheader = issue.preheader or preheader_mod.derive(fragment, issue.title)
     context = template_context(
-        issue, settings, strings, lang, keep_whitespace(fragment), preheader, headline
+        issue, settings, strings, lang, keep_whitespace(fragment), preheader, headline, look
     )
     unknown = unknown_merge_tags(context["greeting"])
     if unknown:
@@ -296,7 +330,7 @@ def render(issue: Issue, fragment: str, text_body: str, settings: Settings,
     mjml_source = render_mjml(template_folder, context)
     rendered = mjml_to_html(mjml_source)
     conditionals = len(_MSO.findall(rendered))
-    final = inline_css(rendered, read_css(template_folder))
+    final = inline_css(rendered, read_css(template_folder, context))
     if len(_MSO.findall(final)) != conditionals:
         raise PublishError("CSS inlining changed the Outlook conditional comments")
     text = render_text(issue, context, text_body, strings)

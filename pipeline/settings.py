@@ -45,7 +45,7 @@ class Settings:
     substack_user_id: str = ""
     substack_audience: str = "everyone"
     http_timeout: str = "30"
-    # caniemail features to accept although a target client lacks them (comma-separated).
+    # caniemail features a target client lacks, and warning rule ids, to accept (comma-separated).
     check_accept: str = ""
     # Sending: the local service's Maildir, and the SMTP relay (password: SMTP_PASSWORD).
     outbox_dir: str = "outbox"

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .images import ImageSizes
+from .tokens import Tokens, packaged_tokens
 from .urls import absolute
 
-CONTENT_WIDTH = 552  # the 600 px column less its padding
 _LAYOUT_CSS = re.compile(
     r"(?:^|;)\s*(?:position|display\s*:\s*(?:inline-)?(?:flex|grid)|flex[\w-]*|grid[\w-]*|gap|"
     r"justify-[\w-]+|align-(?:items|content|self))\s*(?::[^;]*)?(?=;|$)",
@@ -54,7 +54,8 @@ def _anchor_key(text: str) -> str:
     return re.sub(r"[-_\s]+", "", slugify(unquote(text)))
 
 
-def _width(value: str | None) -> int | None:
+def _width(value: str | None, content_width: int) -> int | None:
+    """Pixels of a width attribute or property; a percentage is of the content width."""
     if not value:
         return None
     value = value.strip().lower()
@@ -63,7 +64,7 @@ def _width(value: str | None) -> int | None:
         return int(float(match.group(1)))
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", value)
     if match:
-        return round(CONTENT_WIDTH * min(float(match.group(1)), 100) / 100)
+        return round(content_width * min(float(match.group(1)), 100) / 100)
     return None
 
 
@@ -95,12 +96,12 @@ def _style_parts(style: str) -> list[tuple[str, str]]:
     return parts
 
 
-def _size_image(img, src: str, sizes: ImageSizes | None) -> None:
+def _size_image(img, src: str, sizes: ImageSizes | None, content_width: int) -> None:
     """Width (and height) attributes from the author's width, else the real size."""
     parts = _style_parts(img.get("style") or "")
     styled = next((v for k, v in parts if k == "width"), None)
-    declared = _width(styled) if styled else None
-    declared = declared or _width(img.get("width"))
+    declared = _width(styled, content_width) if styled else None
+    declared = declared or _width(img.get("width"), content_width)
     real = sizes.size(src) if sizes is not None and not src.startswith("data:") else None
     width = declared or (real[0] if real else None)
     if width is not None and real and real[0] > 0:
@@ -116,7 +117,7 @@ def _size_image(img, src: str, sizes: ImageSizes | None) -> None:
         if sizes is not None:
             sizes.unknown.append(src)
         return
-    width = max(1, min(width, CONTENT_WIDTH))
+    width = max(1, min(width, content_width))
     img["width"] = str(width)
     # A percentage width keeps an image out of a table's minimum width even while it is
     # blocked or broken (Outlook blocks images by default); max-width stops at its size.
@@ -127,7 +128,7 @@ def _size_image(img, src: str, sizes: ImageSizes | None) -> None:
 
 
 def _images(soup, base_url: str, where: Callable[[str, int], str], out: Tidied,
-            sizes: ImageSizes | None = None) -> None:
+            sizes: ImageSizes | None, content_width: int) -> None:
     seen: dict[str, int] = {}
     found = []
     for img in soup.find_all("img"):
@@ -154,7 +155,7 @@ def _images(soup, base_url: str, where: Callable[[str, int], str], out: Tidied,
             out.warnings.append(f"{where(src, nth)}: image has no alt text: {src}")
         img["alt"] = " ".join((alt or "").split())
         img["style"] = _strip_layout_css(img.get("style") or "")
-        _size_image(img, img["src"], sizes)
+        _size_image(img, img["src"], sizes, content_width)
         out.images += 1
 
 
@@ -254,23 +255,25 @@ def _anchors(soup, where: Callable[[str, int], str], out: Tidied) -> None:
             target.insert(0, soup.new_tag("a", attrs={"id": name, "name": name}))
 
 
-def _fit_wide(soup) -> None:
+def _fit_wide(soup, look: Tokens) -> None:
     """Nothing but a table's own scroll box may be wider than the column."""
-    from .markdown import CODE_STYLE
+    from .markdown import code_block_style
 
+    content_width = look.content_width
     for pre in soup.find_all("pre"):
         if "background-color" not in (pre.get("style") or ""):
-            pre["style"] = CODE_STYLE
+            pre["style"] = code_block_style(look)
     for element in soup.find_all(True):
         if element.name == "img":
             continue
-        if _width(element.get("width")) and _width(element.get("width")) > CONTENT_WIDTH:
+        width = _width(element.get("width"), content_width)
+        if width and width > content_width:
             element["width"] = "100%"
         if element.get("style"):
             parts = []
             for name, value in _style_parts(element["style"]):
-                px = _width(value) if name in ("width", "min-width") else None
-                if px is not None and px > CONTENT_WIDTH and not value.strip().endswith("%"):
+                px = _width(value, content_width) if name in ("width", "min-width") else None
+                if px is not None and px > content_width and not value.strip().endswith("%"):
                     value = "100%" if name == "width" else "0"
                 parts.append(f"{name}:{value}")
             element["style"] = ";".join(parts)
@@ -287,18 +290,20 @@ def _fit_wide(soup) -> None:
 
 
 def tidy(fragment: str, base_url: str, where: Callable[[str, int], str],
-         sizes: ImageSizes | None = None) -> Tidied:
-    """Fix images, links, anchors and wide content in an HTML fragment for email."""
+         sizes: ImageSizes | None = None, look: Tokens | None = None) -> Tidied:
+    """Fix images, links, anchors and wide content in an HTML fragment for email; `look`
+    gives the content width (publish's own tokens by default)."""
+    look = look or packaged_tokens()
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(fragment, "html.parser")
     out = Tidied(html="")
-    _images(soup, base_url, where, out, sizes)
+    _images(soup, base_url, where, out, sizes, look.content_width)
     _links(soup, base_url, where, out)
     _anchors(soup, where, out)
     for element in soup.find_all(style=True):
         if element.name != "img":
             element["style"] = _strip_layout_css(element["style"])
-    _fit_wide(soup)
+    _fit_wide(soup, look)
     out.html = str(soup)
     return out

@@ -12,7 +12,9 @@ from pipeline.check import GMAIL_CLIP
 from pipeline.embeds import FORBIDDEN_TAGS
 from pipeline.headline import says_the_same
 from pipeline.plaintext import display_width
-from pipeline.tidy import CONTENT_WIDTH
+from pipeline.tokens import packaged_tokens
+
+CONTENT_WIDTH = packaged_tokens().content_width
 
 
 def _html(sample) -> str:

@@ -89,6 +89,48 @@ def test_inbox_and_footer_rules():
     assert not {"unsubscribe", "postal-address"} & rules(good)
 
 
+INBOX_RULES = {"preheader", "subject-length", "unsubscribe", "postal-address"}
+
+
+def test_every_rule_in_the_table_has_a_fixture_that_breaks_it():
+    from pipeline.check_rules import RULES
+
+    assert {rule.id for rule in RULES} - INBOX_RULES <= set(CASES)
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_a_warning_rule_is_accepted_on_its_own_and_an_error_never(rule):
+    bad, _good = CASES[rule]
+    found = check.check_html(bad, preheader="A preheader that is comfortably longer than forty.",
+                             postal_address=ADDRESS, subject="A subject")
+    severity = next(f.severity for f in found if f.rule == rule)
+    others = {f.rule for f in found} - {rule}
+    kept = rules(bad, accept=check.accepted(rule))
+    if severity == "warning":
+        assert rule not in kept
+    else:
+        assert rule in kept  # an error cannot be accepted away
+    assert others <= kept  # accepting one rule leaves the others alone
+
+
+def test_the_compact_caniemail_table_says_what_the_full_one_says():
+    import json
+
+    from pipeline import caniemail
+
+    full = json.loads(caniemail.FULL.read_text("utf-8"))
+    assert caniemail.compact(full) == json.loads(caniemail.COMPACT.read_text("utf-8"))
+    table = caniemail.features()
+    assert len(table) == len(full["data"]) > 250
+    for feature in full["data"]:  # spelled out again, not through compact()
+        title, lacking = table[feature["slug"]]
+        assert title == feature["title"]
+        for (family, platform), label in caniemail.TARGETS.items():
+            tests = feature["stats"].get(family, {}).get(platform) or {}
+            latest = list(tests.values())[-1] if tests else "y"  # caniemail lists oldest first
+            assert (label in lacking) == latest.startswith("n"), (feature["slug"], label)
+
+
 def test_accepted_features_are_not_reported():
     html = page('<p style="text-shadow:1px 1px #000">shadow</p>')
     assert "client-support" not in rules(html, accept=check.accepted("css-text-shadow"))

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline import check, colours, markdown
 from pipeline.check_contrast import problems
+from pipeline.tokens import packaged_tokens
 
 DARK_PAGE = ("<style>:root{color-scheme:light dark}"
              "@media (prefers-color-scheme: dark){{body{{background-color:#111111 !important}}"
@@ -100,7 +101,7 @@ def test_findings_are_grouped_and_reach_check_html():
 @pytest.mark.parametrize("token", sorted({spec for spec in
                                           markdown.code_style().styles.values() if spec}))
 def test_every_code_colour_is_legible_as_it_is_and_inverted(token):
-    background = colours.parse(markdown.CODE_BACKGROUND)[0]
+    background = colours.parse(packaged_tokens().code["background"])[0]
     for part in token.split():
         if part.startswith("#"):
             rgb = colours.parse(part)[0]

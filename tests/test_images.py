@@ -13,8 +13,11 @@ import pytest
 from bs4 import BeautifulSoup
 
 from pipeline import build, images, settings
-from pipeline.tidy import CONTENT_WIDTH, tidy
+from pipeline.tidy import tidy
+from pipeline.tokens import packaged_tokens
 from tests.conftest import copy_sample_newsletter, write_issue
+
+CONTENT_WIDTH = packaged_tokens().content_width
 
 
 def png(width: int, height: int, extra: int = 0) -> bytes:

@@ -1,0 +1,105 @@
+"""Modules our dependencies import but a command never uses, loaded only when first touched.
+
+premailer imports requests (for stylesheets on the network, which a build never fetches),
+BeautifulSoup imports soupsieve (CSS selectors, which we never use) and a character-set
+detector (for bytes, and we only give it text). Importing them costs a cold build about
+0.1 s. `defer` puts a stand-in for each into `sys.modules`; the first attribute anyone
+reads from it imports the real module, which then answers for it, so code that does use
+them works as before and only pays when it does.
+
+(The standard library's LazyLoader would be the obvious tool, but on Python 3.11 the
+`import` statement itself reads the module's `__spec__`, which makes it load at once.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+from types import ModuleType
+
+# Imported by premailer (requests) and by BeautifulSoup (the rest), never used by a build.
+UNUSED_BY_BUILD = ("requests", "chardet", "charset_normalizer", "soupsieve")
+_LOCK = threading.RLock()
+
+
+class _Deferred(ModuleType):
+    """Stands in `sys.modules` for a module until someone reads an attribute from it."""
+
+    def __getattr__(self, attr: str):
+        return getattr(_load(self), attr)
+
+
+def _adopt(stand_in: _Deferred, real: ModuleType) -> ModuleType:
+    stand_in.__dict__["_deferred_real"] = real
+    # Later reads find the real module's names without coming back here.
+    stand_in.__dict__.update({k: v for k, v in vars(real).items()
+                              if k not in ("__name__", "__spec__", "__loader__")})
+    return real
+
+
+def _load(stand_in: _Deferred) -> ModuleType:
+    """Import the real module (its package first) and let `stand_in` answer for it.
+
+    A package's submodules have stand-ins too (so `from requests.exceptions import X`
+    goes through here rather than importing a second copy of the submodule): all of
+    them leave `sys.modules` before the package's real import, which imports them again.
+    """
+    with _LOCK:
+        real = stand_in.__dict__.get("_deferred_real")
+        if real is not None:
+            return real
+        root_name = stand_in.__name__.partition(".")[0]
+        root = _STAND_INS[root_name]
+        if "_deferred_real" not in root.__dict__:
+            for name in (root_name, *root.__dict__.get("_deferred_children", ())):
+                if sys.modules.get(name) is _STAND_INS.get(name):
+                    del sys.modules[name]
+            _adopt(root, importlib.import_module(root_name))
+        if stand_in is root:
+            return root.__dict__["_deferred_real"]
+        return _adopt(stand_in, importlib.import_module(stand_in.__name__))
+
+
+_STAND_INS: dict[str, _Deferred] = {}
+
+
+def _stand_in(name: str, spec) -> _Deferred:
+    stand_in = _Deferred(name)
+    stand_in.__spec__ = spec
+    stand_in.__loader__ = spec.loader if spec else None
+    stand_in.__file__ = spec.origin if spec else None  # what tools walking sys.modules read
+    _STAND_INS[name] = stand_in
+    sys.modules[name] = stand_in
+    return stand_in
+
+
+def defer(*names: str) -> None:
+    """Load each module not imported yet on its first use instead of on its import."""
+    import pkgutil
+
+    for name in names:
+        if name in sys.modules or "." in name:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue  # not installed: importing it fails as it would have
+        with _LOCK:
+            root = _stand_in(name, spec)
+            if spec.submodule_search_locations is not None:
+                children = [f"{name}.{info.name}" for info in
+                            pkgutil.iter_modules(spec.submodule_search_locations)]
+                root.__dict__["_deferred_children"] = children
+                for child in children:
+                    if child not in sys.modules:
+                        _stand_in(child, None)
+
+
+def is_deferred(name: str) -> bool:
+    """Whether `name` has a stand-in that has not loaded the real module yet."""
+    module = sys.modules.get(name)
+    return isinstance(module, _Deferred) and "_deferred_real" not in module.__dict__

@@ -1,0 +1,88 @@
+"""Deferred modules: a build never imports requests, and whoever does use a deferred module
+gets the real one, whichever way it imports it, from however many threads at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import ROOT, SAMPLES
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PUBLISH_IMAGE_SIZES": "local", "PATH": "/usr/bin:/bin"})
+
+
+def test_a_build_loads_none_of_the_modules_it_does_not_use(tmp_path):
+    done = run(f"""
+        import sys
+        from pipeline import build, settings
+        from pathlib import Path
+        build.build({str(SAMPLES['en'])!r}, settings.load(Path('.')), {str(tmp_path / 'out')!r})
+        loaded = [name for name in ('requests', 'urllib3', 'soupsieve', 'chardet',
+                                    'charset_normalizer') if name in sys.modules
+                  and not type(sys.modules[name]).__name__ == '_Deferred']
+        print(loaded)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert (tmp_path / "out" / "email.html").read_text("utf-8").startswith("<!doctype html>")
+
+
+def test_deferred_modules_work_however_they_are_imported():
+    done = run("""
+        import sys
+        from pipeline import lazy
+        lazy.defer('requests', 'soupsieve', 'no_such_module_anywhere')
+        assert 'no_such_module_anywhere' not in sys.modules
+        try:
+            import no_such_module_anywhere
+        except ImportError:
+            pass
+        else:
+            raise SystemExit('a missing module imported')
+        import requests
+        assert lazy.is_deferred('requests')
+        from requests.exceptions import Timeout          # a submodule
+        import requests.adapters                         # another, by name
+        assert issubclass(Timeout, requests.RequestException)
+        assert requests.Session is sys.modules['requests'].Session
+        assert requests.adapters.HTTPAdapter
+        import soupsieve
+        from bs4 import BeautifulSoup
+        soup = BeautifulSoup('<p class=a>x</p><p>y</p>', 'html.parser')
+        assert [p.get_text() for p in soup.select('p.a')] == ['x']   # soupsieve at work
+        print('ok')
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_first_use_from_many_threads_at_once_loads_the_module_once():
+    done = run("""
+        import sys, threading
+        from pipeline import lazy
+        lazy.defer('requests')
+        import requests
+        barrier = threading.Barrier(16)
+        seen, errors = [], []
+
+        def use():
+            barrier.wait()
+            try:
+                seen.append(requests.Session)
+            except Exception as exc:
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=use) for _ in range(16)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert not errors, errors
+        assert len(set(map(id, seen))) == 1 and len(seen) == 16
+        print('ok')
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
