@@ -86,7 +86,8 @@ class BatchDelivery(Delivery):
                     if not job.refused]
         if not sendable:
             return outcomes, None
-        entries = [transports.Entry(job.address, job.data, job.fields) for _, job in sendable]
+        entries = [transports.Entry(job.address, job.data, job.fields, job.recipient_id)
+                   for _, job in sendable]
         try:
             answers = transport.deliver_batch(self.sender, entries)
             if len(answers) != len(entries):

@@ -356,6 +356,18 @@ def settle_many(db: sqlite3.Connection, outcomes: Iterable[Outcome], *,
         db.executemany(statement, rows)
 
 
+def settle_by_delivery(db: sqlite3.Connection, recipient_id: int, remote_id: str) -> bool:
+    """in_doubt -> sent, when the service reports delivering the message it took for them.
+
+    Invariant: only a recipient in doubt moves, and only on the service's own word that it
+    has their message (a delivery event carrying our recipient tag and its message id).
+    """
+    return db.execute(
+        "UPDATE recipients SET state = 'sent', reason = 'delivered (reported later)', "
+        "remote_id = ?, updated_at = ? WHERE id = ? AND state = 'in_doubt'",
+        (remote_id, time.time(), recipient_id)).rowcount == 1
+
+
 def finish(db: sqlite3.Connection, send_id: int, stopped: str) -> None:
     """Release the lock once every worker has stopped; `done` when nobody is left to try.
 

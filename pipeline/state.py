@@ -99,6 +99,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE recipients ADD COLUMN remote_id TEXT;  -- the service's id for the message
     CREATE INDEX recipients_by_remote_id ON recipients (remote_id) WHERE remote_id IS NOT NULL;
     """,
+    """
+    CREATE TABLE feedback_events (
+        id TEXT PRIMARY KEY,              -- the same event seen twice has the same id
+        kind TEXT NOT NULL,               -- delivery | bounce | soft_bounce | complaint | ...
+        remote_id TEXT NOT NULL DEFAULT '', -- the service's id for the message
+        email TEXT NOT NULL DEFAULT '',   -- the recipient it is about, lower case
+        detail TEXT NOT NULL DEFAULT '',
+        at REAL NOT NULL
+    );
+    CREATE INDEX feedback_by_remote_id ON feedback_events (remote_id, kind);
+    CREATE INDEX feedback_by_email ON feedback_events (email, kind);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -109,6 +109,7 @@ class Entry:
     address: str
     data: bytes | None
     fields: Mapping[str, str]
+    recipient_id: int = 0  # the ledger's id, for a service that can carry it as a tag
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ STOPPING = {"LimitExceededException", "AccountSuspendedException", "SendingPause
             "AccessDeniedException", "UnrecognizedClientException",
             "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredTokenException"}
 FIELDS = ("name", "email", "unsubscribe_url")
+RECIPIENT_TAG = "publish-recipient"
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,10 @@ class SesTransport:
                 "ReplacementEmailContent": {"ReplacementTemplate": {
                     "ReplacementTemplateData": replacement_data(dict(entry.fields))}},
                 "ReplacementHeaders": unsubscribe_headers(
-                    entry.fields.get("unsubscribe_url", ""), self.template.mailto)})
+                    entry.fields.get("unsubscribe_url", ""), self.template.mailto),
+                # Comes back in every event of the message: a delivery settles a recipient
+                # whose call got no answer (`publish feedback`).
+                "ReplacementTags": [{"Name": RECIPIENT_TAG, "Value": str(entry.recipient_id)}]})
             positions.append(index)
         if calls:
             for index, answer in zip(positions, self._call(calls), strict=True):
