@@ -15,7 +15,9 @@ unchanged, except, when a test asks:
   and not forwarded;
 - `hold`: a call is forwarded (the emulator sends it) and its answer held back until the
   event is set (the first `hold_calls` calls only, when set); `held` is set when one is
-  being held (a kill or a timeout "during a call").
+  being held (a kill or a timeout "during a call");
+- `replace_answer = (status, body)`: the call is forwarded (sent) and answered with that
+  instead (a server that answers garbage, or a 5xx after doing the work).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class SesProxy:
         self.throttle_calls = 0
         self.hold: threading.Event | None = None
         self.hold_calls: int | None = None  # how many calls to hold (None: every one)
+        self.replace_answer: tuple[int, bytes] | None = None  # after forwarding the call
         self.held = threading.Event()
         self.calls: list[dict] = []  # every SendBulkEmail request, as received
         self.lock = threading.Lock()
@@ -193,6 +196,9 @@ class SesProxy:
             self.held.set()
             self.hold.wait()
         with contextlib.suppress(OSError):
+            if self.replace_answer is not None:
+                self._send(handler, *self.replace_answer)
+                return
             self._send(handler, 200, json.dumps({"BulkEmailEntryResults": merged}).encode())
 
     def stop(self) -> None:

@@ -254,3 +254,36 @@ def test_no_ses_emulator_needed_to_refuse_a_missing_configuration_set(letter, se
 
 
 
+
+
+@pytest.mark.parametrize("answer", [(200, b"<html>proxy error</html>"),
+                                    (500, b'{"message": "InternalFailure"}'),
+                                    (200, b'{"BulkEmailEntryResults": []}')],
+                         ids=["garbage", "5xx", "too-few-results"])
+def test_an_answer_that_cannot_be_read_leaves_the_call_in_doubt_and_stops(
+        letter, ses, emulator, answer):
+    write_list(letter, readers(80))
+    assert publish(letter, ses, "draft", TINY).returncode == 0
+    ses.replace_answer = answer
+    result, report = send_ses(letter, ses)
+    first = {e["Destination"]["ToAddresses"][0] for e in ses.calls[0]["BulkEmailEntries"]}
+    assert set(report["in_doubt"]) == first
+    assert result.returncode == 1 and report["stopped"] and len(ses.calls) == 1
+    assert "Traceback" not in result.stderr and report["sent"] == 0
+    ses.replace_answer = None
+    resumed, again = send_ses(letter, ses)
+    assert resumed.returncode == 0, resumed.stderr
+    assert again["sent"] == 30 and set(again["in_doubt"]) == first
+    assert Counter(received(emulator).values()) == {1: 80}  # nobody twice
+
+
+def test_a_paused_account_stops_the_send_with_everyone_left_pending(letter, ses, emulator):
+    write_list(letter, readers(60))
+    ses.entry_status = {"reader10@example.org": ["ACCOUNT_SENDING_PAUSED"]}
+    assert publish(letter, ses, "draft", TINY).returncode == 0
+    result, report = send_ses(letter, ses)
+    assert result.returncode == 1 and "ACCOUNT_SENDING_PAUSED" in report["stopped"]
+    assert report["pending"] >= 1 and not report["in_doubt"]
+    resumed, again = send_ses(letter, ses)
+    assert resumed.returncode == 0, resumed.stderr
+    assert again["sent"] == 60 and Counter(received(emulator).values()) == {1: 60}

@@ -208,8 +208,9 @@ class SesTransport:
             results = response["BulkEmailEntryResults"]
         except Exception as exc:
             raise _call_error(exc) from None
-        if len(results) != len(calls):
-            raise InDoubt(f"SES answered {len(results)} results for {len(calls)} entries")
+        if not isinstance(results, list) or len(results) != len(calls):
+            raise Unexpected(f"SES answered {len(results)} results for {len(calls)} entries; "
+                             "stopped", handed_over=True)
         return [_answer(result) for result in results]
 
     def close(self) -> None:
@@ -247,7 +248,8 @@ def _call_error(exc: BaseException) -> Exception:
             return Rejected(f"SES MessageRejected: {_why(exc)}")
         if code in STOPPING or 400 <= status < 500:
             return Fatal(f"SES refused the call: {_why(exc)}")
-        return InDoubt(f"SES answered {status} {code}: it may have sent the messages")
+        return Unexpected(f"SES answered {status} {code or 'an error'}: it may have sent "
+                          "the messages; stopped", handed_over=True)
     if isinstance(exc, aws.NoCredentialsError | aws.PartialCredentialsError):
         return Fatal("no AWS credentials: set them the standard AWS ways (environment, "
                      "profile, instance role)")
