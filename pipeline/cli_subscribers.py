@@ -50,7 +50,8 @@ def _rows_progress(verb: str):
 
     started = time.monotonic()
     interactive = sys.stderr.isatty()
-    state = {"last": started, "shown": False}
+    # On a terminal the first report shows at once (a fast read may be over in 0.2 s).
+    state = {"last": 0.0 if interactive else started, "shown": False}
 
     def show(rows: int, chars: int, size: int) -> None:
         now = time.monotonic()

@@ -44,7 +44,19 @@ class Settings:
     substack_publication_url: str = ""
     substack_api_url: str = "https://substack.com"
     substack_user_id: str = ""
-    substack_audience: str = "everyone"
+    substack_audience: str = "everyone"  # everyone | only_paid | founding | only_free
+    # Found from the account when empty; the global drafts route needs it.
+    substack_publication_id: str = ""
+    substack_section: str = ""  # a section's name or id; empty: none
+    # Ghost: the site (https://NAME.ghost.io), the newsletter emailed on `publish send`.
+    ghost_url: str = ""
+    ghost_newsletter: str = ""  # a newsletter's slug; empty: the site's default one
+    ghost_email_segment: str = "all"  # all | status:free | status:-free (Ghost's filter)
+    ghost_authors: str = ""  # emails or slugs, comma-separated; empty: the key's owner
+    buttondown_api_url: str = "https://api.buttondown.com"
+    # The zone of `publish send --at` times written without one (IANA name, e.g.
+    # Europe/Berlin); empty: such times are refused.
+    timezone: str = ""
     http_timeout: str = "30"
     # caniemail features a target client lacks, and warning rule ids, to accept (comma-separated).
     check_accept: str = ""
@@ -55,6 +67,13 @@ class Settings:
     smtp_security: str = "starttls"  # starttls | ssl | none
     smtp_username: str = ""
     retry_backoff: str = "1"  # seconds before the first retry of a temporary failure
+    # Amazon SES (credentials and region the standard AWS ways: environment, profile, role).
+    ses_region: str = ""  # empty: the AWS default (AWS_REGION, the profile)
+    ses_endpoint_url: str = ""  # empty: AWS's own; set only to test against an emulator
+    ses_configuration_set: str = ""  # named on every call, so events flow back
+    feedback_queue_url: str = ""  # the SQS queue of the configuration set's events
+    sqs_endpoint_url: str = ""  # empty: AWS's own
+    soft_bounce_limit: str = "3"  # transient bounces of an address before it is suppressed
     # How a build learns a remote image's size: "fetch" reads its first bytes once (cached),
     # "local" only reads local files and the cache (for offline builds and test runs).
     image_sizes: str = "fetch"
@@ -137,6 +156,9 @@ ALIASES = {
     "SUBSTACK_PUBLICATION_URL": "substack_publication_url",
     "SUBSTACK_API_URL": "substack_api_url",
     "SUBSTACK_USER_ID": "substack_user_id",
+    "SUBSTACK_PUBLICATION_ID": "substack_publication_id",
+    "GHOST_URL": "ghost_url",
+    "BUTTONDOWN_API_URL": "buttondown_api_url",
 }
 
 

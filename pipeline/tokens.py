@@ -56,6 +56,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
            for kind in ("note", "tip", "important", "warning", "caution")},
     },
 }
+MAX_BYTES = 256 * 1024
 MIN_CONTENT_WIDTH = 240  # px: narrower, and a card's caption no longer fits beside its mark
 
 _COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
@@ -97,9 +98,9 @@ class Tokens:
                 "fonts": self.fonts, "code": self.code, "light": self.light,
                 "dark": self.dark}
 
-    def partial_file(self, name: str) -> Path:
-        """The file the partial `name` is read from."""
-        return _template_file(self.folders, name)
+    def partial_file(self, names: str | list[str]) -> Path:
+        """The file the first of the partials `names` there is is read from."""
+        return _template_file(self.folders, names)
 
     @cached_property
     def _partials(self):
@@ -223,6 +224,11 @@ def _validated(path: Path) -> tuple[dict, dict]:
     """The file's tokens, every one checked (InputError with the line for the first bad
     one), and the line of each key."""
     try:
+        if not path.is_file():
+            raise InputError("cannot read the tokens: not a file", path)
+        if path.stat().st_size > MAX_BYTES:
+            raise InputError(f"the tokens file is over {MAX_BYTES // 1024} KB; it holds a "
+                             "few dozen values", path)
         text = path.read_text("utf-8")
     except UnicodeDecodeError:
         raise InputError("cannot read the tokens: the file is not UTF-8 text", path) from None
