@@ -171,13 +171,15 @@ def subscribers_unsubscribe(obj: Context, email: str | None, token: str | None,
     """Unsubscribe EMAIL (or the reader a --token was made for): marked in the list and
     added to the suppression list, which wins over every list. Every other row of the
     list is kept exactly as it was."""
-    from . import subscribers, unsubscribe
+    from . import subscribers
 
     if bool(email) == bool(token):
         raise click.UsageError("give an EMAIL or --token, not both")
     if token:
-        key = unsubscribe.signing_key(obj.settings.state_path)
-        email = unsubscribe.verify_token(key, token.strip())
+        from . import signup
+
+        email = signup.unsubscribe_address(signup.verification_keys(obj.settings),
+                                           token.strip())
         if email is None:
             raise click.BadParameter("not a token made with this newsletter's signing key",
                                      param_hint="--token")

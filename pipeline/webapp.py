@@ -212,6 +212,10 @@ class Web:
         data = signup.confirmation_email(self.settings, s, email, link)
         try:
             transport = services.get(self.settings.service, self.settings, db).transport()
+            if not hasattr(transport, "deliver"):  # a bulk API (SES) sends templates only
+                transport.close()
+                raise InputError(f"the {self.settings.service} service cannot send one "
+                                 "message; confirmation emails need local or smtp")
             # One writer at a time: Maildir names made in the same microsecond by two
             # threads of one process would clash.
             with self.mail_lock:
@@ -220,7 +224,7 @@ class Web:
                                       transports.envelope_address(email), data)
                 finally:
                     transport.close()
-        except (transports.DeliveryError, InputError, OSError) as exc:
+        except Exception as exc:  # the reader gets a 503 page; the operator the reason
             import logging
 
             from .redact import redact

@@ -414,3 +414,53 @@ def test_links_signed_with_a_retired_key_work_while_it_is_listed(tmp_path):
             == 200
         assert old_key not in server.stop()
     assert changes(root) == [("ada@example.org", "unsubscribed", "one-click")]
+
+
+def test_confirmations_go_through_the_smtp_relay_and_a_relay_down_is_a_503(tmp_path):
+    from tests.smtp_server import SmtpServer, free_port
+
+    root = letter(tmp_path, ["ada@example.org"])
+    with SmtpServer() as smtp:
+        env = {**ENV, "PUBLISH_SERVICE": "smtp", "SMTP_HOST": "127.0.0.1",
+               "SMTP_PORT": str(smtp.port), "PUBLISH_SMTP_SECURITY": "none"}
+        with WebServer(root, env) as server:
+            assert post(server, "/subscribe", b"email=zed@example.org&name=Zed")[0] == 200
+            [message] = smtp.recorder.parsed("zed@example.org")
+            link = re.search(r"https://letter\.example/confirm\?token=\S+",
+                             message.get_body(("plain",)).get_content()).group(0)
+            assert get(server, server.local(link))[0] == 200
+    down = {**env, "SMTP_PORT": str(free_port())}
+    with WebServer(root, down) as server:
+        status, page = post(server, "/subscribe", b"email=yan@example.org")
+        assert status == 503 and "try again later" in page and "Traceback" not in page
+        assert "cannot send a confirmation email" in server.stop()
+    assert changes(root) == []
+    assert not (root / "outbox").exists() or outbox(root) == []
+
+
+def test_an_unsubscribe_during_a_send_stops_the_message_not_yet_handed_over(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from pipeline import unsubscribe
+
+    readers = ["one@example.org", "two@example.org", "three@example.org"]
+    root = letter(tmp_path, readers)
+    assert run_publish("draft", EN, cwd=root, env=ENV).returncode == 0
+    token = unsubscribe.make_token(unsubscribe.signing_key(root / ".publish"), readers[2])
+    with WebServer(root, ENV) as server:
+        sender = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "send", EN, "--yes", "--rate", "0.4"],
+            cwd=root, env={**os.environ, **ENV}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        while not outbox(root) and sender.poll() is None:  # the first message is out
+            time.sleep(0.05)
+        assert post(server, f"/unsubscribe?token={token}", b"List-Unsubscribe=One-Click")[0] \
+            == 200
+        _, err = sender.communicate(timeout=60)
+    assert sender.returncode == 0, err
+    assert db_rows(root, "SELECT email, state, reason FROM recipients ORDER BY id")[2] == \
+        ("three@example.org", "skipped", "unsubscribed")
+    assert "three@example.org" not in {m["To"].addresses[0].addr_spec for m in outbox(root)}
