@@ -20,6 +20,7 @@ import argparse
 import compileall
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -70,16 +71,28 @@ def mjml_source(issue: Path) -> str:
     return seen[0]
 
 
-def timed(args: list[str], cwd: Path = ROOT) -> float:
+CPU: dict[str, list[float]] = {}  # label -> CPU seconds (user + system) of each run
+
+
+def timed(args: list[str], cwd: Path = ROOT, label: str = "") -> float:
+    """Wall seconds of one whole process; its CPU seconds are kept under `label`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(args, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, "PUBLISH_IMAGE_SIZES": "local"})
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    CPU.setdefault(label, []).append(cpu)
+    return wall
 
 
 def report(label: str, times: list[float]) -> None:
+    cpu = CPU.get(label)
+    cpu_text = f"   CPU median {statistics.median(cpu) * 1000:7.1f} ms" if cpu else ""
     print(f"{label:<44} median {statistics.median(times) * 1000:7.1f} ms   "
-          f"min {min(times) * 1000:7.1f}   max {max(times) * 1000:7.1f}   (n={len(times)})")
+          f"min {min(times) * 1000:7.1f}   max {max(times) * 1000:7.1f}   (n={len(times)})"
+          + cpu_text)
 
 
 def big_table_issue(path: Path, rows: int = 300, columns: int = 200) -> None:
@@ -100,18 +113,21 @@ def paired(issue: Path, mjml: str | None, runs: int, out: Path) -> None:
     if mjml_cmd:
         timed(mjml_cmd)
     builds, references, helps = [], [], []
+    build_label, mjml_label = "publish build (cold process)", "mjml node CLI, same MJML"
     for _ in range(runs):
-        builds.append(timed(build_cmd))
+        builds.append(timed(build_cmd, label=build_label))
         if mjml_cmd:
-            references.append(timed(mjml_cmd))
-        helps.append(timed([*PUBLISH, "--help"]))
-    report("publish build (cold process)", builds)
+            references.append(timed(mjml_cmd, label=mjml_label))
+        helps.append(timed([*PUBLISH, "--help"], label="publish --help"))
+    report(build_label, builds)
     if references:
-        report("mjml node CLI, same MJML (cold process)", references)
+        report(mjml_label, references)
         ratio = statistics.median(builds) / statistics.median(references)
-        print(f"{'ratio build / mjml CLI (medians)':<44} {ratio:.2f} x")
-        print(f"{'ratio build / mjml CLI (paired, median)':<44} "
+        print(f"{'ratio build / mjml CLI (wall, medians)':<44} {ratio:.2f} x")
+        print(f"{'ratio build / mjml CLI (wall, paired)':<44} "
               f"{statistics.median(b / r for b, r in zip(builds, references, strict=True)):.2f} x")
+        cpu_ratio = statistics.median(CPU[build_label]) / statistics.median(CPU[mjml_label])
+        print(f"{'ratio build / mjml CLI (CPU, medians)':<44} {cpu_ratio:.2f} x")
     else:
         print("mjml node CLI not found: npm install --prefix bench/.node mjml@5")
     report("publish --help", helps)
