@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .cli_schedule import due_command
 from .cli_subscribers import subscribers_group
 from .cli_web import serve_command, site_command
 from .errors import PublishError
@@ -375,7 +376,9 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         if clash:
             raise click.UsageError(f"{clash[0]} does not go with "
                                    f"{'--at' if at else '--unschedule'}")
-        _schedule(obj, issue, options, at, unschedule, yes, as_json)
+        from .cli_schedule import schedule_send
+
+        schedule_send(obj, issue, options, at, unschedule, yes, as_json)
         return
     sender = send_mod.Sender(issue, obj.settings, options)
     if test_address:
@@ -409,59 +412,6 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         sys.exit(130 if "Ctrl-C" in report.stopped else 1)
 
 
-def _schedule(obj: Context, issue: Path, options, at: str | None, unschedule: bool,
-              yes: bool, as_json: bool) -> None:
-    """`publish send --at TIME` and `publish send --unschedule`."""
-    from . import schedule
-
-    if at and unschedule:
-        raise click.UsageError("--at and --unschedule do not go together")
-    if unschedule:
-        click.echo(schedule.unschedule(issue, obj.settings, options))
-        return
-    schedule.parse_when(at, obj.settings)  # a bad time is refused before anything else
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError("not a terminal to ask for confirmation; add --yes")
-        click.confirm(f"Schedule {issue} for {at}?", abort=True)
-    item, note = schedule.schedule(issue, obj.settings, options, at)
-    if as_json:
-        click.echo(json.dumps({**item.summary(), "note": note}, ensure_ascii=False, indent=2))
-        return
-    click.echo(f"Scheduled {item.issue} -> {item.audience} via {item.service} for "
-               f"{item.summary()['due']} UTC")
-    click.echo(note)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print what was started as JSON.")
-@click.pass_obj
-def due(obj: Context, as_json: bool) -> None:
-    """Start every send scheduled with --at whose time has come (run it from cron).
-
-    Safe to run every minute and several at once: each scheduled send starts exactly
-    once. Prints nothing when nothing is due.
-    """
-    from . import schedule
-
-    outcomes = schedule.run_due(obj.settings)
-    if as_json:
-        click.echo(json.dumps([o.summary() for o in outcomes], ensure_ascii=False, indent=2))
-    for outcome in outcomes if not as_json else ():
-        item = outcome.scheduled
-        minutes = outcome.late_seconds / 60
-        late = f"{minutes:.0f} min late" if minutes >= 1 else "on time"
-        verb = "Resumed" if outcome.resumed else "Started"
-        click.echo(f"{verb} {item.issue} -> {item.audience} via {item.service}, due "
-                   f"{outcome.summary()['due']} UTC, {late}")
-        if outcome.report is not None:
-            _print_report(outcome.report, [])
-        if outcome.error:
-            _say_error(f"error: {outcome.error}", fg="red")
-    if any(o.error or (o.report and o.report.stopped) for o in outcomes):
-        sys.exit(1)
-
-
 def _print_plan(issue: Path, plan, as_json: bool) -> None:
     """What `publish send --dry-run` found the real send would do."""
     if as_json:
@@ -493,23 +443,13 @@ def sends(obj: Context, as_json: bool) -> None:
     """List past sends with how many were sent, failed, skipped and in doubt."""
     import datetime as dt
 
-    from . import schedule
     from . import send as send_mod
+    from .cli_schedule import print_scheduled
 
     items = send_mod.list_sends(obj.settings)
-    planned = schedule.list_scheduled(obj.settings)
-    if as_json:
-        click.echo(json.dumps({"scheduled": [item.summary() for item in planned],
-                               "sends": [item.__dict__ for item in items]}
-                              if planned else [item.__dict__ for item in items],
-                              ensure_ascii=False, indent=2))
+    planned = print_scheduled(obj, items, as_json)
+    if planned is None:
         return
-    for item in planned:
-        who = "the service sends it" if item.by_service else "`publish due` starts it"
-        state = {"scheduled": f"scheduled; {who}"}.get(item.status, item.status)
-        click.echo(f"@{item.summary()['due']} UTC  {item.issue} -> {item.audience} via "
-                   f"{item.service}  [{state}]" + (f"  {item.note}" if item.status
-                                                    in ("failed", "cancelled") else ""))
     if not items:
         if not planned:
             click.echo("No sends yet.")
@@ -541,6 +481,7 @@ def init(folder: Path, name: str) -> None:
 
 
 cli.add_command(subscribers_group)
+cli.add_command(due_command)
 cli.add_command(site_command)
 cli.add_command(serve_command)
 
