@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ def print_scheduled(obj: Context, items: list, as_json: bool) -> list | None:
         return None
     for item in planned:
         who = "the service sends it" if item.by_service else "`publish due` starts it"
+        if item.by_service and item.due_at <= time.time():
+            who = "sent by the service at that time"
         state = {"scheduled": f"scheduled; {who}"}.get(item.status, item.status)
         click.echo(f"@{item.summary()['due']} UTC  {item.issue} -> {item.audience} via "
                    f"{item.service}  [{state}]" + (f"  {item.note}" if item.status

@@ -103,11 +103,15 @@ def _iso(timestamp: float) -> str:
 
 def refuse_if_scheduled(db: sqlite3.Connection, issue: str, service: str) -> None:
     """A send now of an issue already scheduled on that service would send it twice."""
-    row = db.execute("SELECT due_at FROM scheduled WHERE issue = ? AND service = ? AND "
-                     "status = 'scheduled'", (issue, service)).fetchone()
-    if row is not None:
-        raise PublishError(f"{issue} is scheduled on {service} for {_iso(row[0])}; cancel "
-                           "that first with --unschedule")
+    row = db.execute("SELECT due_at, by_service FROM scheduled WHERE issue = ? AND "
+                     "service = ? AND status = 'scheduled'", (issue, service)).fetchone()
+    if row is None:
+        return
+    if row["by_service"] and row["due_at"] <= time.time():
+        raise PublishError(f"{issue} was scheduled on {service} for {_iso(row[0])}, which "
+                           f"has passed: {service} has published it; nothing sent now")
+    raise PublishError(f"{issue} is scheduled on {service} for {_iso(row[0])}; cancel "
+                       "that first with --unschedule")
 
 
 def _options_json(options: send.SendOptions, root: Path) -> str:
