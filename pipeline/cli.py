@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .cli_schedule import due_command
+from .cli_sends import feedback, sends
 from .cli_subscribers import subscribers_group
 from .cli_web import serve_command, site_command
 from .errors import PublishError
@@ -342,13 +343,15 @@ def _print_report(report, notes: list[str]) -> None:
 @click.option("--at", "at", metavar="TIME",
               help="Send at TIME (2026-12-01T09:00+08:00, or local to the timezone setting).")
 @click.option("--unschedule", is_flag=True, help="Cancel the send scheduled with --at.")
+@click.option("--yes-over-quota", is_flag=True,
+              help="Start although the service's 24-hour quota cannot cover everyone.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def send(obj: Context, issue: Path, service: str | None, list_name: str,
          subscribers_path: Path | None, test_address: str | None, dry_run: bool, yes: bool,
          redraft: bool, retry_failed: bool, resend_in_doubt: bool, connections: int,
-         rate: float | None, ignore_check: bool, at: str | None, unschedule: bool,
-         as_json: bool) -> None:
+         rate: float | None, ignore_check: bool, yes_over_quota: bool, at: str | None,
+         unschedule: bool, as_json: bool) -> None:
     """Send ISSUE to its subscribers, exactly once; re-run the same command to resume.
 
     \b
@@ -367,7 +370,8 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
     options = send_mod.SendOptions(
         service=service, list_name=list_name, subscribers_path=subscribers_path,
         retry_failed=retry_failed, resend_in_doubt=resend_in_doubt, connections=connections,
-        rate=rate, redraft=redraft, ignore_check=ignore_check, reading=reading)
+        rate=rate, redraft=redraft, ignore_check=ignore_check, reading=reading,
+        yes_over_quota=yes_over_quota)
     if at or unschedule:
         clash = [flag for flag, given in (("--test", test_address), ("--dry-run", dry_run),
                                           ("--redraft", redraft),
@@ -437,31 +441,6 @@ def _print_plan(issue: Path, plan, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the sends as JSON.")
-@click.pass_obj
-def sends(obj: Context, as_json: bool) -> None:
-    """List past sends with how many were sent, failed, skipped and in doubt."""
-    import datetime as dt
-
-    from . import send as send_mod
-    from .cli_schedule import print_scheduled
-
-    items = send_mod.list_sends(obj.settings)
-    planned = print_scheduled(obj, items, as_json)
-    if planned is None:
-        return
-    if not items:
-        if not planned:
-            click.echo("No sends yet.")
-        return
-    for item in items:
-        when = dt.datetime.fromtimestamp(item.started_at).strftime("%Y-%m-%d %H:%M")
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(item.counts.items()))
-        click.echo(f"#{item.id}  {when}  {item.issue} -> {item.audience} via {item.service}  "
-                   f"[{item.status}]  {counts or item.note}")
-
-
-@cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--name", default="My Newsletter", show_default=True, help="The newsletter's name.")
 def init(folder: Path, name: str) -> None:
@@ -484,6 +463,8 @@ cli.add_command(subscribers_group)
 cli.add_command(due_command)
 cli.add_command(site_command)
 cli.add_command(serve_command)
+cli.add_command(sends)
+cli.add_command(feedback)
 
 
 def _say_error(text: str, **style) -> None:

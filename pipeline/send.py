@@ -21,6 +21,7 @@ from . import (
     check,
     delivery,
     ledger,
+    ledger_report,
     readers,
     schedule,
     services,
@@ -30,7 +31,7 @@ from . import (
 )
 from . import draft as draft_mod
 from .errors import InputError, PublishError
-from .ledger import SendSummary
+from .ledger_report import SendSummary
 from .redact import redact
 from .send_content import DraftSource, Messages, signing_key
 from .settings import Settings
@@ -52,6 +53,7 @@ class SendOptions:
     ignore_check: bool = False
     # Called now and then while the list is read: (rows read, characters read, file size).
     reading: Callable[[int, int, int], None] | None = None
+    yes_over_quota: bool = False  # send although the service's daily quota is too small
 
 
 @dataclass
@@ -149,6 +151,7 @@ class Sender:
                                  "--list and --subscribers do not apply")
             self.audience_name = f"{self.service_name} subscribers"
         self.key = ledger.SendKey(self.issue, self.service_name, self.audience_name)
+        self.rate = options.rate  # messages per second; a service's own limit may lower it
 
     # the checks ----------------------------------------------------------------------
     def _refuse_placeholder_settings(self) -> None:
@@ -192,6 +195,7 @@ class Sender:
         signing_key(self.settings)  # a missing unsubscribe secret stops us before anything
         service = services.get(self.service_name, self.settings, db)
         service.transport().close()  # its settings and secrets, checked without connecting
+        refuse = self._read_limits(service)
         row = self.drafts.current(db, push=commit)
 
         def new_content() -> ledger.Content:
@@ -209,9 +213,28 @@ class Sender:
                 current_revision=row["revision"] if row is not None else None,
                 retry_failed=self.options.retry_failed,
                 resend_in_doubt=self.options.resend_in_doubt, commit=commit,
-                source_hash=draft_mod.sha256(self.path.read_bytes()))
+                source_hash=draft_mod.sha256(self.path.read_bytes()), refuse=refuse)
         except sqlite3.Error as exc:
             raise state.explain(exc, db) from None
+
+    def _read_limits(self, service: services.Service) -> Callable[[Counter], None] | None:
+        """A service with sending limits (`limits()`): its rate caps ours (--rate can only
+        lower it), and a send larger than what is left of its daily quota is refused
+        unless --yes-over-quota."""
+        read = getattr(service, "limits", None)
+        if read is None:
+            return None
+        limits = read()
+        self.rate = min(self.options.rate or math.inf, max(limits.max_rate, MIN_RATE))
+
+        def refuse(by_state: Counter) -> None:
+            left = limits.remaining_today
+            if 0 <= left < by_state["pending"] and not self.options.yes_over_quota:
+                raise PublishError(
+                    f"{by_state['pending']} recipient(s) to send to, but {self.service_name}'s "
+                    f"24-hour quota has {left} left; wait, raise the quota, or add "
+                    "--yes-over-quota to send what it allows and resume later")
+        return refuse
 
     def plan(self) -> Plan:
         """What `run` would do, by running every one of its checks; nothing is written."""
@@ -304,7 +327,7 @@ class Sender:
             state_dir=self.settings.state_path, send_id=send_id,
             sender=self.settings.sender_address,
             transport=lambda: service.transport(messages.template),
-            prepare=prepare, rate=self.options.rate,
+            prepare=prepare, rate=self.rate,
             connections=min(self.options.connections, self.can.max_connections),
             backoff=self.backoff, progress=progress, stop=stop)
 
@@ -364,6 +387,6 @@ def list_sends(settings: Settings) -> list[SendSummary]:
         return []
     db = state.connect(settings.state_path, readonly=True)
     try:
-        return ledger.list_sends(db)
+        return ledger_report.list_sends(db)
     finally:
         db.close()

@@ -67,6 +67,13 @@ class Settings:
     smtp_security: str = "starttls"  # starttls | ssl | none
     smtp_username: str = ""
     retry_backoff: str = "1"  # seconds before the first retry of a temporary failure
+    # Amazon SES (credentials and region the standard AWS ways: environment, profile, role).
+    ses_region: str = ""  # empty: the AWS default (AWS_REGION, the profile)
+    ses_endpoint_url: str = ""  # empty: AWS's own; set only to test against an emulator
+    ses_configuration_set: str = ""  # named on every call, so events flow back
+    feedback_queue_url: str = ""  # the SQS queue of the configuration set's events
+    sqs_endpoint_url: str = ""  # empty: AWS's own
+    soft_bounce_limit: str = "3"  # transient bounces of an address before it is suppressed
     # How a build learns a remote image's size: "fetch" reads its first bytes once (cached),
     # "local" only reads local files and the cache (for offline builds and test runs).
     image_sizes: str = "fetch"

@@ -128,6 +128,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (service, target, key)
     );
     """,
+    """
+    CREATE TABLE feedback_events (
+        id TEXT PRIMARY KEY,              -- the same event seen twice has the same id
+        kind TEXT NOT NULL,               -- delivery | bounce | soft_bounce | complaint | ...
+        remote_id TEXT NOT NULL DEFAULT '', -- the service's id for the message
+        email TEXT NOT NULL DEFAULT '',   -- the recipient it is about, lower case
+        detail TEXT NOT NULL DEFAULT '',
+        at REAL NOT NULL
+    );
+    CREATE INDEX feedback_by_remote_id ON feedback_events (remote_id, kind);
+    CREATE INDEX feedback_by_email ON feedback_events (email, kind);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

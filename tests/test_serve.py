@@ -199,6 +199,7 @@ def test_double_opt_in_in_chromium_then_the_send_includes_the_reader(tmp_path):
 def test_forged_truncated_and_hostile_requests_change_nothing(tmp_path):
     root = letter(tmp_path, ["ada@example.org"])
     send(root, EN)
+    assert run_publish("site", cwd=root, env=ENV).returncode == 0
     link = list_unsubscribe(outbox(root)[0])
     token = link.split("token=")[1]
     encoded, _, signature = token.partition(".")
@@ -225,7 +226,10 @@ def test_forged_truncated_and_hostile_requests_change_nothing(tmp_path):
             ("POST", "/subscribe", b"email=x@example.org&lang=qq", 400),
             ("POST", "/subscribe", b"email=x@example.org&name=a%0Ab", 400),
             ("POST", "/subscribe", b"email=x@example.org&lang=%ff%fe", 400),
-            ("PUT", "/unsubscribe", b"", 404),
+            ("PUT", "/unsubscribe", b"", 405),
+            ("GET", "/%2e%2e/publish.toml", b"", 404),
+            ("GET", "/..%2f.publish/state.db", b"", 404),
+            ("GET", "/.publish-site.json", b"", 404),
         ]
         for method, target, body, expected in attempts:
             if method == "GET":
@@ -319,3 +323,94 @@ def test_200_unsubscribes_and_subscribes_at_once_while_a_send_freezes_its_audien
     second = dict(db_rows(root, "SELECT email, state FROM recipients WHERE send_id = 2"))
     assert {a for a, s in second.items() if s == "pending" or s == "sent"} == \
         set(staying) | set(joining)
+
+
+def test_export_neutralises_formulas_and_keeps_every_subscriber(tmp_path):
+    root = letter(tmp_path, ["ada@example.org"])
+    with (root / "subscribers" / "main.csv").open("a", encoding="utf-8") as out:
+        out.write('bo@example.org,"=HYPERLINK(""http://evil.example"",""x"")",active,\n')
+        out.write("cy@example.org,@SUM(1),bounced,\n")
+    result = run_publish("subscribers", "export", "--out", str(tmp_path / "x.csv"), cwd=root)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "x.csv").read_text("utf-8")
+    assert "'=HYPERLINK(" in text and "'@SUM(1)" in text
+    assert ",=" not in text and ",@" not in text
+    assert [line.split(",")[0] for line in text.splitlines()[1:]] == [
+        "ada@example.org", "bo@example.org", "cy@example.org"]
+    refused = run_publish("subscribers", "export", "--out", "subscribers/main.csv", cwd=root)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+
+
+def confirmations(root: Path) -> list[str]:
+    return [re.search(r"confirm\?token=(\S+)", m.get_body(("plain",)).get_content()).group(1)
+            for m in outbox(root) if m["Auto-Submitted"] == "auto-generated"]
+
+
+def test_sign_ups_are_limited_bots_and_suppressed_addresses_get_no_mail(tmp_path):
+    root = letter(tmp_path, ["ada@example.org"])
+    (root / "subscribers" / "suppressed.csv").write_text("email\nno@example.org\n", "utf-8")
+    env = {**ENV, "PUBLISH_SUBSCRIBE_PER_CLIENT": "6"}
+    with WebServer(root, env) as server:
+        for _ in range(3):
+            assert post(server, "/subscribe", b"email=zed@example.org")[0] == 200
+        assert post(server, "/subscribe", b"email=zed@example.org")[0] == 429
+        assert len(confirmations(root)) == 3
+        # the honeypot: a bot that fills every field is told the usual, and nothing is sent
+        assert post(server, "/subscribe", b"email=bot@example.org&website=x")[0] == 200
+        assert post(server, "/subscribe", b"email=no@example.org")[0] == 200  # suppressed
+        assert len(confirmations(root)) == 3
+        assert post(server, "/subscribe", b"email=two@example.org")[0] == 200
+        assert post(server, "/subscribe", b"email=three@example.org")[0] == 200
+        status, text = post(server, "/subscribe", b"email=four@example.org")
+        assert status == 429 and "Traceback" not in text, "six an hour from one client"
+    assert changes(root) == []
+
+
+def test_confirm_links_work_once_expire_and_are_no_unsubscribe_tokens(tmp_path):
+    from pipeline import settings as settings_mod
+    from pipeline import signup
+
+    root = letter(tmp_path, ["ada@example.org"])
+    with WebServer(root, ENV) as server:
+        assert post(server, "/subscribe", b"email=zed@example.org&lang=zh")[0] == 200
+        [token] = confirmations(root)
+        assert post(server, f"/unsubscribe?token={token}", b"List-Unsubscribe=One-Click")[0] \
+            == 400, "a confirmation link is not an unsubscribe token"
+        status, page = get(server, f"/confirm?token={token}")
+        assert status == 200 and 'lang="zh"' in page and "确认订阅" in page
+        assert post(server, "/confirm", f"token={token}".encode())[0] == 200
+        from pipeline import unsubscribe
+
+        key = unsubscribe.signing_key(root / ".publish")
+        out = unsubscribe.make_token(key, "zed@example.org")
+        assert post(server, f"/unsubscribe?token={out}", b"List-Unsubscribe=One-Click")[0] \
+            == 200
+        # replaying the confirmation after leaving does not bring the reader back
+        assert post(server, "/confirm", f"token={token}".encode())[0] == 400
+        assert post(server, "/confirm", f"token={out}".encode())[0] == 400
+        settings = settings_mod.load(root, env={})
+        old = signup.make_confirm_token(signup.signing_key(settings), "old@example.org", "",
+                                        "en", now=0)
+        status, page = get(server, f"/confirm?token={old}")
+        assert status == 400 and "expired" in page
+        assert post(server, "/confirm", f"token={old}".encode())[0] == 400
+    assert changes(root) == [("zed@example.org", "unsubscribed", "one-click")]
+
+
+def test_links_signed_with_a_retired_key_work_while_it_is_listed(tmp_path):
+    from pipeline import unsubscribe
+
+    root = letter(tmp_path, ["ada@example.org"])
+    old_key = "o" * 32
+    token = unsubscribe.make_token(old_key.encode(), "ada@example.org")
+    rotated = {**ENV, "PUBLISH_UNSUBSCRIBE_SECRET": "n" * 32}
+    with WebServer(root, rotated) as server:
+        assert post(server, f"/unsubscribe?token={token}", b"List-Unsubscribe=One-Click")[0] \
+            == 400
+    assert changes(root) == []
+    with WebServer(root, {**rotated, "PUBLISH_UNSUBSCRIBE_OLD_SECRETS": f"x, {old_key}"}) \
+            as server:
+        assert post(server, f"/unsubscribe?token={token}", b"List-Unsubscribe=One-Click")[0] \
+            == 200
+        assert old_key not in server.stop()
+    assert changes(root) == [("ada@example.org", "unsubscribed", "one-click")]

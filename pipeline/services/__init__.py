@@ -25,6 +25,7 @@ SERVICES = {
     "smtp": "pipeline.services.smtp:SmtpService",
     "ghost": "pipeline.services.ghost:GhostService",
     "buttondown": "pipeline.services.buttondown:ButtondownService",
+    "ses": "pipeline.services.ses:SesService",
 }
 
 
