@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .cli_schedule import due_command
 from .cli_sends import feedback, sends
 from .cli_subscribers import subscribers_group
 from .cli_web import serve_command, site_command
@@ -379,7 +380,9 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
         if clash:
             raise click.UsageError(f"{clash[0]} does not go with "
                                    f"{'--at' if at else '--unschedule'}")
-        _schedule(obj, issue, options, at, unschedule, yes, as_json)
+        from .cli_schedule import schedule_send
+
+        schedule_send(obj, issue, options, at, unschedule, yes, as_json)
         return
     sender = send_mod.Sender(issue, obj.settings, options)
     if test_address:
@@ -411,59 +414,6 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
 
             _say_error("".join(traceback.format_exception(report.error)).rstrip("\n"))
         sys.exit(130 if "Ctrl-C" in report.stopped else 1)
-
-
-def _schedule(obj: Context, issue: Path, options, at: str | None, unschedule: bool,
-              yes: bool, as_json: bool) -> None:
-    """`publish send --at TIME` and `publish send --unschedule`."""
-    from . import schedule
-
-    if at and unschedule:
-        raise click.UsageError("--at and --unschedule do not go together")
-    if unschedule:
-        click.echo(schedule.unschedule(issue, obj.settings, options))
-        return
-    schedule.parse_when(at, obj.settings)  # a bad time is refused before anything else
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError("not a terminal to ask for confirmation; add --yes")
-        click.confirm(f"Schedule {issue} for {at}?", abort=True)
-    item, note = schedule.schedule(issue, obj.settings, options, at)
-    if as_json:
-        click.echo(json.dumps({**item.summary(), "note": note}, ensure_ascii=False, indent=2))
-        return
-    click.echo(f"Scheduled {item.issue} -> {item.audience} via {item.service} for "
-               f"{item.summary()['due']} UTC")
-    click.echo(note)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print what was started as JSON.")
-@click.pass_obj
-def due(obj: Context, as_json: bool) -> None:
-    """Start every send scheduled with --at whose time has come (run it from cron).
-
-    Safe to run every minute and several at once: each scheduled send starts exactly
-    once. Prints nothing when nothing is due.
-    """
-    from . import schedule
-
-    outcomes = schedule.run_due(obj.settings)
-    if as_json:
-        click.echo(json.dumps([o.summary() for o in outcomes], ensure_ascii=False, indent=2))
-    for outcome in outcomes if not as_json else ():
-        item = outcome.scheduled
-        minutes = outcome.late_seconds / 60
-        late = f"{minutes:.0f} min late" if minutes >= 1 else "on time"
-        verb = "Resumed" if outcome.resumed else "Started"
-        click.echo(f"{verb} {item.issue} -> {item.audience} via {item.service}, due "
-                   f"{outcome.summary()['due']} UTC, {late}")
-        if outcome.report is not None:
-            _print_report(outcome.report, [])
-        if outcome.error:
-            _say_error(f"error: {outcome.error}", fg="red")
-    if any(o.error or (o.report and o.report.stopped) for o in outcomes):
-        sys.exit(1)
 
 
 def _print_plan(issue: Path, plan, as_json: bool) -> None:
@@ -510,6 +460,7 @@ def init(folder: Path, name: str) -> None:
 
 
 cli.add_command(subscribers_group)
+cli.add_command(due_command)
 cli.add_command(site_command)
 cli.add_command(serve_command)
 cli.add_command(sends)

@@ -19,23 +19,13 @@ def sends(obj: Context, as_json: bool) -> None:
     """List past sends with how many were sent, failed, skipped and in doubt."""
     import datetime as dt
 
-    from . import schedule
     from . import send as send_mod
+    from .cli_schedule import print_scheduled
 
     items = send_mod.list_sends(obj.settings)
-    planned = schedule.list_scheduled(obj.settings)
-    if as_json:
-        click.echo(json.dumps({"scheduled": [item.summary() for item in planned],
-                               "sends": [item.__dict__ for item in items]}
-                              if planned else [item.__dict__ for item in items],
-                              ensure_ascii=False, indent=2))
+    planned = print_scheduled(obj, items, as_json)
+    if planned is None:
         return
-    for item in planned:
-        who = "the service sends it" if item.by_service else "`publish due` starts it"
-        state = {"scheduled": f"scheduled; {who}"}.get(item.status, item.status)
-        click.echo(f"@{item.summary()['due']} UTC  {item.issue} -> {item.audience} via "
-                   f"{item.service}  [{state}]" + (f"  {item.note}" if item.status
-                                                    in ("failed", "cancelled") else ""))
     if not items:
         if not planned:
             click.echo("No sends yet.")

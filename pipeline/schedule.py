@@ -21,11 +21,15 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import send, services, state
+from . import state
 from .errors import InputError, PublishError
-from .settings import Settings
+
+if TYPE_CHECKING:  # `publish due` with nothing due stays cheap: no renderer loaded
+    from . import send
+    from .settings import Settings
 
 UTC = dt.UTC
 
@@ -103,11 +107,15 @@ def _iso(timestamp: float) -> str:
 
 def refuse_if_scheduled(db: sqlite3.Connection, issue: str, service: str) -> None:
     """A send now of an issue already scheduled on that service would send it twice."""
-    row = db.execute("SELECT due_at FROM scheduled WHERE issue = ? AND service = ? AND "
-                     "status = 'scheduled'", (issue, service)).fetchone()
-    if row is not None:
-        raise PublishError(f"{issue} is scheduled on {service} for {_iso(row[0])}; cancel "
-                           "that first with --unschedule")
+    row = db.execute("SELECT due_at, by_service FROM scheduled WHERE issue = ? AND "
+                     "service = ? AND status = 'scheduled'", (issue, service)).fetchone()
+    if row is None:
+        return
+    if row["by_service"] and row["due_at"] <= time.time():
+        raise PublishError(f"{issue} was scheduled on {service} for {_iso(row[0])}, which "
+                           f"has passed: {service} has published it; nothing sent now")
+    raise PublishError(f"{issue} is scheduled on {service} for {_iso(row[0])}; cancel "
+                       "that first with --unschedule")
 
 
 def _options_json(options: send.SendOptions, root: Path) -> str:
@@ -125,6 +133,8 @@ def _options_json(options: send.SendOptions, root: Path) -> str:
 def schedule(path: str | Path, settings: Settings, options: send.SendOptions, at: str,
              now: float | None = None) -> tuple[Scheduled, str]:
     """Schedule the send of an issue; every check of a real send runs first."""
+    from . import send, services
+
     when = parse_when(at, settings, now)
     sender = send.Sender(path, settings, options)
     sender.plan()  # refuses what the send would refuse; records nothing
@@ -173,6 +183,8 @@ def schedule(path: str | Path, settings: Settings, options: send.SendOptions, at
 
 def unschedule(path: str | Path, settings: Settings, options: send.SendOptions) -> str:
     """Cancel the scheduled send of an issue on a service (on the service too)."""
+    from . import send, services
+
     sender = send.Sender(path, settings, options)
     db = state.connect(settings.state_path)
     try:
@@ -279,6 +291,8 @@ def run_due(settings: Settings, now: float | None = None) -> list[DueOutcome]:
 
 
 def _start(db: sqlite3.Connection, row: sqlite3.Row, settings: Settings) -> send.SendReport:
+    from . import send
+
     stored = json.loads(row["options"])
     subscribers = stored.pop("subscribers_path", None)
     options = send.SendOptions(service=row["service"], **stored,

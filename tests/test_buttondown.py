@@ -155,3 +155,22 @@ def test_past_time_is_refused_before_any_request(letter, buttondown):
                       "2001-01-01T00:00Z", "--yes")
     assert result.returncode == 2 and "in the past" in result.stderr
     assert len(buttondown.log) == requests
+
+
+def test_a_schedule_whose_time_passed_is_not_sent_again(letter, buttondown):
+    import sqlite3
+    import time
+
+    assert _publish(letter, buttondown, "draft", EN, "--service", "buttondown").returncode == 0
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=5)).isoformat()
+    assert _publish(letter, buttondown, "send", EN, "--service", "buttondown", "--at", at,
+                    "--yes").returncode == 0
+    db = sqlite3.connect(letter / ".publish" / "state.db")
+    db.execute("UPDATE scheduled SET due_at = ?", (time.time() - 60,))  # the time came
+    db.commit()
+    db.close()
+    requests = len(buttondown.log)
+    result = _publish(letter, buttondown, "send", EN, "--service", "buttondown", "--yes")
+    assert result.returncode == 1 and "has published it; nothing sent now" in result.stderr
+    assert len(buttondown.log) == requests
+    assert "sent by the service" in _publish(letter, buttondown, "sends").stdout

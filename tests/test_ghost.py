@@ -214,3 +214,13 @@ def test_chinese_issue_keeps_every_character(letter, ghost):
     assert post["title"] == title and re.search(r"[\u4e00-\u9fff]{4}", post["html"])
     listing = run_publish("drafts", "--json", cwd=letter)
     assert json.loads(listing.stdout)[0]["service"] == "ghost"
+
+
+def test_dry_run_writes_nothing(letter, ghost):
+    assert _run(letter, ghost, "draft", EN, "--service", "ghost").returncode == 0
+    writes = ghost.writes()
+    result = _run(letter, ghost, "send", EN, "--service", "ghost", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "Would publish the ghost draft" in result.stdout
+    assert ghost.writes() == writes
+    assert next(iter(ghost.posts.values()))["status"] == "draft"
