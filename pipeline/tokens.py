@@ -18,6 +18,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 from .errors import InputError
+from .toml_lines import key_lines
 
 FILE = "tokens.toml"
 
@@ -78,10 +79,6 @@ class Tokens:
     dark: dict[str, str]  # the dark value of each light/dark pair
     # Where partials are looked for: the newsletter's own templates first, then publish's.
     folders: tuple[Path, ...] = field(default=(), compare=False)
-
-    @property
-    def body_width(self) -> int:
-        return self.layout["body_width"]
 
     @property
     def content_width(self) -> int:
@@ -364,43 +361,3 @@ def _line(lines: dict, key: tuple[str, ...]) -> int | None:
         if key[:size] in lines:
             return lines[key[:size]]
     return None
-
-
-_HEADER = re.compile(r"\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]\s*(?:#.*)?$")
-_KEY = re.compile(r"\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
-                  r"(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
-
-
-def key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """The 1-based line of each table header and key in a TOML file, by key path.
-
-    Only for pointing at a line in an error: tomllib gives values, not where they were.
-    Lines inside multi-line strings are skipped.
-    """
-    found: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    in_string = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if in_string:
-            if in_string in line:
-                in_string = None
-            continue
-        header = _HEADER.match(line)
-        if header and not line.lstrip().startswith("[["):
-            table = tuple(_parts(header.group(1)))
-            found.setdefault(table, number)
-            continue
-        key = _KEY.match(line)
-        if key:
-            path = (*table, *_parts(key.group(1)))
-            found.setdefault(path, number)
-            rest = line[key.end():]
-            for quotes in ('"""', "'''"):
-                if rest.count(quotes) == 1:
-                    in_string = quotes
-    return found
-
-
-def _parts(dotted: str) -> list[str]:
-    return [part.strip().strip("\"'") for part in re.findall(
-        r"\"[^\"]*\"|'[^']*'|[^.]+", dotted)]
