@@ -47,6 +47,7 @@ def build_all(into: Path) -> None:
             result = build.build(source, config, out)
             summary = result.summary()
             summary.pop("files")
+            summary["issue"] = source.name  # the same wherever the checkout is
             (out / "summary.json").write_text(
                 json.dumps(summary, ensure_ascii=False, indent=1, sort_keys=True) + "\n", "utf-8")
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
+from .cli_sends import feedback, sends
 from .cli_subscribers import subscribers_group
+from .cli_web import serve_command, site_command
 from .errors import PublishError
 from .services import names as service_names
 
@@ -52,6 +54,7 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     Send a test copy:     publish send issues/2025-01-ai-art.md --test me@example.com
     Send it, once:        publish send issues/2025-01-ai-art.md
     Subscribers:          publish subscribers import export.csv
+    The web:              publish site; publish serve
 
     Settings live in publish.toml; secrets (SUBSTACK_SID, SMTP_PASSWORD) only in
     the environment. Unsubscribe links are signed with a key made once in
@@ -59,6 +62,23 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     commands for machine-readable output.
     """
     ctx.obj = Context(root, debug)
+    if debug:
+        _debug_log()
+
+
+def _debug_log() -> None:
+    """--debug also shows what the services learn (a route or cookie name that worked);
+    lines pass through the same redaction as errors."""
+    import logging
+
+    class Redacted(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            _say_error(f"debug: {record.getMessage()}")
+
+    logger = logging.getLogger("pipeline")
+    if not any(isinstance(h, Redacted) for h in logger.handlers):
+        logger.addHandler(Redacted())
+    logger.setLevel(logging.DEBUG)
 
 
 def _print_summary(summary: dict) -> None:
@@ -319,12 +339,18 @@ def _print_report(report, notes: list[str]) -> None:
               help="Parallel connections to the service.")
 @click.option("--rate", type=float, metavar="N", help="At most N messages per second.")
 @click.option("--ignore-check", is_flag=True, help="Send even if `publish check` finds errors.")
+@click.option("--at", "at", metavar="TIME",
+              help="Send at TIME (2026-12-01T09:00+08:00, or local to the timezone setting).")
+@click.option("--unschedule", is_flag=True, help="Cancel the send scheduled with --at.")
+@click.option("--yes-over-quota", is_flag=True,
+              help="Start although the service's 24-hour quota cannot cover everyone.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def send(obj: Context, issue: Path, service: str | None, list_name: str,
          subscribers_path: Path | None, test_address: str | None, dry_run: bool, yes: bool,
          redraft: bool, retry_failed: bool, resend_in_doubt: bool, connections: int,
-         rate: float | None, ignore_check: bool, as_json: bool) -> None:
+         rate: float | None, ignore_check: bool, yes_over_quota: bool, at: str | None,
+         unschedule: bool, as_json: bool) -> None:
     """Send ISSUE to its subscribers, exactly once; re-run the same command to resume.
 
     \b
@@ -337,21 +363,37 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
     --resend-in-doubt). After a crash or Ctrl-C, run the same command to continue.
     """
     from . import send as send_mod
+    from .cli_subscribers import _rows_progress
 
+    reading = _rows_progress("Reading")
     options = send_mod.SendOptions(
         service=service, list_name=list_name, subscribers_path=subscribers_path,
         retry_failed=retry_failed, resend_in_doubt=resend_in_doubt, connections=connections,
-        rate=rate, redraft=redraft, ignore_check=ignore_check)
+        rate=rate, redraft=redraft, ignore_check=ignore_check, reading=reading,
+        yes_over_quota=yes_over_quota)
+    if at or unschedule:
+        clash = [flag for flag, given in (("--test", test_address), ("--dry-run", dry_run),
+                                          ("--redraft", redraft),
+                                          ("--retry-failed", retry_failed),
+                                          ("--resend-in-doubt", resend_in_doubt)) if given]
+        if clash:
+            raise click.UsageError(f"{clash[0]} does not go with "
+                                   f"{'--at' if at else '--unschedule'}")
+        _schedule(obj, issue, options, at, unschedule, yes, as_json)
+        return
     sender = send_mod.Sender(issue, obj.settings, options)
     if test_address:
         answer = sender.send_test(test_address)
         click.echo(f"Test copy sent to {test_address}: {answer}")
         return
     if dry_run:
-        _print_plan(issue, sender.plan(), as_json)  # every check of the real send; no record
+        plan = sender.plan()  # every check of the real send; no record
+        reading.done()
+        _print_plan(issue, plan, as_json)
         return
     if not yes:
         plan = sender.plan()  # what the question says is what the send will do
+        reading.done()
         if not sys.stdin.isatty():
             raise click.UsageError("not a terminal to ask for confirmation; add --yes")
         who = (f"{plan.will_send} subscriber(s)" if plan.per_recipient
@@ -369,6 +411,59 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
 
             _say_error("".join(traceback.format_exception(report.error)).rstrip("\n"))
         sys.exit(130 if "Ctrl-C" in report.stopped else 1)
+
+
+def _schedule(obj: Context, issue: Path, options, at: str | None, unschedule: bool,
+              yes: bool, as_json: bool) -> None:
+    """`publish send --at TIME` and `publish send --unschedule`."""
+    from . import schedule
+
+    if at and unschedule:
+        raise click.UsageError("--at and --unschedule do not go together")
+    if unschedule:
+        click.echo(schedule.unschedule(issue, obj.settings, options))
+        return
+    schedule.parse_when(at, obj.settings)  # a bad time is refused before anything else
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not a terminal to ask for confirmation; add --yes")
+        click.confirm(f"Schedule {issue} for {at}?", abort=True)
+    item, note = schedule.schedule(issue, obj.settings, options, at)
+    if as_json:
+        click.echo(json.dumps({**item.summary(), "note": note}, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"Scheduled {item.issue} -> {item.audience} via {item.service} for "
+               f"{item.summary()['due']} UTC")
+    click.echo(note)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print what was started as JSON.")
+@click.pass_obj
+def due(obj: Context, as_json: bool) -> None:
+    """Start every send scheduled with --at whose time has come (run it from cron).
+
+    Safe to run every minute and several at once: each scheduled send starts exactly
+    once. Prints nothing when nothing is due.
+    """
+    from . import schedule
+
+    outcomes = schedule.run_due(obj.settings)
+    if as_json:
+        click.echo(json.dumps([o.summary() for o in outcomes], ensure_ascii=False, indent=2))
+    for outcome in outcomes if not as_json else ():
+        item = outcome.scheduled
+        minutes = outcome.late_seconds / 60
+        late = f"{minutes:.0f} min late" if minutes >= 1 else "on time"
+        verb = "Resumed" if outcome.resumed else "Started"
+        click.echo(f"{verb} {item.issue} -> {item.audience} via {item.service}, due "
+                   f"{outcome.summary()['due']} UTC, {late}")
+        if outcome.report is not None:
+            _print_report(outcome.report, [])
+        if outcome.error:
+            _say_error(f"error: {outcome.error}", fg="red")
+    if any(o.error or (o.report and o.report.stopped) for o in outcomes):
+        sys.exit(1)
 
 
 def _print_plan(issue: Path, plan, as_json: bool) -> None:
@@ -396,29 +491,6 @@ def _print_plan(issue: Path, plan, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the sends as JSON.")
-@click.pass_obj
-def sends(obj: Context, as_json: bool) -> None:
-    """List past sends with how many were sent, failed, skipped and in doubt."""
-    import datetime as dt
-
-    from . import send as send_mod
-
-    items = send_mod.list_sends(obj.settings)
-    if as_json:
-        click.echo(json.dumps([item.__dict__ for item in items], ensure_ascii=False, indent=2))
-        return
-    if not items:
-        click.echo("No sends yet.")
-        return
-    for item in items:
-        when = dt.datetime.fromtimestamp(item.started_at).strftime("%Y-%m-%d %H:%M")
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(item.counts.items()))
-        click.echo(f"#{item.id}  {when}  {item.issue} -> {item.audience} via {item.service}  "
-                   f"[{item.status}]  {counts or item.note}")
-
-
-@cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--name", default="My Newsletter", show_default=True, help="The newsletter's name.")
 def init(folder: Path, name: str) -> None:
@@ -438,6 +510,10 @@ def init(folder: Path, name: str) -> None:
 
 
 cli.add_command(subscribers_group)
+cli.add_command(site_command)
+cli.add_command(serve_command)
+cli.add_command(sends)
+cli.add_command(feedback)
 
 
 def _say_error(text: str, **style) -> None:

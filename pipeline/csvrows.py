@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import re
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -81,7 +83,12 @@ class Record:
 
     @property
     def blank(self) -> bool:
-        return self.cells is not None and not any(c.strip() for c in self.cells)
+        cells = self.cells
+        if cells is None:
+            return False
+        if cells and cells[0].strip():  # the usual row, decided by its first cell
+            return False
+        return not any(c.strip() for c in cells)
 
     @property
     def ending(self) -> str:
@@ -223,17 +230,29 @@ def scan(path: Path, table: Table | None = None) -> Iterator[Row]:
                                              record.line)
                         yield Row("header", record)
                         continue
-                values = {name: (record.cells[i].strip() if i < len(record.cells) else "")
-                          for i, name in enumerate(table.columns) if name}
-                yield Row("data", record, values)
+                cells = record.cells
+                if len(cells) < len(table.columns):
+                    cells = cells + [""] * (len(table.columns) - len(cells))
+                # Cells past the header's columns are not values of any column.
+                pairs = zip(table.columns, cells, strict=False)
+                yield Row("data", record, {name: cell.strip() for name, cell in pairs if name})
     except UnicodeDecodeError as exc:
         raise InputError(f"cannot decode as {table.encoding}: {exc.reason}", path) from None
 
 
+_WRITERS = threading.local()  # per thread: (delimiter, ending) -> (buffer, csv writer)
+
+
 def format_row(cells: list[str], delimiter: str, ending: str) -> str:
     """One row as CSV text with the given line ending."""
-    import io
-
-    out = io.StringIO()
-    csv.writer(out, delimiter=delimiter, lineterminator=ending or "").writerow(cells)
+    writers = _WRITERS.__dict__
+    made = writers.get((delimiter, ending))
+    if made is None:
+        out = io.StringIO()
+        made = writers[(delimiter, ending)] = (
+            out, csv.writer(out, delimiter=delimiter, lineterminator=ending or ""))
+    out, writer = made
+    out.seek(0)
+    out.truncate()
+    writer.writerow(cells)
     return out.getvalue()

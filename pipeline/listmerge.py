@@ -115,6 +115,7 @@ class _Merge:
         # problems not reported), so an unsubscribe from a long list takes seconds.
         self.only: set[str] | None = only
         self.table = csvrows.Table(Path())
+        self.codec = _Json()
         self.columns: list[str] = []
         self.ending = "\n"
 
@@ -213,7 +214,7 @@ class _Merge:
             if needs_break:
                 yield self.ending
                 needs_break = False
-            values = {**json.loads(attributes), "email": email, "name": name,
+            values = {**self.codec.loads(attributes), "email": email, "name": name,
                       "status": status, "created_at": created}
             self.report.added += 1
             yield csvrows.format_row([values.get(c, "") for c in self.columns],
@@ -255,25 +256,75 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+class _Json:
+    """json.dumps / json.loads of the few distinct attribute sets an export repeats."""
+
+    LIMIT = 4096
+
+    def __init__(self):
+        self.dumped: dict[tuple, str] = {}
+        self.loaded: dict[str, dict] = {}
+
+    def dumps(self, attributes: dict[str, str]) -> str:
+        key = tuple(attributes.items())
+        text = self.dumped.get(key)
+        if text is None:
+            text = json.dumps(attributes)
+            if len(self.dumped) < self.LIMIT:
+                self.dumped[key] = text
+        return text
+
+    def loads(self, text: str) -> dict:
+        value = self.loaded.get(text)
+        if value is None:
+            value = json.loads(text)
+            if len(self.loaded) < self.LIMIT:
+                self.loaded[text] = value
+        return value  # callers copy it ({**value, …}); never changed in place
+
+
+_INSERT = "INSERT OR IGNORE INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+_BATCH = 5000
+
+
 def _incoming(db: sqlite3.Connection, items: Iterator[tuple[int, Subscriber | Rejected]],
               report: ImportReport) -> list[str]:
-    """Load the rows to merge into the scratch database; the extra columns they bring."""
+    """Load the rows to merge into the scratch database; the extra columns they bring.
+
+    Rows go in by batches; a row that brings a column not seen yet goes in alone, since
+    only a row that is not a duplicate (the first of its address) adds its columns.
+    """
     extras: dict[str, None] = {}
+    batch: list[tuple] = []
+    codec = _Json()
     order = 0
+
+    def flush() -> None:
+        before = db.total_changes
+        db.executemany(_INSERT, batch)
+        report.duplicates += len(batch) - (db.total_changes - before)
+        batch.clear()
+
     db.execute("BEGIN")
     for _, item in items:
         if isinstance(item, Rejected):
             report.rejected.append(item)
             continue
         order += 1
-        inserted = db.execute(
-            "INSERT OR IGNORE INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-            (item.key, item.email, item.name, item.status, item.created_at,
-             json.dumps(item.attributes), order)).rowcount
-        if not inserted:  # seen earlier in this same file, in some spelling
-            report.duplicates += 1
+        row = (item.key, item.email, item.name, item.status, item.created_at,
+               codec.dumps(item.attributes), order)
+        new = [k for k in item.attributes if k not in COLUMNS and k not in extras]
+        if not new:
+            batch.append(row)
+            if len(batch) >= _BATCH:
+                flush()
             continue
-        extras.update(dict.fromkeys(k for k in item.attributes if k not in COLUMNS))
+        flush()
+        if db.execute(_INSERT, row).rowcount:
+            extras.update(dict.fromkeys(new))
+        else:  # seen earlier in this same file, in some spelling
+            report.duplicates += 1
+    flush()
     db.execute("COMMIT")
     return list(extras)
 
@@ -315,16 +366,19 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
     return report.added == 0
 
 
-def suppress(path: Path, email: str, *, dry_run: bool = False) -> bool:
-    """Add an address to the suppression list; False when it is already there."""
+def suppress(path: Path, email: str, *, dry_run: bool = False, status: str = "unsubscribed",
+             when: str = "", reason: str = "") -> bool:
+    """Add an address to the suppression list (with the date and, when given, why: a
+    `reason` column is added when needed); False when it is already there."""
     address = normalize_email(email)
     path = _real(path)
     report = ImportReport(dry_run=dry_run)
     with _scratch() as db:
-        db.execute("INSERT INTO incoming VALUES (?, ?, '', 'unsubscribed', '', '{}', 1, 0)",
-                   (email_key(address), address))
+        db.execute("INSERT INTO incoming VALUES (?, ?, '', ?, ?, ?, 1, 0)",
+                   (email_key(address), address, status, when,
+                    json.dumps({"reason": reason} if reason else {})))
         with listlock.locked(path.parent):
             listlock.remove_stale(path)
-            _rewrite(path, db, [], report, only={email_key(address)},
+            _rewrite(path, db, ["reason"] if reason else [], report, only={email_key(address)},
                      commit=lambda r: r.added > 0)
     return report.added > 0
