@@ -10,7 +10,6 @@ the build with one line naming the file and the line.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -149,10 +148,9 @@ def packaged_folder() -> Path:
     return skeleton_dir() / "email_templates"
 
 
-@lru_cache(maxsize=1)
 def _packaged_values() -> dict:
     path = packaged_folder() / FILE
-    values, lines = _validated(path)
+    values, lines = _read(path)
     missing = [f"{table}.{key}" for table, keys in SCHEMA.items() for key in keys
                if key not in values.get(table, {})
                or (SCHEMA[table][key][0] == "pair" and len(values[table][key]) != 2)]
@@ -181,10 +179,24 @@ def load_tokens(folder: Path | None) -> Tokens:
         folders = (folder, base)
         own = folder / FILE
         if own.exists() or own.is_symlink():
-            own_values, lines = _validated(own)
+            own_values, lines = _read(own)
             values = _merge(values, own_values)
             _check_content_width(values, own, lines)
     return _tokens(values, folders)
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """`_validated(path)`, read again only when the file changed (preview rebuilds often)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return _validated(path)  # says why it cannot be read
+    return _validated_version(path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+@lru_cache(maxsize=32)
+def _validated_version(path: Path, _mtime: int, _size: int, _inode: int) -> tuple[dict, dict]:
+    return _validated(path)
 
 
 def _tokens(values: dict, folders: tuple[Path, ...]) -> Tokens:
@@ -347,6 +359,8 @@ def _shown(value) -> str:
 
 
 def _suggest(name: str, known) -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
 
