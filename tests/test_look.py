@@ -481,6 +481,18 @@ def test_a_partial_edited_between_builds_is_read_again(tmp_path):
     assert "edited" not in first.html and 'card-subscribe edited' in second.html
 
 
+def test_a_tokens_file_edited_between_builds_is_read_again(tmp_path):
+    folder = _letter(tmp_path, '[colours]\naccent = "#123456"\n')
+    first = _build(folder)
+    (folder / "email_templates" / "tokens.toml").write_text(
+        '[colours]\naccent = "#654321"  # warmer\n', "utf-8")
+    second = _build(folder)
+    assert 'bgcolor="#123456"' in first.html and 'bgcolor="#654321"' in second.html
+    (folder / "email_templates" / "tokens.toml").write_text('[colours]\naccent = 7\n', "utf-8")
+    with pytest.raises(InputError):
+        _build(folder)
+
+
 def test_an_illegible_dark_colour_is_caught_by_check(tmp_path):
     """Tokens are checked for what they are; whether they read well is `publish check`'s
     work, on the email they make."""
