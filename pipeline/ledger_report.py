@@ -45,5 +45,5 @@ def _feedback(db: sqlite3.Connection, send_id: int) -> dict[str, int]:
         return {}
     return {FEEDBACK_NAMES[kind]: count for kind, count in db.execute(
         "SELECT f.kind, count(DISTINCT r.id) FROM recipients r JOIN feedback_events f "
-        "ON f.remote_id = r.remote_id AND f.email = lower(r.email) WHERE r.send_id = ? "
+        "ON f.remote_id = r.remote_id AND f.email = r.key WHERE r.send_id = ? "
         "AND r.remote_id IS NOT NULL GROUP BY f.kind", (send_id,)) if kind in FEEDBACK_NAMES}
