@@ -341,3 +341,39 @@ def test_progress_shows_on_a_terminal_and_not_in_a_pipe(tmp_path):
     assert run.wait(timeout=120) == 0
     assert b"Reading  " in seen and b"rows/s" in seen
     assert b"Would import" in seen and b"8000 added" in seen
+
+
+def test_a_send_dry_run_shows_its_progress_reading_a_long_list(tmp_path):
+    """`send --dry-run` reads the whole list before it can say anything: on a terminal it
+    says how far it got, as an import does; in a pipe it stays quiet."""
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import copy_sample_newsletter
+
+    letter = copy_sample_newsletter(tmp_path / "letter")
+    rows = "".join(f"reader{n}@example.org,Reader {n},active,\n" for n in range(20_000))
+    (letter / "subscribers" / "main.csv").write_text(
+        "email,name,status,created_at\n" + rows, "utf-8")
+    command = ["send", "issues/2025-01-ai-art.md", "--dry-run", "--redraft"]
+    piped = run_publish(*command, cwd=letter)
+    assert piped.returncode == 0, piped.stderr
+    assert "rows/s" not in piped.stderr and "20000" in piped.stdout
+    leader, follower = pty.openpty()
+    run = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *command], cwd=letter,
+                           stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert run.wait(timeout=300) == 0, seen.decode("utf-8", "replace")[-2000:]
+    assert b"Reading  " in seen and b"rows/s" in seen
+    assert b"20000" in seen
