@@ -54,12 +54,15 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     Push the draft:       publish draft issues/2025-01-ai-art.md [--service substack]
     Send a test copy:     publish send issues/2025-01-ai-art.md --test me@example.com
     Send it, once:        publish send issues/2025-01-ai-art.md
+    Send it later:        publish send issues/2025-01-ai-art.md --at 2026-12-01T09:00+08:00
+    Start what is due:    publish due            (from cron, every minute)
     Subscribers:          publish subscribers import export.csv
     The web:              publish site; publish serve
 
-    Settings live in publish.toml; secrets (SUBSTACK_SID, SMTP_PASSWORD) only in
-    the environment. Unsubscribe links are signed with a key made once in
-    .publish/ (PUBLISH_UNSUBSCRIBE_SECRET overrides it). Add --json to most
+    Settings live in publish.toml; secrets (SUBSTACK_SID, GHOST_ADMIN_API_KEY,
+    BUTTONDOWN_API_KEY, SMTP_PASSWORD) only in the environment. Unsubscribe
+    links are signed with a key made once in .publish/ (PUBLISH_UNSUBSCRIBE_SECRET
+    overrides it). Add --json to most
     commands for machine-readable output.
     """
     ctx.obj = Context(root, debug)

@@ -20,9 +20,9 @@ def print_scheduled(obj: Context, items: list, as_json: bool) -> list | None:
 
     planned = schedule.list_scheduled(obj.settings)
     if as_json:
-        click.echo(json.dumps({"scheduled": [item.summary() for item in planned],
-                               "sends": [item.__dict__ for item in items]}
-                              if planned else [item.__dict__ for item in items],
+        # One list: scheduled sends first (they carry `due` and `scheduled_id`), then sends.
+        click.echo(json.dumps([item.listing() for item in planned]
+                              + [item.__dict__ for item in items],
                               ensure_ascii=False, indent=2))
         return None
     for item in planned:

@@ -100,6 +100,14 @@ class Scheduled:
     def summary(self) -> dict:
         return {**self.__dict__, "due": _iso(self.due_at)}
 
+    def listing(self) -> dict:
+        """As `publish sends --json` lists it, beside the sends (same keys, and more)."""
+        return {"id": self.send_id, "scheduled_id": self.id, "issue": self.issue,
+                "service": self.service, "audience": self.audience,
+                "status": f"scheduled: {self.status}" if self.status != "scheduled"
+                else "scheduled", "due": self.summary()["due"], "started_at": self.started_at,
+                "counts": {}, "note": self.note, "by_service": self.by_service}
+
 
 def _iso(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="minutes")

@@ -116,7 +116,7 @@ def test_schedule_and_unschedule(letter, buttondown):
     assert email["status"] == "scheduled"
     assert dt.datetime.fromisoformat(email["publish_date"]) == at
     listing = json.loads(_publish(letter, buttondown, "sends", "--json").stdout)
-    assert listing["scheduled"][0]["service"] == "buttondown"
+    assert listing[0]["service"] == "buttondown" and listing[0]["status"] == "scheduled"
     twice = _publish(letter, buttondown, "send", EN, "--service", "buttondown", "--at",
                      (at + dt.timedelta(hours=1)).isoformat(), "--yes")
     assert twice.returncode == 1 and "--unschedule" in twice.stderr

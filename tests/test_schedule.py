@@ -73,8 +73,8 @@ def test_send_at_is_recorded_and_listed_then_due_starts_it_once(letter):
     assert run_publish("due", cwd=letter).stdout == ""
     assert len(_outbox(letter)) == ACTIVE
     listing = json.loads(run_publish("sends", "--json", cwd=letter).stdout)
-    assert listing["scheduled"][0]["status"] == "done"
-    assert listing["sends"][0]["counts"] == {"sent": 3, "skipped": 1}
+    assert listing[0]["status"] == "scheduled: done" and listing[0]["id"] == listing[1]["id"]
+    assert listing[1]["counts"] == {"sent": 3, "skipped": 1}
 
 
 def test_a_due_run_that_died_is_resumed_by_the_next_one(letter):
@@ -131,7 +131,7 @@ def test_a_draft_changed_after_scheduling_is_not_sent(letter):
     assert "the draft changed after the send was scheduled" in due.stderr
     assert _outbox(letter) == []
     listing = json.loads(run_publish("sends", "--json", cwd=letter).stdout)
-    assert listing["scheduled"][0]["status"] == "failed"
+    assert listing[0]["status"] == "scheduled: failed"
 
 
 def test_audience_is_read_when_the_send_starts(letter):

@@ -196,7 +196,7 @@ def test_substack_schedule_list_and_unschedule(letter):
         listing = run_publish("sends", cwd=letter, env=env)
         assert "scheduled; the service sends it" in listing.stdout and EN in listing.stdout
         scheduled = json.loads(run_publish("sends", "--json", cwd=letter, env=env).stdout)
-        assert scheduled["scheduled"][0]["status"] == "scheduled"
+        assert scheduled[0]["status"] == "scheduled" and scheduled[0]["by_service"]
 
         requests = len(server.log)
         now = run_publish("send", EN, "--service", "substack", "--yes", cwd=letter, env=env)
