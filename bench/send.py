@@ -1,6 +1,7 @@
 """Send throughput and memory: `publish send` against Postfix's smtp-sink, beside smtp-source.
 
 Usage: python bench/send.py [--recipients 20000] [--connections 1 4] [--memory 10000 200000]
+       [--service ses]  (SES: see bench/send_ses.py)
 
 Needs Debian's `postfix` package (smtp-sink, smtp-source). Starts smtp-sink on loopback,
 sends the bigger sample issue to N generated recipients through `publish send --service
@@ -108,7 +109,14 @@ def main() -> None:
     parser.add_argument("--memory", type=int, nargs="*", default=[10000, 100000],
                         help="list sizes for the peak-memory comparison (1 connection)")
     parser.add_argument("--write", action="store_true", help="record in bench/RESULTS.md")
+    parser.add_argument("--service", choices=["smtp", "ses"], default="smtp",
+                        help="ses: through the SES v2 emulator (see bench/send_ses.py)")
     args = parser.parse_args()
+    if args.service == "ses":
+        from bench import send_ses
+
+        print("\n".join(send_ses.main(args.recipients, args.connections, args.memory)))
+        return
     issue = "issues/2025-01-ai-art.md"
     lines = [f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, {platform.platform()}",

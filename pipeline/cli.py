@@ -9,7 +9,10 @@ from pathlib import Path
 
 import click
 
+from .cli_schedule import due_command
+from .cli_sends import feedback, sends
 from .cli_subscribers import subscribers_group
+from .cli_web import serve_command, site_command
 from .errors import PublishError
 from .services import names as service_names
 
@@ -51,14 +54,35 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     Push the draft:       publish draft issues/2025-01-ai-art.md [--service substack]
     Send a test copy:     publish send issues/2025-01-ai-art.md --test me@example.com
     Send it, once:        publish send issues/2025-01-ai-art.md
+    Send it later:        publish send issues/2025-01-ai-art.md --at 2026-12-01T09:00+08:00
+    Start what is due:    publish due            (from cron, every minute)
     Subscribers:          publish subscribers import export.csv
+    The web:              publish site; publish serve
 
-    Settings live in publish.toml; secrets (SUBSTACK_SID, SMTP_PASSWORD) only in
-    the environment. Unsubscribe links are signed with a key made once in
-    .publish/ (PUBLISH_UNSUBSCRIBE_SECRET overrides it). Add --json to most
+    Settings live in publish.toml; secrets (SUBSTACK_SID, GHOST_ADMIN_API_KEY,
+    BUTTONDOWN_API_KEY, SMTP_PASSWORD) only in the environment. Unsubscribe
+    links are signed with a key made once in .publish/ (PUBLISH_UNSUBSCRIBE_SECRET
+    overrides it). Add --json to most
     commands for machine-readable output.
     """
     ctx.obj = Context(root, debug)
+    if debug:
+        _debug_log()
+
+
+def _debug_log() -> None:
+    """--debug also shows what the services learn (a route or cookie name that worked);
+    lines pass through the same redaction as errors."""
+    import logging
+
+    class Redacted(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            _say_error(f"debug: {record.getMessage()}")
+
+    logger = logging.getLogger("pipeline")
+    if not any(isinstance(h, Redacted) for h in logger.handlers):
+        logger.addHandler(Redacted())
+    logger.setLevel(logging.DEBUG)
 
 
 def _print_summary(summary: dict) -> None:
@@ -319,12 +343,18 @@ def _print_report(report, notes: list[str]) -> None:
               help="Parallel connections to the service.")
 @click.option("--rate", type=float, metavar="N", help="At most N messages per second.")
 @click.option("--ignore-check", is_flag=True, help="Send even if `publish check` finds errors.")
+@click.option("--at", "at", metavar="TIME",
+              help="Send at TIME (2026-12-01T09:00+08:00, or local to the timezone setting).")
+@click.option("--unschedule", is_flag=True, help="Cancel the send scheduled with --at.")
+@click.option("--yes-over-quota", is_flag=True,
+              help="Start although the service's 24-hour quota cannot cover everyone.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def send(obj: Context, issue: Path, service: str | None, list_name: str,
          subscribers_path: Path | None, test_address: str | None, dry_run: bool, yes: bool,
          redraft: bool, retry_failed: bool, resend_in_doubt: bool, connections: int,
-         rate: float | None, ignore_check: bool, as_json: bool) -> None:
+         rate: float | None, ignore_check: bool, yes_over_quota: bool, at: str | None,
+         unschedule: bool, as_json: bool) -> None:
     """Send ISSUE to its subscribers, exactly once; re-run the same command to resume.
 
     \b
@@ -343,7 +373,20 @@ def send(obj: Context, issue: Path, service: str | None, list_name: str,
     options = send_mod.SendOptions(
         service=service, list_name=list_name, subscribers_path=subscribers_path,
         retry_failed=retry_failed, resend_in_doubt=resend_in_doubt, connections=connections,
-        rate=rate, redraft=redraft, ignore_check=ignore_check, reading=reading)
+        rate=rate, redraft=redraft, ignore_check=ignore_check, reading=reading,
+        yes_over_quota=yes_over_quota)
+    if at or unschedule:
+        clash = [flag for flag, given in (("--test", test_address), ("--dry-run", dry_run),
+                                          ("--redraft", redraft),
+                                          ("--retry-failed", retry_failed),
+                                          ("--resend-in-doubt", resend_in_doubt)) if given]
+        if clash:
+            raise click.UsageError(f"{clash[0]} does not go with "
+                                   f"{'--at' if at else '--unschedule'}")
+        from .cli_schedule import schedule_send
+
+        schedule_send(obj, issue, options, at, unschedule, yes, as_json)
+        return
     sender = send_mod.Sender(issue, obj.settings, options)
     if test_address:
         answer = sender.send_test(test_address)
@@ -401,29 +444,6 @@ def _print_plan(issue: Path, plan, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the sends as JSON.")
-@click.pass_obj
-def sends(obj: Context, as_json: bool) -> None:
-    """List past sends with how many were sent, failed, skipped and in doubt."""
-    import datetime as dt
-
-    from . import send as send_mod
-
-    items = send_mod.list_sends(obj.settings)
-    if as_json:
-        click.echo(json.dumps([item.__dict__ for item in items], ensure_ascii=False, indent=2))
-        return
-    if not items:
-        click.echo("No sends yet.")
-        return
-    for item in items:
-        when = dt.datetime.fromtimestamp(item.started_at).strftime("%Y-%m-%d %H:%M")
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(item.counts.items()))
-        click.echo(f"#{item.id}  {when}  {item.issue} -> {item.audience} via {item.service}  "
-                   f"[{item.status}]  {counts or item.note}")
-
-
-@cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--name", default="My Newsletter", show_default=True, help="The newsletter's name.")
 def init(folder: Path, name: str) -> None:
@@ -443,6 +463,11 @@ def init(folder: Path, name: str) -> None:
 
 
 cli.add_command(subscribers_group)
+cli.add_command(due_command)
+cli.add_command(site_command)
+cli.add_command(serve_command)
+cli.add_command(sends)
+cli.add_command(feedback)
 
 
 def _say_error(text: str, **style) -> None:

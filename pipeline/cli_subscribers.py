@@ -27,6 +27,23 @@ def _list_file(obj: Context, list_name: str):
     return subscribers.list_path(obj.settings.root, list_name)
 
 
+def _current(obj: Context, list_name: str):
+    """The list's rows with what readers changed on the web applied (see `readers`)."""
+    from . import draft, readers, state, subscribers
+
+    path = _list_file(obj, list_name)
+    db = None
+    if (obj.settings.state_path / state.DB_NAME).is_file():
+        db = state.connect(obj.settings.state_path, readonly=True)
+    try:
+        key = draft.issue_key(path, obj.settings)
+        rows = subscribers.read(path) if path.is_file() else iter(())
+        yield from readers.current(db, key, rows)
+    finally:
+        if db is not None:
+            db.close()
+
+
 def _rows_progress(verb: str):
     """Progress of reading a list on stderr: on a terminal, or now and then for long work."""
     import time
@@ -107,7 +124,7 @@ def subscribers_list(obj: Context, list_name: str, status: str | None, as_json: 
     """Print the subscribers of a list, one per line."""
     from . import subscribers
 
-    for line, item in subscribers.read(_list_file(obj, list_name)):
+    for line, item in _current(obj, list_name):
         if isinstance(item, subscribers.Subscriber) and (status is None or item.status == status):
             if as_json:
                 click.echo(json.dumps({"line": line, "email": item.email, "name": item.name,
@@ -125,9 +142,14 @@ def subscribers_list(obj: Context, list_name: str, status: str | None, as_json: 
 @click.pass_obj
 def subscribers_count(obj: Context, list_name: str, as_json: bool) -> None:
     """Count a list's subscribers by status (unknown statuses and bad rows included)."""
+    from collections import Counter
+
     from . import subscribers
 
-    counts = subscribers.count(_list_file(obj, list_name))
+    counts: Counter = Counter()
+    for _, item in _current(obj, list_name):
+        counts[item.status if isinstance(item, subscribers.Subscriber)
+               else (item.status or "invalid")] += 1
     if as_json:
         click.echo(json.dumps({"list": list_name, "total": sum(counts.values()),
                                "by_status": dict(sorted(counts.items()))}, ensure_ascii=False))
@@ -149,13 +171,15 @@ def subscribers_unsubscribe(obj: Context, email: str | None, token: str | None,
     """Unsubscribe EMAIL (or the reader a --token was made for): marked in the list and
     added to the suppression list, which wins over every list. Every other row of the
     list is kept exactly as it was."""
-    from . import subscribers, unsubscribe
+    from . import subscribers
 
     if bool(email) == bool(token):
         raise click.UsageError("give an EMAIL or --token, not both")
     if token:
-        key = unsubscribe.signing_key(obj.settings.state_path)
-        email = unsubscribe.verify_token(key, token.strip())
+        from . import signup
+
+        email = signup.unsubscribe_address(signup.verification_keys(obj.settings),
+                                           token.strip())
         if email is None:
             raise click.BadParameter("not a token made with this newsletter's signing key",
                                      param_hint="--token")
@@ -180,3 +204,51 @@ def subscribers_unsubscribe(obj: Context, email: str | None, token: str | None,
     on_list = "marked unsubscribed in the list" if found else "not on the list"
     listed = "added to" if newly else "already in"
     click.echo(f"{address}: {on_list}; {listed} subscribers/suppressed.csv")
+
+
+@subscribers_group.command(name="export")
+@click.option("--list", "list_name", default="main", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (default: standard output).")
+@click.pass_obj
+def subscribers_export(obj: Context, list_name: str, out: Path | None) -> None:
+    """Write a list as it stands now, as CSV: the readers' unsubscribes and confirmations
+    from the web applied, suppressed addresses unsubscribed, invalid rows left out. Cells
+    that a spreadsheet would run as a formula (=, +, -, @) are neutralised."""
+    import csv
+    import io
+
+    from . import subscribers
+
+    if not _list_file(obj, list_name).is_file():
+        raise click.BadParameter(f"no list {_list_file(obj, list_name)}", param_hint="--list")
+    if out is not None and out.resolve().is_relative_to(
+            (obj.settings.root / "subscribers").resolve()):
+        raise click.BadParameter("write the export outside subscribers/ (the lists are kept "
+                                 "as they are)", param_hint="--out")
+    suppressed = subscribers.suppressed(obj.settings.root)
+    rows, extra = [], []
+    for _, item in _current(obj, list_name):
+        if not isinstance(item, subscribers.Subscriber):
+            continue
+        status = "unsubscribed" if item.key in suppressed else item.status
+        rows.append([item.email, item.name, status, item.created_at, item.attributes])
+        extra += [k for k in item.attributes if k not in extra]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*subscribers.COLUMNS, *extra])
+    for email, name, status, created, attributes in rows:
+        writer.writerow([_cell(v) for v in (email, name, status, created,
+                                            *(attributes.get(k, "") for k in extra))])
+    if out is None:
+        click.echo(buffer.getvalue(), nl=False)
+        return
+    staging = out.with_name(f".{out.name}.tmp")
+    staging.write_text(buffer.getvalue(), "utf-8")
+    staging.replace(out)
+    click.echo(f"Exported {len(rows)} subscriber(s) of {list_name} to {out}", err=True)
+
+
+def _cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading =, +, -, @, tab or CR gets a quote."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -86,7 +86,8 @@ class BatchDelivery(Delivery):
                     if not job.refused]
         if not sendable:
             return outcomes, None
-        entries = [transports.Entry(job.address, job.data, job.fields) for _, job in sendable]
+        entries = [transports.Entry(job.address, job.data, job.fields, job.recipient_id)
+                   for _, job in sendable]
         try:
             answers = transport.deliver_batch(self.sender, entries)
             if len(answers) != len(entries):
@@ -106,16 +107,19 @@ class BatchDelivery(Delivery):
         else:
             with self.pause_lock:
                 self.throttled = 0
+        halted = next((answer.response for answer in answers if answer.state == "halt"), "")
         for (row, _), answer in zip(sendable, answers, strict=True):
             if answer.state == "throttled":
                 continue
-            if answer.state == "sent":
+            if answer.state == "halt":
+                outcomes.append(Outcome(row.id, "pending", answer.response))
+            elif answer.state == "sent":
                 outcomes.append(Outcome(row.id, "sent", answer.response, answer.remote_id))
             elif answer.state == "failed":
                 outcomes.append(Outcome(row.id, "failed", answer.response))
             else:
                 outcomes.append(self._later(row, answer.response))
-        return outcomes, None
+        return outcomes, Stop(f"{halted}; run the same command to continue") if halted else None
 
     def _later(self, row: ledger.Claimed, reason: str) -> Outcome:
         """Not taken now: back to pending with exponential backoff, failed after the last

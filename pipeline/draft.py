@@ -16,6 +16,9 @@ from .errors import PublishError
 from .services import DraftContent, DraftRecord
 from .settings import Settings
 
+# Front matter that only services read (the email itself does not change with it).
+SERVICE_KEYS = ("audience", "section", "tags")
+
 
 @dataclass
 class DraftOutcome:
@@ -69,6 +72,8 @@ def content_for(result: build.BuildResult, settings: Settings) -> DraftContent:
         eml=result.files["email.eml"].read_bytes(),
         revision=sha256("\0".join((email.subject, email.html, email.text))),
         source_hash=sha256(built.issue.path.read_bytes()),
+        front_matter={key: (built.issue.meta[key], built.issue.meta_lines.get(key, 1))
+                      for key in SERVICE_KEYS if key in built.issue.meta},
     )
 
 

@@ -153,19 +153,32 @@ def _describe(element, ctx: EmbedContext) -> tuple[str, str, str] | None:
     return "page", _page_url(url), thumbnail
 
 
+# How the text part, Substack drafts and the layout rules find a card in the HTML.
+_CARD_TABLE = re.compile(r"""<table\b[^>]*\bclass\s*=\s*["']?(?:[^"'>]*\s)?card[\s"'>]""", re.I)
+
+
 def card_html(card: Card, strings: dict[str, str], look: Tokens | None = None) -> str:
     """The card's partial (email_templates/cards/): a table that renders the same in
     Outlook, Gmail and Apple Mail."""
     look = look or packaged_tokens()
     if card.kind == "subscribe":
-        return look.partial(["cards/subscribe.html.j2"], compact=True, kind=card.kind,
-                            url=card.url, label=strings["subscribe_button"])
-    action = strings[f"card_{card.kind}"]
-    shape = "cards/media.html.j2" if card.thumbnail else "cards/text.html.j2"
-    return look.partial(
-        [f"cards/{card.kind}.html.j2", shape], compact=True, kind=card.kind, url=card.url,
-        thumbnail=card.thumbnail, alt=f"{action}: {card.caption}".rstrip(": "),
-        action=action, caption=card.caption, host=host(card.url))
+        names = ["cards/subscribe.html.j2"]
+        markup = look.partial(names, compact=True, kind=card.kind, url=card.url,
+                              label=strings["subscribe_button"])
+    else:
+        action = strings[f"card_{card.kind}"]
+        shape = "cards/media.html.j2" if card.thumbnail else "cards/text.html.j2"
+        names = [f"cards/{card.kind}.html.j2", shape]
+        markup = look.partial(
+            names, compact=True, kind=card.kind, url=card.url, thumbnail=card.thumbnail,
+            alt=f"{action}: {card.caption}".rstrip(": "), action=action,
+            caption=card.caption, host=host(card.url))
+    if not _CARD_TABLE.search(markup):
+        from .errors import InputError
+
+        raise InputError('a card must be a <table class="card"> (the text part and drafts '
+                         "find cards by it)", look.partial_file(names))
+    return markup
 
 
 def _line_needle(element) -> str:

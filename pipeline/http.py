@@ -38,6 +38,26 @@ class AmbiguousRequest(HttpError):
     """The request may or may not have been carried out (a POST that timed out, say)."""
 
 
+class NotJson(HttpError):
+    """An HTML page came back where the API answers JSON: a Cloudflare challenge or block
+    page, a login page, a proxy's error page. Never retried blindly, never shown."""
+
+
+def looks_like_html(body: Any) -> bool:
+    if not isinstance(body, str):
+        return False
+    head = body.lstrip()[:1000].lower()
+    return head.startswith(("<!doctype html", "<html", "<head", "<body")) or (
+        "<html" in head and "</" in body.lower())
+
+
+def cloudflare_block(body: Any) -> bool:
+    """Cloudflare's short text answers ("error code: 1010") and its challenge pages."""
+    text = str(body or "")[:5000].lower()
+    return "error code: 10" in text or "cf-chl" in text or "just a moment" in text \
+        or "attention required" in text
+
+
 @dataclass
 class Response:
     status: int
@@ -74,6 +94,8 @@ def error_text(body: Any) -> str:
         for key in ("error", "message", "msg"):
             if body.get(key):
                 return str(body[key])
+    if looks_like_html(body):
+        return "an HTML page"  # never dumped into a one-line error
     text = " ".join(str(body or "").split())
     return text[:200]
 
@@ -110,7 +132,8 @@ class Client:
         self.auth_message = auth_message
 
     def request(self, method: str, path: str, *, json: Any = None,
-                params: dict | None = None) -> Response:
+                params: dict | None = None, files: dict | None = None,
+                headers: dict[str, str] | None = None) -> Response:
         import requests
 
         url = path if path.startswith("http") else f"{self.base_url}{path}"
@@ -122,7 +145,8 @@ class Client:
             attempt += 1
             try:
                 reply = self.session.request(
-                    method, url, json=json, params=params, headers=self.headers,
+                    method, url, json=json, params=params, files=files,
+                    headers={**self.headers, **(headers or {})},
                     timeout=(min(self.timeout, 10.0), self.timeout), allow_redirects=False,
                 )
             except requests.exceptions.ConnectTimeout:
@@ -160,6 +184,12 @@ class Client:
         except ValueError:
             body = reply.text
         status = reply.status_code
+        # A proxy's HTML 502 may hide a request the origin carried out: that stays a 5xx
+        # (retried, or ambiguous for a POST); a challenge or block page never reached it.
+        if looks_like_html(body) and (status < 500 or cloudflare_block(body)):
+            kind = "a Cloudflare challenge page" if cloudflare_block(body) else "an HTML page"
+            raise NotJson(f"{label}: {status}: {self.host} answered with {kind} where JSON "
+                          "was expected", status, None)
         if status < 300:
             return Response(status, body)
         if status in (401, 403):

@@ -180,6 +180,7 @@ KNOWN_KEYS = {
     "title", "subtitle", "date", "preheader", "lang", "language", "slug", "thumbnail",
     "authors", "author", "translators", "translator", "proofreaders", "proofreader",
     "media_thumbnails", "embed_thumbnail", "greeting",
+    "audience", "section", "tags",  # for services with their own audience (Substack, Ghost)
 }
 _YAML_WORDS = "yes, no, on, off, true, false, null, ~ and numbers"
 

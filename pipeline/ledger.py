@@ -86,13 +86,15 @@ def transaction(db: sqlite3.Connection, *, commit: bool = True) -> Iterator[None
 def open_send(db: sqlite3.Connection, key: SendKey, *, new_content: Callable[[], Content],
               audience: Callable[[], Iterable[AudienceRow]], current_revision: str | None,
               retry_failed: bool = False, resend_in_doubt: bool = False,
-              commit: bool = True, source_hash: str = "") -> Opened:
+              commit: bool = True, source_hash: str = "",
+              refuse: Callable[[Counter], None] | None = None) -> Opened:
     """Create or resume the send of `key` and take its lock, all in one transaction.
 
     Invariant: when this returns (with commit), this process holds the send's lock and no
     other live process held a lock on a send of this issue; when it raises, nothing was
     written. `new_content` and `audience` are only called for a new send; either may raise
-    to refuse it. With commit=False every check runs and everything is rolled back: what
+    to refuse it, and so may `refuse`, given the recipients by state once the send is
+    open (a quota). With commit=False every check runs and everything is rolled back: what
     a dry run reports is what the real send would do.
     """
     with transaction(db, commit=commit):
@@ -115,6 +117,8 @@ def open_send(db: sqlite3.Connection, key: SendKey, *, new_content: Callable[[],
         _take_lock(db, send_id)
         opened = Opened(send_id, existing is None, notes)
         opened.counts, opened.skipped = counts(db, send_id)
+        if refuse is not None:
+            refuse(opened.counts)
         opened.sample = [r["email"] for r in db.execute(
             "SELECT email FROM recipients WHERE send_id = ? AND state = 'pending' "
             "ORDER BY id LIMIT 10", (send_id,))]
@@ -352,6 +356,18 @@ def settle_many(db: sqlite3.Connection, outcomes: Iterable[Outcome], *,
         db.executemany(statement, rows)
 
 
+def settle_by_delivery(db: sqlite3.Connection, recipient_id: int, remote_id: str) -> bool:
+    """in_doubt -> sent, when the service reports delivering the message it took for them.
+
+    Invariant: only a recipient in doubt moves, and only on the service's own word that it
+    has their message (a delivery event carrying our recipient tag and its message id).
+    """
+    return db.execute(
+        "UPDATE recipients SET state = 'sent', reason = 'delivered (reported later)', "
+        "remote_id = ?, updated_at = ? WHERE id = ? AND state = 'in_doubt'",
+        (remote_id, time.time(), recipient_id)).rowcount == 1
+
+
 def finish(db: sqlite3.Connection, send_id: int, stopped: str) -> None:
     """Release the lock once every worker has stopped; `done` when nobody is left to try.
 
@@ -401,26 +417,3 @@ def in_doubt(db: sqlite3.Connection, send_id: int) -> list[str]:
     return [r["email"] for r in db.execute(
         "SELECT email FROM recipients WHERE send_id = ? AND state IN ('in_doubt', 'sending') "
         "ORDER BY id", (send_id,))]
-
-
-@dataclass(frozen=True)
-class SendSummary:
-    id: int
-    issue: str
-    service: str
-    audience: str
-    status: str
-    started_at: float
-    counts: dict[str, int]
-    note: str
-
-
-def list_sends(db: sqlite3.Connection) -> list[SendSummary]:
-    """Past sends with their counts, newest first."""
-    result = []
-    for row in db.execute("SELECT * FROM sends ORDER BY id DESC").fetchall():
-        by_state = dict(db.execute("SELECT state, count(*) FROM recipients WHERE send_id = ? "
-                                   "GROUP BY state", (row["id"],)).fetchall())
-        result.append(SendSummary(row["id"], row["issue"], row["service"], row["audience"],
-                                  row["status"], row["started_at"], by_state, row["note"]))
-    return result

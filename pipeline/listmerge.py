@@ -366,16 +366,19 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
     return report.added == 0
 
 
-def suppress(path: Path, email: str, *, dry_run: bool = False) -> bool:
-    """Add an address to the suppression list; False when it is already there."""
+def suppress(path: Path, email: str, *, dry_run: bool = False, status: str = "unsubscribed",
+             when: str = "", reason: str = "") -> bool:
+    """Add an address to the suppression list (with the date and, when given, why: a
+    `reason` column is added when needed); False when it is already there."""
     address = normalize_email(email)
     path = _real(path)
     report = ImportReport(dry_run=dry_run)
     with _scratch() as db:
-        db.execute("INSERT INTO incoming VALUES (?, ?, '', 'unsubscribed', '', '{}', 1, 0)",
-                   (email_key(address), address))
+        db.execute("INSERT INTO incoming VALUES (?, ?, '', ?, ?, ?, 1, 0)",
+                   (email_key(address), address, status, when,
+                    json.dumps({"reason": reason} if reason else {})))
         with listlock.locked(path.parent):
             listlock.remove_stale(path)
-            _rewrite(path, db, [], report, only={email_key(address)},
+            _rewrite(path, db, ["reason"] if reason else [], report, only={email_key(address)},
                      commit=lambda r: r.added > 0)
     return report.added > 0

@@ -85,7 +85,8 @@ class MessageTemplate:
         self.email = email
         self.sender = mailbox(sender_name, sender_address, "sender")
         self.domain = sender_address.rpartition("@")[2]
-        self.subject = encode_header(safe_header(subject_prefix + email.subject, "subject"))
+        self.subject_text = safe_header(subject_prefix + email.subject, "subject")
+        self.subject = encode_header(self.subject_text)
         self.list_id = list_id(list_name, sender_address)
         self.mailto = safe_header(unsubscribe_mailto, "unsubscribe address")
         self.name_fallback = name_fallback

@@ -66,9 +66,11 @@ class Preview:
         from .templates import templates_dir
 
         folder = templates_dir(self.settings.root, self.settings.templates_dir)
+        own = self.settings.root / self.settings.templates_dir  # its tokens and partials
         paths = [self.issue, self.settings.root / SETTINGS_FILE,
                  self.settings.root / "pyproject.toml"]
-        return paths + sorted(p for p in folder.rglob("*") if p.is_file())
+        return paths + sorted({p for f in (folder, own) if f.is_dir()
+                               for p in f.rglob("*") if p.is_file()})
 
     def _stamp(self) -> tuple:
         stamps = []

@@ -17,7 +17,8 @@ from urllib.parse import quote, unquote
 
 from .errors import InputError
 
-VARIABLES = ("SUBSTACK_SID", "SMTP_PASSWORD", "PUBLISH_UNSUBSCRIBE_SECRET")
+VARIABLES = ("SUBSTACK_SID", "SMTP_PASSWORD", "PUBLISH_UNSUBSCRIBE_SECRET",
+             "GHOST_ADMIN_API_KEY", "BUTTONDOWN_API_KEY")
 MIN_SHOWN = 4  # shorter pieces are not worth hiding (and would blank ordinary words)
 _extra: dict[str, str] = {}  # secrets that do not come from the environment (a key file)
 

@@ -21,6 +21,9 @@ from . import (
     check,
     delivery,
     ledger,
+    ledger_report,
+    readers,
+    schedule,
     services,
     state,
     subscribers,
@@ -28,7 +31,7 @@ from . import (
 )
 from . import draft as draft_mod
 from .errors import InputError, PublishError
-from .ledger import SendSummary
+from .ledger_report import SendSummary
 from .redact import redact
 from .send_content import DraftSource, Messages, signing_key
 from .settings import Settings
@@ -50,6 +53,7 @@ class SendOptions:
     ignore_check: bool = False
     # Called now and then while the list is read: (rows read, characters read, file size).
     reading: Callable[[int, int, int], None] | None = None
+    yes_over_quota: bool = False  # send although the service's daily quota is too small
 
 
 @dataclass
@@ -147,6 +151,7 @@ class Sender:
                                  "--list and --subscribers do not apply")
             self.audience_name = f"{self.service_name} subscribers"
         self.key = ledger.SendKey(self.issue, self.service_name, self.audience_name)
+        self.rate = options.rate  # messages per second; a service's own limit may lower it
 
     # the checks ----------------------------------------------------------------------
     def _refuse_placeholder_settings(self) -> None:
@@ -169,8 +174,7 @@ class Sender:
             raise PublishError(f"`publish check {self.issue}` finds {len(found)} error(s), "
                                f"first: {found[0]}; fix them or add --ignore-check")
 
-    def _audience(self) -> Iterator[ledger.AudienceRow]:
-        suppressed = subscribers.suppressed(self.settings.root)
+    def _list_rows(self, suppressed: set[str]) -> Iterator[ledger.AudienceRow]:
         for line, item in subscribers.read(self.list_path, self.options.reading):
             status, reason = classify(item, suppressed)
             if isinstance(item, subscribers.Rejected):
@@ -178,13 +182,20 @@ class Sender:
             else:
                 yield item.key, item.email, item.name, status, reason
 
+    def _audience(self, db: sqlite3.Connection) -> Iterator[ledger.AudienceRow]:
+        """The list, with what readers changed on the web (read in the send's transaction)."""
+        suppressed = subscribers.suppressed(self.settings.root)
+        return readers.apply(db, self.audience_name, self._list_rows(suppressed), suppressed)
+
     # plan and open: the same checks, rolled back or kept -----------------------------
     def _open(self, db: sqlite3.Connection, *, commit: bool) -> ledger.Opened:
         """Every check of a send, then the send opened under its lock (commit) or not."""
+        schedule.refuse_if_scheduled(db, self.issue, self.service_name)
         self._refuse_placeholder_settings()
         signing_key(self.settings)  # a missing unsubscribe secret stops us before anything
         service = services.get(self.service_name, self.settings, db)
         service.transport().close()  # its settings and secrets, checked without connecting
+        refuse = self._read_limits(service)
         row = self.drafts.current(db, push=commit)
 
         def new_content() -> ledger.Content:
@@ -198,13 +209,32 @@ class Sender:
 
         try:
             return ledger.open_send(
-                db, self.key, new_content=new_content, audience=self._audience,
+                db, self.key, new_content=new_content, audience=lambda: self._audience(db),
                 current_revision=row["revision"] if row is not None else None,
                 retry_failed=self.options.retry_failed,
                 resend_in_doubt=self.options.resend_in_doubt, commit=commit,
-                source_hash=draft_mod.sha256(self.path.read_bytes()))
+                source_hash=draft_mod.sha256(self.path.read_bytes()), refuse=refuse)
         except sqlite3.Error as exc:
             raise state.explain(exc, db) from None
+
+    def _read_limits(self, service: services.Service) -> Callable[[Counter], None] | None:
+        """A service with sending limits (`limits()`): its rate caps ours (--rate can only
+        lower it), and a send larger than what is left of its daily quota is refused
+        unless --yes-over-quota."""
+        read = getattr(service, "limits", None)
+        if read is None:
+            return None
+        limits = read()
+        self.rate = min(self.options.rate or math.inf, max(limits.max_rate, MIN_RATE))
+
+        def refuse(by_state: Counter) -> None:
+            left = limits.remaining_today
+            if 0 <= left < by_state["pending"] and not self.options.yes_over_quota:
+                raise PublishError(
+                    f"{by_state['pending']} recipient(s) to send to, but {self.service_name}'s "
+                    f"24-hour quota has {left} left; wait, raise the quota, or add "
+                    "--yes-over-quota to send what it allows and resume later")
+        return refuse
 
     def plan(self) -> Plan:
         """What `run` would do, by running every one of its checks; nothing is written."""
@@ -212,6 +242,7 @@ class Sender:
         db = state.connect(self.settings.state_path)
         try:
             if not self.can.per_recipient:
+                schedule.refuse_if_scheduled(db, self.issue, self.service_name)
                 self._refuse_placeholder_settings()
                 row = self.drafts.current(db, push=False)
                 services.get(self.service_name, self.settings, db)
@@ -296,7 +327,7 @@ class Sender:
             state_dir=self.settings.state_path, send_id=send_id,
             sender=self.settings.sender_address,
             transport=lambda: service.transport(messages.template),
-            prepare=prepare, rate=self.options.rate,
+            prepare=prepare, rate=self.rate,
             connections=min(self.options.connections, self.can.max_connections),
             backoff=self.backoff, progress=progress, stop=stop)
 
@@ -312,9 +343,13 @@ class Sender:
         self._refuse_placeholder_settings()
         row = self.drafts.current(db)
         service = services.get(self.service_name, self.settings, db)
+        schedule.refuse_if_scheduled(db, self.issue, self.service_name)
         send_id = ledger.open_publication(db, self.key, revision=row["revision"],
                                           title=row["title"])
-        note, published_now = service.publish(row["remote_id"])
+        try:
+            note, published_now = service.publish(row["remote_id"])
+        except services.EmailNotConfirmed as exc:
+            note, published_now = str(exc), False
         ledger.finish_publication(db, send_id, note)
         db.execute("UPDATE drafts SET status = 'sent' WHERE issue = ? AND service = ?",
                    (self.issue, self.can.draft_store))
@@ -352,6 +387,6 @@ def list_sends(settings: Settings) -> list[SendSummary]:
         return []
     db = state.connect(settings.state_path, readonly=True)
     try:
-        return ledger.list_sends(db)
+        return ledger_report.list_sends(db)
     finally:
         db.close()

@@ -24,7 +24,8 @@ class Settings:
     name: str = "My Newsletter"
     sender: str = "My Newsletter <newsletter@example.com>"
     base_url: str = "https://example.com/"
-    # Where an issue can be read on the web; `{slug}` is filled in. Empty: no link.
+    # Where an issue can be read on the web; `{slug}` is filled in. Empty: the issue's page
+    # in the site `publish site` builds ({base_url}issues/{slug}/); "none": no link.
     web_url: str = ""
     # Turns an author handle into a link; `{user}` is filled in. Empty: no link.
     profile_url: str = ""
@@ -43,7 +44,19 @@ class Settings:
     substack_publication_url: str = ""
     substack_api_url: str = "https://substack.com"
     substack_user_id: str = ""
-    substack_audience: str = "everyone"
+    substack_audience: str = "everyone"  # everyone | only_paid | founding | only_free
+    # Found from the account when empty; the global drafts route needs it.
+    substack_publication_id: str = ""
+    substack_section: str = ""  # a section's name or id; empty: none
+    # Ghost: the site (https://NAME.ghost.io), the newsletter emailed on `publish send`.
+    ghost_url: str = ""
+    ghost_newsletter: str = ""  # a newsletter's slug; empty: the site's default one
+    ghost_email_segment: str = "all"  # all | status:free | status:-free (Ghost's filter)
+    ghost_authors: str = ""  # emails or slugs, comma-separated; empty: the key's owner
+    buttondown_api_url: str = "https://api.buttondown.com"
+    # The zone of `publish send --at` times written without one (IANA name, e.g.
+    # Europe/Berlin); empty: such times are refused.
+    timezone: str = ""
     http_timeout: str = "30"
     # caniemail features a target client lacks, and warning rule ids, to accept (comma-separated).
     check_accept: str = ""
@@ -54,9 +67,22 @@ class Settings:
     smtp_security: str = "starttls"  # starttls | ssl | none
     smtp_username: str = ""
     retry_backoff: str = "1"  # seconds before the first retry of a temporary failure
+    # Amazon SES (credentials and region the standard AWS ways: environment, profile, role).
+    ses_region: str = ""  # empty: the AWS default (AWS_REGION, the profile)
+    ses_endpoint_url: str = ""  # empty: AWS's own; set only to test against an emulator
+    ses_configuration_set: str = ""  # named on every call, so events flow back
+    feedback_queue_url: str = ""  # the SQS queue of the configuration set's events
+    sqs_endpoint_url: str = ""  # empty: AWS's own
+    soft_bounce_limit: str = "3"  # transient bounces of an address before it is suppressed
     # How a build learns a remote image's size: "fetch" reads its first bytes once (cached),
     # "local" only reads local files and the cache (for offline builds and test runs).
     image_sizes: str = "fetch"
+    # The newsletter's web: where `publish site` writes, and the list `publish serve` adds
+    # confirmed readers to (subscribers/<name>.csv).
+    site_dir: str = "site"
+    subscribe_list: str = "main"
+    subscribe_per_address: str = "3"  # sign-ups per hour for one address
+    subscribe_per_client: str = "20"  # sign-ups per hour from one client address
 
     @property
     def state_path(self) -> Path:
@@ -130,6 +156,9 @@ ALIASES = {
     "SUBSTACK_PUBLICATION_URL": "substack_publication_url",
     "SUBSTACK_API_URL": "substack_api_url",
     "SUBSTACK_USER_ID": "substack_user_id",
+    "SUBSTACK_PUBLICATION_ID": "substack_publication_id",
+    "GHOST_URL": "ghost_url",
+    "BUTTONDOWN_API_URL": "buttondown_api_url",
 }
 
 
@@ -188,4 +217,14 @@ def load(root: Path | None = None, env: dict[str, str] | None = None) -> Setting
     settings = replace(Settings(root=root), **values)
     if not settings.base_url.endswith("/"):
         settings = replace(settings, base_url=settings.base_url + "/")
+    return with_web_url(settings)
+
+
+def with_web_url(settings: Settings) -> Settings:
+    """`web_url` made concrete: empty is the issue's page in the site, "none" is no link."""
+    if settings.web_url.strip().lower() == "none":
+        return replace(settings, web_url="")
+    if not settings.web_url:
+        return replace(settings, web_url=settings.base_url.replace("{", "{{").replace(
+            "}", "}}") + "issues/{slug}/")
     return settings

@@ -99,6 +99,47 @@ MIGRATIONS: list[str] = [
     ALTER TABLE recipients ADD COLUMN remote_id TEXT;  -- the service's id for the message
     CREATE INDEX recipients_by_remote_id ON recipients (remote_id) WHERE remote_id IS NOT NULL;
     """,
+    """
+    CREATE TABLE scheduled (
+        id INTEGER PRIMARY KEY,
+        issue TEXT NOT NULL,
+        service TEXT NOT NULL,
+        audience TEXT NOT NULL,           -- the subscriber list, or the service's own audience
+        due_at REAL NOT NULL,             -- when the send is to start (Unix time, UTC)
+        revision TEXT NOT NULL,           -- the draft scheduled; a changed draft is not sent
+        options TEXT NOT NULL DEFAULT '{}', -- the send's options (JSON), for `publish due`
+        by_service INTEGER NOT NULL DEFAULT 0, -- 1: the service itself sends it at due_at
+        remote_id TEXT,
+        status TEXT NOT NULL,             -- scheduled | started | done | cancelled | failed
+        created_at REAL NOT NULL,
+        started_at REAL,
+        started_pid INTEGER,              -- the `publish due` that started it
+        started_host TEXT,
+        send_id INTEGER,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX scheduled_once ON scheduled (issue, service, audience)
+        WHERE status = 'scheduled';
+    CREATE TABLE service_memory (
+        service TEXT NOT NULL,
+        target TEXT NOT NULL,             -- the publication or site
+        key TEXT NOT NULL,                -- e.g. the route or cookie name that worked
+        value TEXT NOT NULL,
+        PRIMARY KEY (service, target, key)
+    );
+    """,
+    """
+    CREATE TABLE feedback_events (
+        id TEXT PRIMARY KEY,              -- the same event seen twice has the same id
+        kind TEXT NOT NULL,               -- delivery | bounce | soft_bounce | complaint | ...
+        remote_id TEXT NOT NULL DEFAULT '', -- the service's id for the message
+        email TEXT NOT NULL DEFAULT '',   -- the recipient it is about, lower case
+        detail TEXT NOT NULL DEFAULT '',
+        at REAL NOT NULL
+    );
+    CREATE INDEX feedback_by_remote_id ON feedback_events (remote_id, kind);
+    CREATE INDEX feedback_by_email ON feedback_events (email, kind);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -341,3 +382,15 @@ def running_send(db: sqlite3.Connection, issue: str) -> int | None:
         if row["lock_pid"] != os.getpid() and process_alive(row["lock_pid"], row["lock_host"]):
             return row["lock_pid"]
     return None
+
+
+def recall(db: sqlite3.Connection, service: str, target: str, key: str) -> str | None:
+    """What a service learnt about a publication on an earlier run (a route that works)."""
+    row = db.execute("SELECT value FROM service_memory WHERE service = ? AND target = ? "
+                     "AND key = ?", (service, target, key)).fetchone()
+    return row[0] if row else None
+
+
+def remember(db: sqlite3.Connection, service: str, target: str, key: str, value: str) -> None:
+    db.execute("INSERT OR REPLACE INTO service_memory VALUES (?, ?, ?, ?)",
+               (service, target, key, value))

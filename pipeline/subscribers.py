@@ -209,8 +209,10 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
     return listmerge.set_status(dest, email, status, dry_run=dry_run)
 
 
-def suppress(root: Path, email: str, *, dry_run: bool = False) -> bool:
+def suppress(root: Path, email: str, *, dry_run: bool = False, status: str = "unsubscribed",
+             when: str = "", reason: str = "") -> bool:
     """Add an address to the suppression list, which wins over every list; False if it was."""
     from . import listmerge
 
-    return listmerge.suppress(root / "subscribers" / SUPPRESSED, email, dry_run=dry_run)
+    return listmerge.suppress(root / "subscribers" / SUPPRESSED, email, dry_run=dry_run,
+                              status=status, when=when, reason=reason)

@@ -10,7 +10,6 @@ the build with one line naming the file and the line.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 from .errors import InputError
+from .toml_lines import key_lines
 
 FILE = "tokens.toml"
 
@@ -56,6 +56,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
            for kind in ("note", "tip", "important", "warning", "caution")},
     },
 }
+MAX_BYTES = 256 * 1024
 MIN_CONTENT_WIDTH = 240  # px: narrower, and a card's caption no longer fits beside its mark
 
 _COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
@@ -79,10 +80,6 @@ class Tokens:
     folders: tuple[Path, ...] = field(default=(), compare=False)
 
     @property
-    def body_width(self) -> int:
-        return self.layout["body_width"]
-
-    @property
     def content_width(self) -> int:
         """What images and cards are sized to: the column less its gutters."""
         return self.layout["body_width"] - 2 * self.layout["gutter"]
@@ -97,9 +94,9 @@ class Tokens:
                 "fonts": self.fonts, "code": self.code, "light": self.light,
                 "dark": self.dark}
 
-    def partial_file(self, name: str) -> Path:
-        """The file the partial `name` is read from."""
-        return _template_file(self.folders, name)
+    def partial_file(self, names: str | list[str]) -> Path:
+        """The file the first of the partials `names` there is is read from."""
+        return _template_file(self.folders, names)
 
     @cached_property
     def _partials(self):
@@ -151,10 +148,9 @@ def packaged_folder() -> Path:
     return skeleton_dir() / "email_templates"
 
 
-@lru_cache(maxsize=1)
 def _packaged_values() -> dict:
     path = packaged_folder() / FILE
-    values, lines = _validated(path)
+    values, lines = _read(path)
     missing = [f"{table}.{key}" for table, keys in SCHEMA.items() for key in keys
                if key not in values.get(table, {})
                or (SCHEMA[table][key][0] == "pair" and len(values[table][key]) != 2)]
@@ -183,10 +179,24 @@ def load_tokens(folder: Path | None) -> Tokens:
         folders = (folder, base)
         own = folder / FILE
         if own.exists() or own.is_symlink():
-            own_values, lines = _validated(own)
+            own_values, lines = _read(own)
             values = _merge(values, own_values)
             _check_content_width(values, own, lines)
     return _tokens(values, folders)
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """`_validated(path)`, read again only when the file changed (preview rebuilds often)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return _validated(path)  # says why it cannot be read
+    return _validated_version(path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+@lru_cache(maxsize=32)
+def _validated_version(path: Path, _mtime: int, _size: int, _inode: int) -> tuple[dict, dict]:
+    return _validated(path)
 
 
 def _tokens(values: dict, folders: tuple[Path, ...]) -> Tokens:
@@ -223,6 +233,11 @@ def _validated(path: Path) -> tuple[dict, dict]:
     """The file's tokens, every one checked (InputError with the line for the first bad
     one), and the line of each key."""
     try:
+        if not path.is_file():
+            raise InputError("cannot read the tokens: not a file", path)
+        if path.stat().st_size > MAX_BYTES:
+            raise InputError(f"the tokens file is over {MAX_BYTES // 1024} KB; it holds a "
+                             "few dozen values", path)
         text = path.read_text("utf-8")
     except UnicodeDecodeError:
         raise InputError("cannot read the tokens: the file is not UTF-8 text", path) from None
@@ -344,6 +359,8 @@ def _shown(value) -> str:
 
 
 def _suggest(name: str, known) -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
 
@@ -358,43 +375,3 @@ def _line(lines: dict, key: tuple[str, ...]) -> int | None:
         if key[:size] in lines:
             return lines[key[:size]]
     return None
-
-
-_HEADER = re.compile(r"\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]\s*(?:#.*)?$")
-_KEY = re.compile(r"\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
-                  r"(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
-
-
-def key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """The 1-based line of each table header and key in a TOML file, by key path.
-
-    Only for pointing at a line in an error: tomllib gives values, not where they were.
-    Lines inside multi-line strings are skipped.
-    """
-    found: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    in_string = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if in_string:
-            if in_string in line:
-                in_string = None
-            continue
-        header = _HEADER.match(line)
-        if header and not line.lstrip().startswith("[["):
-            table = tuple(_parts(header.group(1)))
-            found.setdefault(table, number)
-            continue
-        key = _KEY.match(line)
-        if key:
-            path = (*table, *_parts(key.group(1)))
-            found.setdefault(path, number)
-            rest = line[key.end():]
-            for quotes in ('"""', "'''"):
-                if rest.count(quotes) == 1:
-                    in_string = quotes
-    return found
-
-
-def _parts(dotted: str) -> list[str]:
-    return [part.strip().strip("\"'") for part in re.findall(
-        r"\"[^\"]*\"|'[^']*'|[^.]+", dotted)]

@@ -109,13 +109,15 @@ class Entry:
     address: str
     data: bytes | None
     fields: Mapping[str, str]
+    recipient_id: int = 0  # the ledger's id, for a service that can carry it as a tag
 
 
 @dataclass(frozen=True)
 class Answer:
     """The service's answer for one entry of a batch: `sent` (with its id for the
-    message), `failed` (refused; trying again will not help), `retry` (not taken now) or
-    `throttled` (not taken now: slow down)."""
+    message), `failed` (refused; trying again will not help), `retry` (not taken now),
+    `throttled` (not taken now: slow down) or `halt` (not taken, and nothing more can be
+    sent now: the send stops)."""
 
     state: str
     response: str
@@ -278,16 +280,7 @@ class SmtpTransport:
             options = " SMTPUTF8"
         commands = [f"MAIL FROM:<{sender}>{options}", f"RCPT TO:<{recipient}>", "DATA"]
         try:
-            if conn.has_extn("pipelining"):  # RFC 2920: one round trip for all three
-                conn.send("".join(c + "\r\n" for c in commands).encode("utf-8"))
-                replies = [_read_reply(conn) for _ in commands]
-            else:
-                replies = []
-                for command in commands:
-                    conn.send((command + "\r\n").encode("utf-8"))
-                    replies.append(_read_reply(conn))
-                    if replies[-1][0] not in (250, 251, 354):
-                        break
+            replies = _envelope(conn, commands)
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise Temporary(f"connection lost before DATA: {type(exc).__name__}") from None
@@ -362,6 +355,21 @@ class SmtpTransport:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 self.conn.quit()
             self._drop()
+
+
+def _envelope(conn: smtplib.SMTP, commands: list[str]) -> list[tuple[int, bytes]]:
+    """MAIL, RCPT and DATA: in one round trip when the server pipelines (RFC 2920), else
+    one at a time until one is refused. The replies read."""
+    if conn.has_extn("pipelining"):
+        conn.send("".join(c + "\r\n" for c in commands).encode("utf-8"))
+        return [_read_reply(conn) for _ in commands]
+    replies = []
+    for command in commands:
+        conn.send((command + "\r\n").encode("utf-8"))
+        replies.append(_read_reply(conn))
+        if replies[-1][0] not in (250, 251, 354):
+            break
+    return replies
 
 
 def _read_reply(conn: smtplib.SMTP) -> tuple[int, bytes]:

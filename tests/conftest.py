@@ -122,5 +122,5 @@ def substack(monkeypatch):
     with FakeSubstack() as server:
         monkeypatch.setenv("SUBSTACK_SID", SID)
         monkeypatch.setenv("SUBSTACK_PUBLICATION_URL", server.url)
-        monkeypatch.setenv("SUBSTACK_API_URL", server.url)
+        monkeypatch.setenv("SUBSTACK_API_URL", server.global_url)
         yield server

@@ -3,6 +3,14 @@
 It rejects a missing cookie, an HTML body, bylines given as bare ids, and node types or
 marks that Substack's editor does not know. Faults can be queued per route to test
 retries: a status with headers, or a slow answer that still carries the request out.
+
+Two hosts share one state: `url` is the publication's own host, `global_url` is
+substack.com, which serves drafts only with `?publication_id=`. As reported in the wild,
+a publication on a custom domain (`custom_domain=True`) is answered 403 on its own host's
+drafts, or (`challenge=True`) a Cloudflare challenge page; `accepts` is the set of cookie
+names a host takes the session under, and `strict_cookies` refuses a request offering
+the session under a name the host does not take. A publish must say `send` explicitly;
+the email goes out when `send` is true and the draft's `should_send_email` is too.
 """
 
 from __future__ import annotations
@@ -20,6 +28,11 @@ from urllib.parse import parse_qs, urlsplit
 
 SID = "s%3Atest-session.signature"
 USER_ID = 4242
+PUBLICATION_ID = 777
+SECTIONS = [{"id": 31, "name": "Deep dives"}, {"id": 32, "name": "周报"}]
+CHALLENGE_PAGE = ("<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>"
+                  "<div id=\"cf-chl-widget\">Checking your browser</div>" + "x" * 4000
+                  + "</body></html>")
 
 NODE_TYPES = {
     "doc", "paragraph", "text", "heading", "blockquote", "bullet_list", "ordered_list",
@@ -72,7 +85,16 @@ class Fault:
 class FakeSubstack:
     """Run with `with FakeSubstack() as server:`; `server.url` is its base URL."""
 
-    def __init__(self):
+    def __init__(self, *, custom_domain: bool = False, challenge: bool = False,
+                 accepts: frozenset[str] = frozenset({"substack.sid", "connect.sid"}),
+                 strict_cookies: bool = False, email_works: bool = True):
+        self.custom_domain = custom_domain
+        self.challenge = challenge
+        self.accepts = accepts
+        self.strict_cookies = strict_cookies
+        self.email_works = email_works
+        self.log: list[tuple[str, str, str, dict]] = []  # (host, method, path, query)
+        self.publish_bodies: list = []
         self.drafts: dict[int, dict] = {}
         self.images: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
@@ -81,18 +103,35 @@ class FakeSubstack:
         self.lock = threading.Lock()
         self.next_id = 1000
         self.cookies_seen: list[str] = []
-        handler = self._handler()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler("publication"))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.global_httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler("global"))
+        self.global_url = f"http://127.0.0.1:{self.global_httpd.server_address[1]}"
 
     def __enter__(self):
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        for httpd in (self.httpd, self.global_httpd):
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
         return self
 
     def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for httpd in (self.httpd, self.global_httpd):
+            httpd.shutdown()
+            httpd.server_close()
+
+    def writes(self) -> int:
+        """Requests that could change anything (every method but GET)."""
+        return sum(1 for _, method, _, _ in self.log if method != "GET")
+
+    def _session_ok(self, cookie_header: str) -> bool:
+        offered = {}
+        for part in cookie_header.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name:
+                offered[name] = value.replace("s:", "s%3A", 1)
+        good = [n for n in offered if n in self.accepts and offered[n] == SID]
+        if self.strict_cookies and any(n not in self.accepts for n in offered):
+            return False
+        return bool(good)
 
     def count(self, method: str, pattern: str) -> int:
         return sum(1 for m, p in self.requests if m == method and re.fullmatch(pattern, p))
@@ -111,7 +150,7 @@ class FakeSubstack:
                     return fault
         return None
 
-    def _handler(self):
+    def _handler(self, host: str):
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -119,9 +158,10 @@ class FakeSubstack:
                 pass
 
             def _send(self, status, body, headers=None):
-                data = json.dumps(body).encode()
+                html = isinstance(body, str)
+                data = body.encode() if html else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html" if html else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
@@ -139,21 +179,35 @@ class FakeSubstack:
             def _route(self, method):
                 parts = urlsplit(self.path)
                 path = parts.path
+                query = parse_qs(parts.query)
                 with server.lock:
                     server.requests.append((method, path))
+                    server.log.append((host, method, path, query))
                     server.cookies_seen.append(self.headers.get("Cookie", ""))
                 body = self._body() if method in {"POST", "PUT"} else None
                 fault = server._take_fault(method, path)
                 if fault and fault.status:
                     return self._send(fault.status, {"errors": [{"msg": "injected fault"}]},
                                       fault.headers)
-                if f"substack.sid={SID}" not in self.headers.get("Cookie", "").replace(
-                        "substack.sid=s:", "substack.sid=s%3A"):
+                drafts = path.startswith(("/api/v1/drafts", "/api/v1/image"))
+                if drafts and (server.challenge == "everywhere" or
+                               (host == "publication" and server.challenge)):
+                    return self._send(403, CHALLENGE_PAGE)
+                if not server._session_ok(self.headers.get("Cookie", "")):
                     return self._send(401, {"errors": [{"msg": "Not authorized"}]})
-                status, reply = server.dispatch(method, path, parse_qs(parts.query), body)
+                if host == "publication" and drafts and server.custom_domain:
+                    return self._send(403, {"errors": [{"msg": "Not authorized"}]})
+                if host == "global" and path.startswith("/api/v1/drafts") and \
+                        query.get("publication_id") != [str(PUBLICATION_ID)]:
+                    return self._send(400, {"errors": [{"param": "publication_id",
+                                                        "msg": "Invalid value"}]})
+                status, reply = server.dispatch(method, path, query, body)
                 if fault and fault.delay:
                     time.sleep(fault.delay)  # carried out, answered too late
                 return self._send(status, reply)
+
+            def do_DELETE(self):
+                self._route("DELETE")
 
             def do_GET(self):
                 self._route("GET")
@@ -168,7 +222,17 @@ class FakeSubstack:
 
     def dispatch(self, method, path, query, body):
         if method == "GET" and path == "/api/v1/user/profile/self":
-            return 200, {"id": USER_ID, "name": "Test Author"}
+            return 200, {"id": USER_ID, "name": "Test Author", "publicationUsers": [
+                {"is_primary": False, "publication": {"id": 1, "subdomain": "someone-else"}},
+                {"is_primary": True, "publication": {
+                    "id": PUBLICATION_ID, "subdomain": "test",
+                    "custom_domain": urlsplit(self.url).netloc}}]}
+        if method == "GET" and path == "/api/v1/subscriptions":
+            return 200, {"publications": [
+                {"id": 1, "hostname": "someone-else.substack.com",
+                 "sections": [{"id": 99, "name": "Not ours"}]},
+                {"id": PUBLICATION_ID, "hostname": urlsplit(self.url).netloc,
+                 "sections": SECTIONS}]}
         if method == "POST" and path == "/api/v1/image":
             return self._image(body)
         if path == "/api/v1/drafts":
@@ -180,7 +244,8 @@ class FakeSubstack:
                 with self.lock:
                     posts = [d for d in self.drafts.values() if not d["is_published"]]
                 return 200, posts[offset:offset + limit]
-        match = re.fullmatch(r"/api/v1/drafts/(\d+)(/prepublish|/publish)?", path)
+        match = re.fullmatch(r"/api/v1/drafts/(\d+)(/prepublish|/publish|/scheduled_release)?",
+                             path)
         if match:
             draft_id = int(match.group(1))
             if draft_id not in self.drafts:
@@ -193,15 +258,50 @@ class FakeSubstack:
             if method == "GET" and action == "/prepublish":
                 return 200, {"errors": []}
             if method == "POST" and action == "/publish":
-                with self.lock:
-                    draft = self.drafts[draft_id]
-                    if draft["is_published"]:
-                        return 400, {"errors": [{"msg": "Post is already published"}]}
-                    draft["is_published"] = True
-                    draft["post_date"] = "2025-01-15T10:00:00.000Z"
-                    self.published.append(draft_id)
-                return 200, draft
+                return self._publish(draft_id, body)
+            if action == "/scheduled_release" and method in {"POST", "DELETE"}:
+                return self._schedule(draft_id, body if method == "POST" else None)
         return 404, {"error": "Not found"}
+
+    def _publish(self, draft_id, body):
+        with self.lock:
+            self.publish_bodies.append(body)
+            draft = self.drafts[draft_id]
+            if draft["is_published"]:
+                return 400, {"errors": [{"msg": "Post is already published"}]}
+            if not isinstance(body, dict) or not isinstance(body.get("send"), bool):
+                # The real default is to email: this server wants it said.
+                return 400, {"errors": [{"param": "send", "msg": "say whether to email"}]}
+            draft["is_published"] = True
+            draft["post_date"] = "2025-01-15T10:00:00.000Z"
+            emailed = body["send"] and draft.get("should_send_email", True) \
+                and self.email_works
+            draft["email_sent_at"] = "2025-01-15T10:00:05.000Z" if emailed else None
+            draft["canonical_url"] = f"https://test.substack.com/p/{draft_id}"
+            self.published.append(draft_id)
+            return 200, dict(draft)
+
+    def _schedule(self, draft_id, body):
+        import datetime as dt
+
+        with self.lock:
+            draft = self.drafts[draft_id]
+            if body is None:
+                draft["trigger_at"] = None
+                return 200, {}
+            if draft["is_published"]:
+                return 400, {"errors": [{"msg": "Post is already published"}]}
+            when = body.get("trigger_at") if isinstance(body, dict) else None
+            try:
+                parsed = dt.datetime.fromisoformat(str(when))
+            except ValueError:
+                return 400, {"errors": [{"param": "trigger_at", "msg": "Invalid value"}]}
+            if parsed.tzinfo is None or parsed <= dt.datetime.now(dt.UTC):
+                return 400, {"errors": [{"param": "trigger_at", "msg": "must be future"}]}
+            draft["trigger_at"] = when
+            draft["scheduled_audience"] = (body.get("post_audience"),
+                                           body.get("email_audience"))
+            return 200, {"trigger_at": when}
 
     def _image(self, body):
         uri = body.get("image", "") if isinstance(body, dict) else ""
@@ -222,6 +322,8 @@ class FakeSubstack:
     def _save(self, draft_id, body):
         if not isinstance(body, dict):
             return 400, {"errors": [{"msg": "Invalid JSON"}]}
+        if draft_id is not None and "draft_body" not in body:
+            return self._update_fields(draft_id, body)
         bylines = body.get("draft_bylines")
         if not isinstance(bylines, list) or not bylines:
             return 400, {"errors": [{"param": "draft_bylines", "msg": "Invalid value"}]}
@@ -248,8 +350,25 @@ class FakeSubstack:
                                          "post_date": None}
             draft = self.drafts[draft_id]
             draft.update({key: body[key] for key in ("draft_title", "draft_subtitle",
-                                                     "audience") if key in body})
+                                                     "audience", "draft_section_id")
+                          if key in body})
             # Stored re-serialised, as a real server would: key order and spacing change.
             draft["draft_body"] = json.dumps(doc, sort_keys=True)
             draft["draft_bylines"] = bylines
+            return 200, dict(draft)
+
+    def _update_fields(self, draft_id, body):
+        """A partial PUT: only the keys sent change; bylines, when sent, must be valid."""
+        bylines = body.get("draft_bylines", [{"id": USER_ID, "is_guest": False}])
+        if not isinstance(bylines, list) or not bylines or any(
+                not isinstance(b, dict) or b.get("id") != USER_ID for b in bylines):
+            return 400, {"errors": [{"param": "draft_bylines", "msg": "Invalid value"}]}
+        if "audience" in body and body["audience"] not in {"everyone", "only_paid",
+                                                           "founding", "only_free"}:
+            return 400, {"errors": [{"param": "audience", "msg": "Invalid value"}]}
+        with self.lock:
+            draft = self.drafts[draft_id]
+            for key in ("should_send_email", "audience", "draft_section_id"):
+                if key in body:
+                    draft[key] = body[key]
             return 200, dict(draft)

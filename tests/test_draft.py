@@ -90,7 +90,8 @@ def test_unknown_service_is_one_clear_line(letter):
     result = run_publish("draft", EN, "--service", "carrier-pigeon", cwd=letter)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: unknown service 'carrier-pigeon' (known: local, smtp, substack)")
+        "error: unknown service 'carrier-pigeon' (known: buttondown, ghost, local, ses, smtp, "
+        "substack)")
     assert not (letter / "build").exists()
 
 

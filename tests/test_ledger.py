@@ -105,7 +105,8 @@ def test_two_processes_claiming_at_once_never_get_the_same_recipient(tmp_path, s
     owner = {i: n for n, got in enumerate(claims) for i in got}
     pids = {n: {row["remote_id"].split("-")[0] for row in rows if owner[row["id"]] == n}
             for n in range(len(sizes))}
-    assert all(len(p) == 1 for p in pids.values()) and len(set.union(*pids.values())) == 2
+    assert all(len(p) <= 1 for p in pids.values())
+    assert len(set.union(*pids.values())) == sum(len(p) for p in pids.values())
 
 
 CLAIM_THEN_WAIT = """

@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 import sqlite3
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import InputError
+from ..errors import InputError, PublishError
 
 if TYPE_CHECKING:  # `publish --help` lists the services without loading the settings code
     from ..settings import Settings
@@ -23,6 +23,9 @@ SERVICES = {
     "local": "pipeline.services.local:LocalService",
     "substack": "pipeline.services.substack:SubstackService",
     "smtp": "pipeline.services.smtp:SmtpService",
+    "ghost": "pipeline.services.ghost:GhostService",
+    "buttondown": "pipeline.services.buttondown:ButtondownService",
+    "ses": "pipeline.services.ses:SesService",
 }
 
 
@@ -35,7 +38,9 @@ class Capabilities:
     per_recipient: bool  # sends to our own list through the ledger (else: its own audience)
     can_send_test: bool  # `send --test ADDRESS` delivers one copy
     batch_size: int  # recipients per call of its transport (1: one message at a time)
-    can_schedule: bool  # a send can be scheduled for later and run by `publish due`
+    # `send --at`: per-recipient sends are run by `publish due`; a service with its own
+    # audience schedules the post itself (`schedule(remote_id, iso)`, `unschedule`).
+    can_schedule: bool
     reaches_readers: bool  # placeholder settings stop a send (else they are warnings)
     max_connections: int  # transports a send may run side by side
     renders_itself: bool  # its transport personalises one template (else: whole messages)
@@ -58,6 +63,23 @@ class DraftContent:
     eml: bytes
     revision: str  # hash of subject, html and text
     source_hash: str  # hash of the Markdown file
+    # Front matter meant for services (audience, section, tags): key -> (value, line).
+    front_matter: dict[str, tuple[Any, int]] = field(default_factory=dict)
+
+    def choice(self, key: str, setting: str, allowed: tuple[str, ...], *,
+               setting_name: str) -> str:
+        """A value from the front matter, else the setting; one of `allowed`, or an error
+        naming the issue's line (or the setting) before anything is sent anywhere."""
+        value, line = self.front_matter.get(key, (None, 0))
+        if value is None:
+            if setting not in allowed:
+                raise InputError(f"setting '{setting_name}' must be one of "
+                                 f"{', '.join(allowed)}, not {setting!r}")
+            return setting
+        if not isinstance(value, str) or value.strip() not in allowed:
+            raise InputError(f"front matter '{key}': must be one of {', '.join(allowed)}, "
+                             f"not {value!r}", self.issue, line)
+        return value.strip()
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,11 @@ class DraftRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> DraftRecord:
         return cls(**{key: value for key, value in dict(row).items() if key != "id"})
+
+
+class EmailNotConfirmed(PublishError):
+    """Published, but the service's reply does not confirm that the email went out: the
+    publication is recorded as done (it is public) and the editor is told, exit 1."""
 
 
 @dataclass

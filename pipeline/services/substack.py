@@ -1,6 +1,7 @@
 """The `substack` service: drafts through the API that Substack's own editor uses.
 
-The session cookie comes from SUBSTACK_SID only and is sent only to the publication host.
+The session cookie comes from SUBSTACK_SID only and is sent only to Substack's hosts
+(routes and cookie names: `substack_api`).
 Creating is never blindly repeated: when a create may have gone through (a timeout, a
 5xx), the drafts are listed and ours is recognised by title and body before trying again.
 """
@@ -16,18 +17,18 @@ import sqlite3
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InputError, PublishError
-from ..http import AmbiguousRequest, Client, HttpError, error_text
+from ..http import AmbiguousRequest, HttpError, error_text
 from ..redact import check_secret, read_secret
 from ..settings import Settings
 from ..templates import strings as template_strings
 from ..templates import templates_dir
-from . import DraftContent, DraftRecord, PushResult
+from . import DraftContent, DraftRecord, EmailNotConfirmed, PushResult
+from .media import image_bytes, image_type
 from .prosemirror import Image, to_document
+from .substack_api import SubstackApi
 
-AUTH_HINT = "session expired or not authorised — set SUBSTACK_SID to a fresh substack.sid cookie"
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-IMAGE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif",
-               b"RIFF": "image/webp"}
+AUDIENCES = ("everyone", "only_paid", "founding", "only_free")
+
 
 
 def fingerprint(title: str, subtitle: str, body) -> str:
@@ -40,19 +41,12 @@ def fingerprint(title: str, subtitle: str, body) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _image_type(data: bytes) -> str | None:
-    for magic, kind in IMAGE_TYPES.items():
-        if data.startswith(magic):
-            return kind
-    return None
-
-
 class SubstackService:
     name = "substack"
     draft_store = "substack"
     per_recipient = False  # Substack sends to its own subscribers
     can_send_test = False  # no API for test emails: its editor previews the draft
-    can_schedule = False
+    can_schedule = True  # Substack publishes it at the time itself (scheduled_release)
     reaches_readers = True
 
     def __init__(self, settings: Settings, db: sqlite3.Connection,
@@ -73,27 +67,64 @@ class SubstackService:
         self.publication = publication
         # The cookie as the browser holds it, URL-decoded: it must make one clean header.
         cookie = check_secret("SUBSTACK_SID", unquote(sid), ascii_only=True)
-        timeout = settings.http_timeout_seconds
-        self.api = Client(f"{publication}/api/v1", headers={"Cookie": f"substack.sid={cookie}"},
-                          timeout=timeout, auth_message=AUTH_HINT)
-        account = settings.substack_api_url.rstrip("/")
-        self.account_api = Client(f"{account}/api/v1",
-                                  headers={"Cookie": f"substack.sid={cookie}"},
-                                  timeout=timeout, auth_message=AUTH_HINT)
+        if any(char in cookie for char in ";, =\t") or cookie.lower().startswith(
+                ("substack.sid", "connect.sid")):
+            raise InputError("SUBSTACK_SID must hold the cookie's value only (it starts "
+                             "with s%3A or s:), not a name=value pair or several cookies")
+        publication_id = settings.substack_publication_id.strip()
+        if publication_id and not publication_id.isdigit():
+            raise InputError(f"substack_publication_id must be a number, not "
+                             f"{publication_id!r}")
         self.user_id = settings.substack_user_id.strip()
+        if self.user_id and not self.user_id.isdigit():
+            raise InputError(f"substack_user_id must be a number, not {self.user_id!r}")
+        if settings.substack_audience not in AUDIENCES:
+            raise InputError(f"setting 'substack_audience' must be one of "
+                             f"{', '.join(AUDIENCES)}, not {settings.substack_audience!r}")
+        self.api = SubstackApi(publication, settings.substack_api_url.rstrip("/"), cookie,
+                               timeout=settings.http_timeout_seconds, db=db,
+                               publication_id=publication_id)
 
     # the draft -----------------------------------------------------------------
     def _author_id(self) -> int:
         if not self.user_id:
-            profile = self.account_api.request("GET", "/user/profile/self").body
-            if not isinstance(profile, dict) or "id" not in profile:
+            profile = self.api.profile()
+            if "id" not in profile:
                 raise PublishError("could not find your Substack user id; set substack_user_id")
             self.user_id = str(profile["id"])
-        if not self.user_id.isdigit():
-            raise InputError(f"substack_user_id must be a number, not {self.user_id!r}")
         return int(self.user_id)
 
+    def _section_id(self, content: DraftContent) -> int | None:
+        """The section named in the front matter or the settings, checked to exist."""
+        value, line = content.front_matter.get("section", (None, 0))
+        where = (content.issue, line) if value is not None else (None, None)
+        wanted = str(value if value is not None else self.settings.substack_section).strip()
+        if not wanted:
+            return None
+        listing = self.api.call("GET", "/subscriptions").body
+        publications = listing.get("publications", []) if isinstance(listing, dict) else []
+        ours = self.api.publication_id
+        host = urlsplit(self.publication).netloc
+        sections: list[dict] = []
+        for publication in publications:
+            if isinstance(publication, dict) and (
+                    str(publication.get("id")) == ours or host in {
+                        publication.get("hostname"), publication.get("custom_domain")}):
+                sections = [x for x in publication.get("sections") or [] if isinstance(x, dict)]
+        for section in sections:
+            if wanted in {str(section.get("id")), str(section.get("name", "")).strip()}:
+                return int(section["id"])
+        known = ", ".join(str(x.get("name")) for x in sections) or "none"
+        label = "front matter 'section'" if where[0] else "setting 'substack_section'"
+        raise InputError(f"{label}: no section {wanted!r} on this publication (sections: "
+                         f"{known})", *where)
+
     def payload(self, content: DraftContent) -> tuple[dict, list[str]]:
+        # Everything that can be refused is checked before the first upload or write.
+        audience = content.choice("audience", self.settings.substack_audience, AUDIENCES,
+                                  setting_name="substack_audience")
+        section_id = self._section_id(content)
+        bylines = [{"id": self._author_id(), "is_guest": False}]
         strings = template_strings(templates_dir(self.settings.root), content.lang)
         converted = to_document(content.fragment, self.upload_image,
                                 subscribe_text=strings["subscribe_button"],
@@ -102,9 +133,9 @@ class SubstackService:
             "draft_title": content.title,
             "draft_subtitle": content.subtitle,
             "draft_body": json.dumps(converted.doc, ensure_ascii=False),
-            "draft_bylines": [{"id": self._author_id(), "is_guest": False}],
-            "audience": self.settings.substack_audience,
-            "draft_section_id": None,
+            "draft_bylines": bylines,
+            "audience": audience,
+            "draft_section_id": section_id,
             "section_chosen": True,
             "write_comment_permissions": "everyone",
         }, converted.warnings
@@ -129,10 +160,10 @@ class SubstackService:
                     raise PublishError(
                         f"Substack draft {previous.remote_id} was edited on Substack since the "
                         "last push; run again with --force to overwrite those edits")
-                reply = self.api.request("PUT", f"/drafts/{previous.remote_id}", json=payload)
+                reply = self.api.call("PUT", f"/drafts/{previous.remote_id}", json=payload)
                 return PushResult(previous.remote_id, self.editor_url(previous.remote_id),
                                   created=False, pushed_body=self._pushed(reply.body, ours),
-                                  warnings=warnings)
+                                  warnings=warnings + self.api.notes)
         remote_id = None
         if previous is not None and previous.remote_id is None:
             # An earlier run began creating this draft and stopped: did the create land?
@@ -142,7 +173,8 @@ class SubstackService:
         else:
             reply_body = None
         return PushResult(remote_id, self.editor_url(remote_id), created=True,
-                          pushed_body=self._pushed(reply_body, ours), warnings=warnings)
+                          pushed_body=self._pushed(reply_body, ours),
+                          warnings=warnings + self.api.notes)
 
     @staticmethod
     def _pushed(reply_body, ours: str) -> str:
@@ -153,7 +185,7 @@ class SubstackService:
 
     def _fetch(self, remote_id: str, *, force: bool) -> dict | None:
         try:
-            return self.api.request("GET", f"/drafts/{remote_id}").body
+            return self.api.call("GET", f"/drafts/{remote_id}").body
         except HttpError as exc:
             if exc.status != 404:
                 raise
@@ -165,13 +197,13 @@ class SubstackService:
 
     def _create(self, payload: dict, ours: str) -> tuple[str, dict | None]:
         try:
-            reply = self.api.request("POST", "/drafts", json=payload)
+            reply = self.api.call("POST", "/drafts", json=payload)
         except AmbiguousRequest as exc:
             found = self._find(payload, ours)
             if found is not None:
                 return found, None
             try:
-                reply = self.api.request("POST", "/drafts", json=payload)
+                reply = self.api.call("POST", "/drafts", json=payload)
             except AmbiguousRequest:
                 raise PublishError(f"{exc}; the draft may exist on Substack — run again and "
                                    "publish will look for it before creating") from None
@@ -182,7 +214,7 @@ class SubstackService:
     def _find(self, payload: dict, ours: str) -> str | None:
         """The id of a draft with our title and body, if one exists on Substack."""
         for offset in range(0, 500, 50):
-            listing = self.api.request(
+            listing = self.api.call(
                 "GET", "/drafts", params={"filter": "draft", "offset": offset, "limit": 50}
             ).body
             posts = listing.get("posts", []) if isinstance(listing, dict) else listing
@@ -199,39 +231,11 @@ class SubstackService:
 
     # images --------------------------------------------------------------------
     def _image_bytes(self, src: str) -> bytes:
-        """The image's bytes: from the newsletter folder when it lives there, else over HTTP."""
-        base = self.settings.base_url
-        if src.startswith(base):
-            relative = unquote(urlsplit(src).path[len(urlsplit(base).path):])
-            root = self.settings.root.resolve()
-            candidate = root / relative
-            if candidate.is_file() or candidate.is_symlink():
-                local = candidate.resolve()
-                if not local.is_relative_to(root):
-                    raise PublishError(f"image {relative} leads outside the newsletter folder "
-                                       f"({root}); refused")
-                return local.read_bytes()
-        scheme = urlsplit(src).scheme
-        if scheme not in {"http", "https"}:
-            raise PublishError(f"cannot upload image {src[:60]}: not an http(s) URL")
-        import requests
-
-        try:
-            with requests.Session() as session:  # no cookie: images are public
-                session.max_redirects = 5
-                reply = session.get(src, timeout=self.settings.http_timeout_seconds,
-                                    stream=True)
-                reply.raise_for_status()
-                data = reply.raw.read(MAX_IMAGE_BYTES + 1, decode_content=True)
-        except requests.RequestException as exc:
-            raise PublishError(f"cannot fetch image {src}: {type(exc).__name__}") from None
-        if len(data) > MAX_IMAGE_BYTES:
-            raise PublishError(f"image {src} is over 10 MB")
-        return data
+        return image_bytes(self.settings, src)
 
     def upload_image(self, src: str) -> Image:
         data = self._image_bytes(src)
-        kind = _image_type(data)
+        kind = image_type(data)
         if kind is None:
             raise PublishError(f"{src} is not a PNG, JPEG, GIF or WebP image")
         digest = hashlib.sha256(data).hexdigest()
@@ -243,7 +247,7 @@ class SubstackService:
         if row is not None:
             return Image(row["url"], row["width"], row["height"], row["bytes"], kind)
         data_uri = f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
-        reply = self.api.request("POST", "/image", json={"image": data_uri}).body
+        reply = self.api.call("POST", "/image", json={"image": data_uri}).body
         if not isinstance(reply, dict) or not reply.get("url"):
             raise PublishError(f"Substack did not accept image {src}")
         image = Image(str(reply["url"]), reply.get("imageWidth"), reply.get("imageHeight"),
@@ -256,27 +260,68 @@ class SubstackService:
         return image
 
     # sending -------------------------------------------------------------------------
-    def publish(self, remote_id: str) -> tuple[str, bool]:
-        """Publish the draft and email it to the publication's subscribers, exactly once.
-
-        Returns a note and whether this call published it (False: it already was).
-        """
-        draft = self.api.request("GET", f"/drafts/{remote_id}").body
-        if isinstance(draft, dict) and draft.get("is_published"):
-            when = draft.get("post_date") or "date unknown"
-            return f"already published on Substack ({when}); nothing sent now", False
-        check = self.api.request("GET", f"/drafts/{remote_id}/prepublish").body
+    def _ready(self, remote_id: str) -> tuple[dict, str]:
+        """The draft, checked publishable, with the email decision and the audience (the
+        one pushed from the front matter or settings) written into it explicitly: the
+        dashboard's `should_send_email` may decide over the publish request's `send`."""
+        draft = self.api.call("GET", f"/drafts/{remote_id}").body
+        if not isinstance(draft, dict):
+            raise PublishError(f"Substack did not return draft {remote_id}")
+        audience = draft.get("audience") or self.settings.substack_audience
+        if audience not in AUDIENCES:
+            raise PublishError(f"Substack draft {remote_id} has audience {audience!r}, which "
+                               f"publish does not know ({', '.join(AUDIENCES)})")
+        if draft.get("is_published"):
+            return draft, audience
+        bylines = draft.get("draft_bylines") or [{"id": self._author_id(), "is_guest": False}]
+        self.api.call("PUT", f"/drafts/{remote_id}", json={
+            "should_send_email": True, "audience": audience, "draft_bylines": bylines})
+        check = self.api.call("GET", f"/drafts/{remote_id}/prepublish").body
         problems = check.get("errors") if isinstance(check, dict) else None
         if problems:
             raise PublishError(f"Substack will not publish draft {remote_id}: "
                                f"{error_text({'errors': problems})}")
+        return draft, audience
+
+    def publish(self, remote_id: str) -> tuple[str, bool]:
+        """Publish the draft and email it to the publication's subscribers, exactly once.
+
+        Returns a note and whether this call published it (False: it already was). A reply
+        without `email_sent_at` raises after the fact: the post is public, the email is not
+        confirmed, and the editor must hear it.
+        """
+        draft, audience = self._ready(remote_id)
+        if draft.get("is_published"):
+            when = draft.get("post_date") or "date unknown"
+            return f"already published on Substack ({when}); nothing sent now", False
         try:
-            reply = self.api.request("POST", f"/drafts/{remote_id}/publish",
-                                     json={"send": True, "share_automatically": False}).body
+            reply = self.api.call("POST", f"/drafts/{remote_id}/publish",
+                                  json={"send": True, "share_automatically": False}).body
         except AmbiguousRequest:
-            draft = self.api.request("GET", f"/drafts/{remote_id}").body
-            if not (isinstance(draft, dict) and draft.get("is_published")):
+            reply = self.api.call("GET", f"/drafts/{remote_id}").body
+            if not (isinstance(reply, dict) and reply.get("is_published")):
                 raise
-            reply = draft
-        url = reply.get("canonical_url") if isinstance(reply, dict) else None
-        return f"published on Substack{': ' + url if url else ''}", True
+        reply = reply if isinstance(reply, dict) else {}
+        url = reply.get("canonical_url")
+        note = f"published on Substack to {audience}{': ' + url if url else ''}"
+        if not reply.get("email_sent_at"):
+            raise EmailNotConfirmed(f"{note}, but Substack's reply has no email_sent_at: the "
+                                    "email may not have gone out; check the post's stats on "
+                                    "Substack before sending anything again")
+        return f"{note}; emailed at {reply['email_sent_at']}", True
+
+    def schedule(self, remote_id: str, when: str) -> str:
+        """Have Substack publish and email the draft at `when` (ISO time with zone)."""
+        draft, audience = self._ready(remote_id)
+        if draft.get("is_published"):
+            raise PublishError(f"Substack draft {remote_id} is already published; it cannot "
+                               "be scheduled")
+        self.api.call("POST", f"/drafts/{remote_id}/scheduled_release", json={
+            "trigger_at": when, "post_audience": "only_paid" if audience == "only_paid"
+            else "only_founding" if audience == "founding" else "everyone",
+            "email_audience": "only_free" if audience == "only_free" else "everyone"})
+        return f"scheduled on Substack for {when}"
+
+    def unschedule(self, remote_id: str) -> str:
+        self.api.call("DELETE", f"/drafts/{remote_id}/scheduled_release")
+        return "Substack will not publish it at the scheduled time; it is a draft again"
