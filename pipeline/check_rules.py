@@ -40,6 +40,14 @@ class Page:
         return self.soup.find_all(True)
 
     @cached_property
+    def images(self) -> list:
+        return self.soup.find_all("img")
+
+    @cached_property
+    def anchors(self) -> list:
+        return self.soup.find_all("a")
+
+    @cached_property
     def style_text(self) -> str:
         return "\n".join(style.get_text() for style in self.soup.find_all("style"))
 
@@ -140,7 +148,7 @@ def c1_controls(page: Page) -> Iterator[Hit]:
 
 # images ----------------------------------------------------------------------------------
 def _images(page: Page, test: Callable[[object, str], bool]) -> Iterator[Hit]:
-    for img in page.soup.find_all("img"):
+    for img in page.images:
         if test(img, (img.get("src") or "").strip()):
             yield Hit(img)
 
@@ -167,7 +175,7 @@ def relative_images(page: Page) -> Iterator[Hit]:
 
 # links -----------------------------------------------------------------------------------
 def _links(page: Page) -> Iterator[tuple[object, str]]:
-    for link in page.soup.find_all("a"):
+    for link in page.anchors:
         if link.has_attr("href"):
             yield link, link["href"].strip()
 
@@ -177,8 +185,8 @@ def empty_links(page: Page) -> Iterator[Hit]:
 
 
 def missing_anchors(page: Page) -> Iterator[Hit]:
-    targets = {el["id"] for el in page.soup.find_all(id=True)} | {
-        el["name"] for el in page.soup.find_all("a", attrs={"name": True})}
+    targets = {el["id"] for el in page.elements if el.get("id") is not None} | {
+        el["name"] for el in page.anchors if el.get("name") is not None}
     for link, href in _links(page):
         if href.startswith("#") and href[1:] not in targets:
             yield Hit(link, {"href": href})
@@ -243,7 +251,7 @@ def long_subject(page: Page) -> Iterator[Hit]:
 
 
 def no_unsubscribe(page: Page) -> Iterator[Hit]:
-    hrefs = " ".join(a.get("href", "") for a in page.soup.find_all("a")).lower()
+    hrefs = " ".join(a.get("href", "") for a in page.anchors).lower()
     if "unsubscribe" not in hrefs and "%%unsubscribe_url%%" not in hrefs:
         yield Hit()
 
