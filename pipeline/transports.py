@@ -140,6 +140,14 @@ class BatchTransport(Protocol):
     def close(self) -> None: ...
 
 
+def open_maildir(folder: Path) -> mailbox.Maildir:
+    """The Maildir at `folder`, made if missing; safe when several processes make it at
+    once (mailbox's own `create=True` fails in the one that comes second)."""
+    for part in ("tmp", "new", "cur"):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+    return mailbox.Maildir(folder, create=False)
+
+
 class MaildirTransport:
     """The local outbox: a Maildir any mail client can open. Writes are atomic (tmp -> new)."""
 
@@ -151,7 +159,7 @@ class MaildirTransport:
                 while_waiting: Callable[[], None] | None = None) -> str:
         try:
             if self.box is None:
-                self.box = mailbox.Maildir(self.folder, create=True)
+                self.box = open_maildir(self.folder)
             key = self.box.add(data)  # tmp/ then a rename into new/: all or nothing
         except OSError as exc:
             raise Fatal(f"cannot write to the outbox: {exc.strerror or describe(exc)}"

@@ -86,8 +86,6 @@ class Web:
         from . import services
 
         self.can_mail = services.service_class(settings.service).per_recipient
-        if settings.service == "local":
-            _make_maildir(settings.root / settings.outbox_dir)
         self.per_address = int(settings.number("subscribe_per_address", 0, 1e6))
         self.per_client = int(settings.number("subscribe_per_client", 0, 1e6))
 
@@ -270,17 +268,6 @@ class Web:
                          paragraphs=[s["confirmed_text"].format(email=found.email,
                                                                 name=self.settings.name)],
                          form=None)
-
-
-def _make_maildir(folder: Path) -> None:
-    """The local outbox, made now: two processes making it at once would clash."""
-    import contextlib
-    import mailbox
-
-    for _ in range(3):
-        with contextlib.suppress(FileExistsError):
-            mailbox.Maildir(folder, create=True)
-            return
 
 
 async def read_form(request: Request) -> dict[str, str]:
