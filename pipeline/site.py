@@ -145,7 +145,8 @@ def _render_page(path: Path, key: str, settings: Settings, first_sent: float | N
                  inputs: str) -> tuple[Page, str]:
     from . import build
 
-    built = build.render_issue(path, settings)
+    # The page is the email without its "View in browser" link: it would point at itself.
+    built = build.render_issue(path, dataclasses.replace(settings, web_url=""))
     lang = built.email.lang
     s_web = webpages.strings(settings, lang)
     html, content = _page_html(built, settings, s_web, "../../")

@@ -220,4 +220,10 @@ def aws_env(proxy: SesProxy) -> dict[str, str]:
 
 
 def node_missing() -> bool:
-    return shutil.which("node") is None or not Path(EMULATOR).is_file()
+    """True when the emulator is not installed (its tests are skipped); CI sets
+    PUBLISH_TESTS_NEED_EMULATORS=1 so that a missing emulator fails instead of hiding."""
+    missing = shutil.which("node") is None or not Path(EMULATOR).is_file()
+    if missing and os.environ.get("PUBLISH_TESTS_NEED_EMULATORS") == "1":
+        raise RuntimeError(f"the SES emulator is not installed at {EMULATOR}: run "
+                           "npm install --prefix .ci/node aws-ses-v2-local")
+    return missing
