@@ -70,7 +70,8 @@ def due_command(obj: Context, as_json: bool) -> None:
     once. Prints nothing when nothing is due.
     """
     from . import schedule
-    from .cli import _print_report, _say_error
+    from .cli import _say_error
+    from .cli_send import _print_report
 
     outcomes = schedule.run_due(obj.settings)
     if as_json:
