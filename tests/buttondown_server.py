@@ -14,8 +14,10 @@ import json
 import re
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.json_api import JsonApiHandler
 
 KEY = "5a2e9c1e-3f4b-4c8d-9e0f-1a2b3c4d5e6f"
 STATUSES = {"draft", "about_to_send", "scheduled", "sent", "imported"}
@@ -53,22 +55,12 @@ class FakeButtondown:
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonApiHandler):
+            methods = ("GET", "POST", "PATCH")
 
             def _route(self, method):
                 parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self._raw_body()
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:
@@ -80,15 +72,6 @@ class FakeButtondown:
                 status, reply = server.dispatch(method, parts.path, parse_qs(parts.query),
                                                 body)
                 return self._send(status, reply)
-
-            def do_GET(self):
-                self._route("GET")
-
-            def do_POST(self):
-                self._route("POST")
-
-            def do_PATCH(self):
-                self._route("PATCH")
 
         return Handler
 

@@ -20,8 +20,10 @@ import json
 import re
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.json_api import JsonApiHandler
 
 KEY_ID = "6748592f4b9b7700010f6564"
 SECRET = "b1b5b9c1d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1"
@@ -103,23 +105,13 @@ class FakeGhost:
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonApiHandler):
+            methods = ("GET", "POST", "PUT")
 
             def _route(self, method):
                 parts = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self._raw_body()
                 with server.lock:
                     server.log.append((method, parts.path, query))
                 problem = server.check_token(self.headers.get("Authorization", ""))
@@ -137,15 +129,6 @@ class FakeGhost:
                 except ValueError:
                     return self._send(*_error(400, "BadRequestError", "Invalid JSON"))
                 return self._send(*server.dispatch(method, path, query, body))
-
-            def do_GET(self):
-                self._route("GET")
-
-            def do_POST(self):
-                self._route("POST")
-
-            def do_PUT(self):
-                self._route("PUT")
 
         return Handler
 

@@ -23,8 +23,10 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.json_api import JsonApiHandler
 
 SID = "s%3Atest-session.signature"
 USER_ID = 4242
@@ -153,24 +155,11 @@ class FakeSubstack:
     def _handler(self, host: str):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, body, headers=None):
-                html = isinstance(body, str)
-                data = body.encode() if html else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html" if html else "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonApiHandler):
+            methods = ("GET", "POST", "PUT", "DELETE")
 
             def _body(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self._raw_body()
                 try:
                     return json.loads(raw or b"null")
                 except ValueError:
@@ -205,18 +194,6 @@ class FakeSubstack:
                 if fault and fault.delay:
                     time.sleep(fault.delay)  # carried out, answered too late
                 return self._send(status, reply)
-
-            def do_DELETE(self):
-                self._route("DELETE")
-
-            def do_GET(self):
-                self._route("GET")
-
-            def do_POST(self):
-                self._route("POST")
-
-            def do_PUT(self):
-                self._route("PUT")
 
         return Handler
 
