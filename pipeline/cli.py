@@ -15,9 +15,6 @@ from .cli_sends import feedback, sends
 from .cli_subscribers import subscribers_group
 from .cli_web import serve_command, site_command
 from .errors import PublishError
-from .services import names as service_names
-
-SERVICE_NAMES = service_names()
 
 
 class Context:
