@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from .errors import PublishError
 
 MAX_ATTEMPTS = 3
 READ_AHEAD = 500  # pending recipients read from the ledger at a time
+SWITCH_INTERVAL = 0.0005  # seconds a worker holds the interpreter lock before a turn ends
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class Delivery:
                    for n in range(self.connections)]
         for thread in threads:
             thread.start()
-        with self._stopped_by_sigterm():
+        with self._stopped_by_sigterm(), _quick_turns(self.connections):
             self._run()
         if self.reasons:
             return self.reasons[0]
@@ -277,6 +279,21 @@ class Delivery:
                 raise Stop(f"{reason} (to {job.address})", exc) from None
             ledger.settle(db, job.recipient_id, "sent", answer)
             return
+
+
+@contextlib.contextmanager
+def _quick_turns(workers: int) -> Iterator[None]:
+    """Workers take turns with the interpreter lock every 0.5 ms instead of 5 ms: a worker
+    whose server has answered waits less for one that is making a message."""
+    if workers < 2:
+        yield
+        return
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def _explained(exc: BaseException, db: sqlite3.Connection | None) -> str:

@@ -39,7 +39,8 @@ class SmtpTransport:
         self.conn: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context()
+        # Loading the system's certificates takes a while: only for a TLS connection.
+        context = ssl.create_default_context() if self.security != "none" else None
         where = f"{self.host}:{self.port}"
         try:
             if self.security == "ssl":
