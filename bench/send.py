@@ -174,11 +174,15 @@ def main() -> None:
         print("\n".join(send_ses.main(args.recipients, args.connections, args.memory)))
         return
     issue = "issues/2025-01-ai-art.md"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+    # The pipeline the runs import (PYTHONPATH may point at another checkout, to compare).
+    found = subprocess.run([sys.executable, "-c", "import pipeline; print(pipeline.__file__)"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    source = Path(found).parents[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source,
                             capture_output=True, text=True).stdout.strip()
     lines = [f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, {platform.platform()}",
-             f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; commit {commit or '?'}; "
+             f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; pipeline at commit {commit or '?'}; "
              f"load average at start: {load()}"]
     port = free_port()
     sink = start_sink(port)
