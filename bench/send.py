@@ -176,7 +176,8 @@ def main() -> None:
     issue = "issues/2025-01-ai-art.md"
     # The pipeline the runs import (PYTHONPATH may point at another checkout, to compare).
     found = subprocess.run([sys.executable, "-c", "import pipeline; print(pipeline.__file__)"],
-                           capture_output=True, text=True, check=True).stdout.strip()
+                           capture_output=True, text=True, check=True,
+                           cwd=tempfile.gettempdir()).stdout.strip()
     source = Path(found).parents[1]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source,
                             capture_output=True, text=True).stdout.strip()

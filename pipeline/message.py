@@ -65,12 +65,8 @@ def list_id(name: str, sender_address: str) -> str:
     return f"{encode_header(safe_header(name, 'newsletter name'), 'List-Id')} <{label}.{domain}>"
 
 
-def _b64_lines(text: str) -> bytes:
-    """Base64 in 76-character CRLF lines (base64.encodebytes loops in Python per line)."""
-    return _encoded_lines(text.encode("utf-8"))
-
-
 def _encoded_lines(data: bytes) -> bytes:
+    """Base64 in 76-character CRLF lines (base64.encodebytes loops in Python per line)."""
     encoded = binascii.b2a_base64(data, newline=False)
     return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
@@ -81,12 +77,13 @@ LINE_BYTES = 57  # what one 76-character line of base64 encodes
 class EncodedBody:
     """A body part with `%%token%%` places, base64-encoded for one recipient at a time.
 
-    `encode(values)` gives exactly `_b64_lines(fill(segments, values))`, without encoding
-    the whole body again: each line of base64 holds 57 bytes of the body, so a literal
-    piece of the body that starts at the same place in a line (a recipient's values before
-    it shift it by their length) is always encoded the same. Those lines are encoded once
-    per starting place (at most 57 variants of each piece, made when first needed); only
-    the lines a recipient's own values touch are encoded per message.
+    `encode(values)` gives exactly the whole body filled in (`render.fill`), then encoded
+    in 76-character lines, without encoding the whole body again: each line of base64
+    holds 57 bytes of the body, so a literal piece of the body that starts at the same
+    place in a line (a recipient's values before it shift it by their length) is always
+    encoded the same. Those lines are encoded once per starting place (at most 57 variants
+    of each piece, made when first needed); only the lines a recipient's own values touch
+    are encoded per message.
     """
 
     def __init__(self, segments: list[str], *, escape: bool):
