@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import colours
 
@@ -57,12 +58,20 @@ def _style_text(tree) -> str:
 
 
 def _stylesheet_rules(tree) -> list[Rule]:
+    return _rules_of(tuple(style.text or "" for style in tree.iter("style")))
+
+
+@lru_cache(maxsize=16)
+def _rules_of(style_texts: tuple[str, ...]) -> list[Rule]:
+    """The colour rules of the head's style blocks; the same blocks from build to build
+    (they come from the templates), so parsed once per process. Callers do not change
+    the list."""
     import cssutils
 
     cssutils.log.setLevel(logging.CRITICAL)
     rules: list[Rule] = []
-    for style in tree.iter("style"):
-        sheet = cssutils.parseString(style.text or "", validate=False)
+    for text in style_texts:
+        sheet = cssutils.parseString(text, validate=False)
         stack = [(rule, False) for rule in sheet.cssRules]
         while stack:
             rule, dark = stack.pop(0)
@@ -97,16 +106,29 @@ def _inline(element) -> dict[str, tuple[str, bool]]:
 
 
 def _matcher(selector: str):
-    from cssselect import GenericTranslator, SelectorError
     from lxml.etree import XPath, XPathError
+
+    xpath = _xpath_of(selector)
+    if xpath is None:
+        return None
+    try:
+        return XPath(xpath)
+    except (XPathError, ValueError, TypeError):
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _xpath_of(selector: str) -> str | None:
+    """The XPath for a CSS selector (translating is most of the cost; kept per process)."""
+    from cssselect import GenericTranslator, SelectorError
 
     try:
         xpath = GenericTranslator().css_to_xpath(selector)
-        # `a *` becomes `…/descendant-or-self::*/*`, which lxml makes quadratic on a long
-        # issue; `…/descendant::*` selects the same elements.
-        return XPath(xpath.replace("/descendant-or-self::*/", "/descendant::"))
-    except (SelectorError, XPathError, ValueError, TypeError):
+    except (SelectorError, ValueError, TypeError):
         return None  # a selector we cannot evaluate statically (:hover, vendor pseudo)
+    # `a *` becomes `…/descendant-or-self::*/*`, which lxml makes quadratic on a long
+    # issue; `…/descendant::*` selects the same elements.
+    return xpath.replace("/descendant-or-self::*/", "/descendant::")
 
 
 def _declared(tree, rules: list[Rule], dark: bool) -> dict:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
+from . import htmltree
 from .tokens import Tokens, packaged_tokens
 from .urls import absolute, host
 
@@ -240,9 +241,7 @@ def _gone(element) -> bool:
 
 def swap(fragment: str, ctx: EmbedContext) -> Swapped:
     """Replace every embed in an HTML fragment by an email-safe card; drop what cannot show."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(fragment, "html.parser")
+    soup = htmltree.parse(fragment)
     result = Swapped(html="")
     nth: dict[str, int] = {}
     from bs4.element import CData, Comment, Declaration, Doctype, ProcessingInstruction
@@ -323,5 +322,5 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
         for attr in list(element.attrs):
             if attr in {"srcset", "sizes", "contenteditable"} or attr.lower().startswith("on"):
                 del element[attr]
-    result.html = str(soup)
+    result.html = htmltree.serialize(soup)
     return result

@@ -179,13 +179,30 @@ class ImageSizes:
     def size(self, url: str) -> Size | None:
         local = self.local_path(url)
         if local is not None:
-            return size_of_file(local)
+            return self._local_size(local)
         if url in self._fresh:
             return self._fresh[url]
         cached = self._load().get(url)
         if cached is not None:
             return int(cached[0]), int(cached[1])
         return None
+
+    def _local_size(self, path: Path) -> Size | None:
+        """A local file's size, kept in the cache under its path, modification time and
+        length, so a build whose images did not change reads none of them (nor loads the
+        image library)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = f"file:{path}:{stat.st_mtime_ns}:{stat.st_size}"
+        known = self._fresh.get(key) or self._load().get(key)
+        if known is not None:
+            return int(known[0]), int(known[1])
+        size = size_of_file(path)
+        if size is not None:
+            self._fresh[key] = size
+        return size
 
     def warning(self, source: str) -> str | None:
         """One line about the images whose size could not be read, or None."""

@@ -12,6 +12,7 @@ import itertools
 import re
 from collections.abc import Iterator
 
+from . import htmltree
 from .headline import says_the_same
 from .plaintext import display_width
 
@@ -221,9 +222,7 @@ def cut(text: str, limit: int = LIMIT) -> str:
 
 def derive(fragment: str, title: str = "", limit: int = LIMIT) -> str:
     """The first prose of the issue, joined by the next paragraphs while it is short."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(fragment, "html.parser")
+    soup = htmltree.parse(fragment, read_only=True)
     found = paragraphs(soup, title, strict=True)
     first = next(found, None)
     if first is None:  # no plain paragraph: lists and quotes will do

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from . import htmltree
 from .images import ImageSizes
 from .tokens import Tokens, packaged_tokens
 from .urls import absolute
@@ -294,9 +295,7 @@ def tidy(fragment: str, base_url: str, where: Callable[[str, int], str],
     """Fix images, links, anchors and wide content in an HTML fragment for email; `look`
     gives the content width (publish's own tokens by default)."""
     look = look or packaged_tokens()
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(fragment, "html.parser")
+    soup = htmltree.parse(fragment)
     out = Tidied(html="")
     _images(soup, base_url, where, out, sizes, look.content_width)
     _links(soup, base_url, where, out)
@@ -305,5 +304,5 @@ def tidy(fragment: str, base_url: str, where: Callable[[str, int], str],
         if element.name != "img":
             element["style"] = _strip_layout_css(element["style"])
     _fit_wide(soup, look)
-    out.html = str(soup)
+    out.html = htmltree.serialize(soup)
     return out
