@@ -131,7 +131,24 @@ def _xpath_of(selector: str) -> str | None:
     return xpath.replace("/descendant-or-self::*/", "/descendant::")
 
 
-def _declared(tree, rules: list[Rule], dark: bool) -> dict:
+def _presentational(tree) -> list[tuple[object, str, str, tuple]]:
+    """(element, property, value, precedence) for each inline style declaration and
+    colour attribute: the same for every view, so read once."""
+    found = []
+    for element in tree.iter():
+        if not isinstance(element.tag, str):
+            continue
+        if element.get("style"):
+            for prop, (value, important) in _inline(element).items():
+                found.append((element, prop, value, (4 if important else 2, (1, 0, 0, 0), 0)))
+        if element.get("bgcolor"):
+            found.append((element, "background-color", element.get("bgcolor"), (0, (0,), 0)))
+        if element.tag == "font" and element.get("color"):
+            found.append((element, "color", element.get("color"), (0, (0,), 0)))
+    return found
+
+
+def _declared(tree, rules: list[Rule], dark: bool, presentational: list) -> dict:
     """Each element's winning value per property."""
     candidates: dict = {}
 
@@ -150,15 +167,8 @@ def _declared(tree, rules: list[Rule], dark: bool) -> dict:
             for prop, (value, important) in rule.declarations.items():
                 offer(element, prop, value, (3 if important else 1, rule.specificity,
                                              rule.order))
-    for element in tree.iter():
-        if not isinstance(element.tag, str):
-            continue
-        for prop, (value, important) in _inline(element).items():
-            offer(element, prop, value, (4 if important else 2, (1, 0, 0, 0), 0))
-        if element.get("bgcolor"):
-            offer(element, "background-color", element.get("bgcolor"), (0, (0,), 0))
-        if element.tag == "font" and element.get("color"):
-            offer(element, "color", element.get("color"), (0, (0,), 0))
+    for element, prop, value, key in presentational:
+        offer(element, prop, value, key)
     return {element: {prop: value for prop, (_k, value) in props.items()}
             for element, props in candidates.items()}
 
@@ -207,11 +217,13 @@ class _State:
     bold: bool
 
 
-def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB, link: colours.RGB):
-    """(element, fg, bg, font px, bold) for every visible text run."""
+def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB,
+          link: colours.RGB) -> list[tuple]:
+    """(element, fg, bg, font px, bold) for every visible text run, in document order."""
+    runs: list[tuple] = []
 
-    def visit(element, state: _State):
-        own = declared.get(element, {})
+    def visit(element, state: _State) -> None:
+        own = declared.get(element, _NONE)
         if own.get("display", "").strip().lower() == "none" or element.tag in _SKIP:
             return
         colour = state.colour
@@ -240,15 +252,19 @@ def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB, link: co
             bold = weight in ("bold", "bolder") or (weight.isdigit() and int(weight) >= 700)
         run = (element, colour, background, font_px, bold)
         if (element.text or "").strip():
-            yield run
+            runs.append(run)
         inner = _State(colour, background, font_px, bold)
         for child in element:
             if isinstance(child.tag, str):
-                yield from visit(child, inner)
+                visit(child, inner)
             if (child.tail or "").strip():
-                yield run
+                runs.append(run)
 
-    yield from visit(tree, _State(text, canvas, 16.0, False))
+    visit(tree, _State(text, canvas, 16.0, False))
+    return runs
+
+
+_NONE: dict = {}
 
 
 def _has_own_background(tree, declared: dict) -> bool:
@@ -304,8 +320,9 @@ def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
     tree = _tree(html)
     rules = _stylesheet_rules(tree)
     found: dict[tuple, Problem] = {}
-    light = _declared(tree, rules, dark=False)
-    dark = _declared(tree, rules, dark=True)
+    presentational = _presentational(tree)
+    light = _declared(tree, rules, False, presentational)
+    dark = _declared(tree, rules, True, presentational)
     supports_dark = _supports_dark(tree)
     dark_page = supports_dark or not _has_own_background(tree, light)
     views = [
