@@ -40,6 +40,7 @@ def rebuilds(runs: int, code: Path) -> None:
     """The server's own rebuild after each save, without the browser."""
     from pipeline import preview, settings
 
+    os.environ["PUBLISH_IMAGE_SIZES"] = "local"  # each rebuild reads the settings again
     with tempfile.TemporaryDirectory() as tmp:
         folder, issue = letter_copy(tmp, code)
         watched = preview.Preview(issue, settings.load(folder, env={"PUBLISH_IMAGE_SIZES":

@@ -217,3 +217,24 @@ def test_a_replaced_local_image_is_measured_again(letter):
     icon.write_bytes(png(30, 20, extra=len(png(40, 20)) - len(png(30, 20))))
     assert icon.stat().st_size == len(png(40, 20))  # same length, new mtime
     assert _images(_build(letter, text))[0]["width"] == "30"
+
+
+def test_a_preview_does_not_ask_again_for_an_image_that_just_failed(letter):
+    """Builds in one process (a preview rebuilding on each save) ask a failing image, or
+    an unreachable host, once a minute at most."""
+    with ImageServer({"/page.png": (200, b"not an image")}) as site:
+        text = f"![A]({site.url}/page.png)\n\n![B]({site.url}/gone.png)\n"
+        first = _build(letter, text)
+        asked = len(site.requests)
+        assert asked == 2
+        for _ in range(3):
+            again = _build(letter, text)
+        assert len(site.requests) == asked
+        assert again.html == first.html
+    with ImageServer({}) as closed:
+        gone = closed.url
+    text = f"![C]({gone}/c.png)\n"
+    first = _build(letter, text)
+    assert any("unreachable" in w for w in first.warnings)
+    again = _build(letter, text)  # not asked: still says why
+    assert any("unreachable" in w for w in again.warnings)
