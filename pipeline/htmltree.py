@@ -17,6 +17,7 @@ The tree is remembered per thread: builds running in other threads never share o
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 
 _LAST = threading.local()  # .text: the last serialized text; .tree: the tree behind it
 
@@ -78,6 +79,16 @@ def serialize(tree) -> str:
     text = str(tree)
     _LAST.text, _LAST.tree = text, tree
     return text
+
+
+def tags(tree, names: Collection[str] | None = None) -> list:
+    """Every element under `tree` (only those named in `names`, if given), in document
+    order: BeautifulSoup's `find_all` does the same through its general filters, several
+    times slower on a whole email."""
+    from bs4.element import Tag
+
+    return [node for node in tree.descendants
+            if isinstance(node, Tag) and (names is None or node.name in names)]
 
 
 def forget() -> None:
