@@ -344,7 +344,8 @@ def test_ctrl_c_finishes_the_message_in_flight_and_resumes(letter):
         assert stopped.returncode == 130, stopped.stderr
         assert "Ctrl-C" in stopped.stderr
         rows = ledger(letter)
-        assert not [(e, state, rest) for e, (state, *rest) in rows.items() if state in ("sending", "in_doubt")]
+        assert not [(e, state, rest) for e, (state, *rest) in rows.items()
+                    if state in ("sending", "in_doubt")]
         resumed = run_publish("send", EN, "--service", "smtp", "--yes", cwd=letter,
                               env=smtp_env(smtp))
         assert resumed.returncode == 0, resumed.stderr
