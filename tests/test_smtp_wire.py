@@ -100,6 +100,18 @@ def test_a_token_at_every_place_in_a_line(offset):
         assert body.encode(values) == plain_base64(render.fill(segments, values, escape=True))
 
 
+def test_what_is_kept_per_piece_stays_bounded():
+    """However many readers, each literal piece is kept in at most 57 encodings (one per
+    place in a line it can start at)."""
+    segments = render.split_tokens("Hi %%name%%," + "é" * 5000 + "%%email%%" + "x" * 3000)
+    body = EncodedBody(segments, escape=True)
+    for n in range(2000):
+        values = {"name": "n" * (n % 200), "email": f"r{n}@example.org"}
+        assert body.encode(values) == plain_base64(render.fill(segments, values, escape=True))
+    assert all(len(kept) <= 57 for kept in body.cache)
+    assert len(body.cache[1]) == 57  # the names reached every place
+
+
 # the whole message, through the real command and a real server ---------------------------
 
 def _posts() -> list[Path]:
