@@ -224,9 +224,12 @@ class Delivery:
             following: list[Job | None] = []
 
             def render_next(following: list[Job | None] = following) -> None:
-                # Runs while the server handles the current message.
+                # Runs while the server handles the current message. A failure to read
+                # the ledger here must not cost the message in flight its answer: the
+                # next recipient is then read again once this one is settled.
                 if not following:
-                    following.append(self._next(db))
+                    with contextlib.suppress(Exception):
+                        following.append(self._next(db))
 
             self._deliver_one(db, transport, job, render_next)
             with self.lock:
