@@ -41,9 +41,11 @@ FRAGMENTS = st.lists(st.sampled_from([
     "<table><tr><td headers='h1 h2'>c</td></tr></table>", "<ul>\n<li>x</li>\n\n</ul>",
     "text &amp; more", "<a rel='nofollow noopener' href='/x'>l</a>", "<br>", "<img src=x>",
     "<p>汉字 <i>斜</i></p>", "<!-- note -->", "<span>a</span><span>b</span>",
+    "<ruby>字<rt>zi<!-- c -->x</rt><rp> <b>(</b> </rp></ruby>",
 ]), min_size=1, max_size=12).map("".join)
 EDITS = st.lists(st.tuples(st.sampled_from(
-    ["decompose", "unwrap", "wrap", "new_tag", "space", "empty", "class", "text"]),
+    ["decompose", "unwrap", "wrap", "new_tag", "space", "empty", "class", "text",
+     "uncomment"]),
     st.integers(0, 50)), max_size=8)
 
 
@@ -72,6 +74,9 @@ def edit(tree, edits) -> None:
             target["class"] = " c  d "
         elif kind == "text" and target is not None:
             target.append(NavigableString("<b>&amp;</b>"))
+        elif kind == "uncomment":
+            for node in [c for c in tree.descendants if type(c).__name__ == "Comment"]:
+                node.extract()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
