@@ -8,7 +8,8 @@ before it had just written. `serialize` remembers the tree behind the text it re
 changes the tree takes it; one that only reads it (`read_only=True`) leaves it for the
 next. The tree is first made what parsing its text would give (neighbouring strings
 joined; a string of only spaces and line breaks outside `<pre>` and `<textarea>` cut to
-one line break or one space, as BeautifulSoup does when it parses), so a pass sees the
+one line break or one space, as BeautifulSoup does when it parses; strings inside <rt>,
+<rp> and the like of the class it gives them), so a pass sees the
 tree it would have parsed; tests/test_htmltree.py holds it to that.
 
 The tree is remembered per thread: builds running in other threads never share one.
@@ -41,19 +42,39 @@ _SPACES = "\x20\x0a\x09\x0c\x0d"  # what BeautifulSoup counts as whitespace
 def _as_parsed(tree) -> None:
     from bs4.element import NavigableString, Tag
 
-    tree.smooth()
+    tree.smooth()  # joins neighbours into plain strings, even inside <rt> or <rp>
     keep = list(tree.builder.preserve_whitespace_tags or ())
     lists = tree.builder.cdata_list_attributes or {}
+    kinds = _string_kinds(tree)
+    plain = {NavigableString, *(tree.builder.string_containers or {}).values()}
     for node in list(tree.descendants):
         if isinstance(node, Tag):
             _attributes_as_parsed(node, lists)
             continue
-        if type(node) is not NavigableString or node.strip(_SPACES) or node in ("\n", " "):
-            continue
+        if type(node) not in plain:
+            continue  # comments, CDATA and the like stay as they are
+        kind = kinds.get(id(node), NavigableString)
         if not node:
             node.extract()  # parsing makes no empty strings
-        elif not (keep and node.find_parent(keep)):
-            node.replace_with(NavigableString("\n" if "\n" in node else " "))
+        elif not node.strip(_SPACES) and node not in ("\n", " ") and \
+                not (keep and node.find_parent(keep)):
+            node.replace_with(kind("\n" if "\n" in node else " "))
+        elif type(node) is not kind:
+            node.replace_with(kind(node))
+
+
+def _string_kinds(tree) -> dict[int, type]:
+    """The class parsing gives each string inside a tag whose strings BeautifulSoup types
+    (<rt>, <rp>, <style>, <script>, <template>): that of the nearest such tag."""
+    from bs4.element import NavigableString
+
+    containers = tree.builder.string_containers or {}
+    kinds: dict[int, type] = {}
+    for box in tags(tree, containers):  # document order: an inner box overrides
+        for node in box.descendants:
+            if isinstance(node, NavigableString):
+                kinds[id(node)] = containers[box.name]
+    return kinds
 
 
 def _attributes_as_parsed(tag, lists: dict) -> None:

@@ -156,6 +156,10 @@ def _defer_submodule(name: str) -> None:
         stand_in.__spec__ = spec
         stand_in.__loader__ = spec.loader
         stand_in.__file__ = spec.origin
+        if spec.submodule_search_locations is not None:
+            # a package (importlib.metadata): importing one of its modules reads its
+            # path, which must not load the package midway and run that module twice
+            stand_in.__path__ = list(spec.submodule_search_locations)
         sys.modules[name] = stand_in
         setattr(parent, child, stand_in)
 

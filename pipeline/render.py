@@ -16,7 +16,7 @@ from .errors import InputError, PublishError
 from .issue import Issue, Person
 from .plaintext import underline
 from .settings import Settings
-from .templates import bytecode_cache
+from .templates import bytecode_cache, edited_loader
 from .tokens import Tokens, packaged_tokens
 
 TOKENS = ("unsubscribe_url", "email", "name")
@@ -173,13 +173,14 @@ def _environment(folder: Path):
     """One Jinja2 environment per templates folder, kept for the life of the process.
 
     Jinja2 keeps each template it compiled and compiles it again only when its file's
-    modification time changes, so a preview or a site rebuild compiles nothing that was
-    not edited (compiling the email's templates is ~20 ms of each build otherwise).
+    text changes (templates.edited_loader), so a preview or a site rebuild compiles
+    nothing that was not edited (compiling the email's templates is ~20 ms of each build
+    otherwise).
     """
     import jinja2
 
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder)),
+        loader=edited_loader(folder),
         # HTML and MJML are escaped; CSS is not (quotes in font names must stay quotes).
         autoescape=lambda name: not (name or "").endswith(".css.j2"),
         undefined=jinja2.StrictUndefined,

@@ -56,6 +56,30 @@ def bytecode_cache(kind: str):
         return None
 
 
+def edited_loader(folder: Path):
+    """A Jinja2 loader for `folder` whose templates count as changed when their text does.
+
+    Jinja2's own loader compares modification times, and a kept environment (a preview
+    rebuilding on each save) would miss an edit saved within the file system's time
+    resolution; reading a few small files again costs nothing next to compiling them.
+    """
+    import jinja2
+
+    class Loader(jinja2.FileSystemLoader):
+        def get_source(self, environment, template):
+            source, filename, _mtime_check = super().get_source(environment, template)
+
+            def uptodate() -> bool:
+                try:
+                    return Path(filename).read_bytes().decode(self.encoding) == source
+                except (OSError, ValueError):
+                    return False
+
+            return source, filename, uptodate
+
+    return Loader(str(folder))
+
+
 def templates_dir(root: Path, name: str = "email_templates") -> Path:
     own = root / name
     if (own / "issue.mjml.j2").is_file():

@@ -111,3 +111,22 @@ def test_deferred_modules_of_packages_already_imported_work_however_they_are_imp
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_module_of_a_deferred_package_imported_first_is_the_one_the_package_uses():
+    """`import importlib.metadata._meta` before anything of importlib.metadata is used
+    (as after a build in the same process) gives the very module the package itself uses,
+    not a second copy with classes of its own."""
+    done = run("""
+        import sys
+        from pipeline import lazy
+        lazy.defer('importlib.metadata')
+        import importlib.metadata._meta as meta
+        import importlib.metadata
+        assert meta.PackageMetadata is importlib.metadata.PackageMetadata  # ran once
+        assert sys.modules['importlib.metadata._meta'] is meta
+        assert importlib.metadata.version('jinja2')
+        print('ok')
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

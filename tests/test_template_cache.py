@@ -63,3 +63,29 @@ def test_no_usable_cache_folder_only_costs_the_compiling(tmp_path):
         entry.write_text("a file where the cache folder would be", "utf-8")
     assert build(folder, temp, "b") == first
     assert build(folder, tmp_path / "no-such-folder", "c") == first
+
+
+def test_a_preview_sees_a_template_edit_that_kept_its_size_and_modification_time(tmp_path):
+    """One process building again and again (a preview) keeps its compiled templates; an
+    edit saved within the file system's time resolution (same modification time, here
+    set back on purpose) and of the same length is still seen on the next build."""
+    import os
+
+    from pipeline import build, settings
+
+    folder, _temp = letter(tmp_path)
+    config = settings.load(folder, env={"PUBLISH_IMAGE_SIZES": "local"})
+    source = folder / "issues" / "case.md"
+    template = folder / "email_templates" / "issue.mjml.j2"
+    text = template.read_text("utf-8")
+    template.write_text(text.replace("</mj-body>", "<mj-section><mj-column><mj-text>"
+                                     "Footer AAAA</mj-text></mj-column></mj-section></mj-body>"),
+                        "utf-8")
+    assert "Footer AAAA" in build.render_issue(source, config).html
+    before = template.stat()
+    template.write_text(template.read_text("utf-8").replace("Footer AAAA", "Footer BBBB"),
+                        "utf-8")
+    os.utime(template, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert template.stat().st_size == before.st_size
+    html = build.render_issue(source, config).html
+    assert "Footer BBBB" in html and "Footer AAAA" not in html
