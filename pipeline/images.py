@@ -57,6 +57,17 @@ def size_of_bytes(data: bytes) -> Size | None:
         return None
 
 
+def _size(entry) -> Size | None:
+    """(width, height) of a cache entry, None unless both are positive whole numbers (a
+    hand-edited or damaged cache is read again, never trusted)."""
+    if not isinstance(entry, list | tuple) or len(entry) < 2:
+        return None
+    width, height = entry[0], entry[1]
+    if type(width) is not int or type(height) is not int or width <= 0 or height <= 0:
+        return None
+    return width, height
+
+
 def size_of_file(path: Path) -> Size | None:
     try:
         with path.open("rb") as handle:
@@ -203,10 +214,7 @@ class ImageSizes:
             return self._local_size(local)
         if url in self._fresh:
             return self._fresh[url]
-        cached = self._load().get(url)
-        if cached is not None:
-            return int(cached[0]), int(cached[1])
-        return None
+        return _size(self._load().get(url))
 
     def _local_size(self, path: Path) -> Size | None:
         """A local file's size, kept in the cache under its path, modification time and
@@ -216,10 +224,12 @@ class ImageSizes:
             stat = path.stat()
         except OSError:
             return None
-        key = f"file:{path}:{stat.st_mtime_ns}:{stat.st_size}"
-        known = self._fresh.get(key) or self._load().get(key)
+        # The change time too: a file rewritten to the same length within one tick of the
+        # modification time, or with its old modification time put back, still changes it.
+        key = f"file:{path}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_size}"
+        known = _size(self._fresh.get(key) or self._load().get(key))
         if known is not None:
-            return int(known[0]), int(known[1])
+            return known
         size = size_of_file(path)
         if size is not None:
             self._fresh[key] = size

@@ -51,7 +51,9 @@ def bytecode_cache(kind: str):
                 super().dump_bytecode(bucket)
 
     try:
-        return Cache(pattern=f"publish-{kind}-%s.cache")
+        # Jinja2's version in the name: compiled code is only read by the release that
+        # wrote it.
+        return Cache(pattern=f"publish-{kind}-jinja2-{jinja2.__version__}-%s.cache")
     except (OSError, RuntimeError):
         return None
 

@@ -88,7 +88,7 @@ def negotiate(settings: Settings, accept_language: str) -> str:
 def _environment(folder: Path):
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), autoescape=True,
+    return jinja2.Environment(loader=templates.edited_loader(folder), autoescape=True,
                               auto_reload=True, undefined=jinja2.StrictUndefined,
                               bytecode_cache=templates.bytecode_cache("web"))
 

@@ -238,3 +238,15 @@ def test_a_preview_does_not_ask_again_for_an_image_that_just_failed(letter):
     assert any("unreachable" in w for w in first.warnings)
     again = _build(letter, text)  # not asked: still says why
     assert any("unreachable" in w for w in again.warnings)
+
+
+def test_hand_damaged_cache_entries_are_not_trusted(letter):
+    with ImageServer({}) as site:
+        closed = site.url
+    cache = letter / ".publish" / images.CACHE_FILE
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({f"{closed}/a.png": ["x", 1, 0], f"{closed}/b.png": [0, 0, 1],
+                                 f"{closed}/c.png": [12.5, None, 1], f"{closed}/d.png": [7]}),
+                     "utf-8")
+    built = _build(letter, "".join(f"![{n}]({closed}/{n}.png)\n\n" for n in "abcd"))
+    assert [img.get("width") for img in _images(built)] == [None] * 4
