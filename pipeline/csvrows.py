@@ -145,14 +145,15 @@ def records(handle: TextIO, delimiter: str, *, fast: bool = True) -> Iterator[Re
         yield Record(line, raw, cells, problem)
 
 
-def record_tuples(handle: TextIO, delimiter: str, *,
-                  fast: bool = True) -> Iterator[tuple[int, str, list[str] | None, str]]:
+def record_tuples(handle: TextIO, delimiter: str, *, fast: bool = True,
+                  own_lines: bool = False) -> Iterator[tuple[int, str, list[str] | None, str]]:
     """`records` as (line, raw, cells, problem) tuples, the form the hot loops read.
 
     A line without a quote (nearly every line of an export) is one record whose cells are
     the line split at the delimiter, which is what the csv module makes of it; only lines
     with a quote, or too long to be sure of, go through the csv module (`fast=False`
     sends every line there: tests/test_subscribers_csv.py checks the two agree).
+    `own_lines`: the handle was opened with newline="", so a line break can only end a line.
     """
     lines = _Lines(handle)
     reader = csv.reader(lines, delimiter=delimiter)
@@ -168,7 +169,8 @@ def record_tuples(handle: TextIO, delimiter: str, *,
                     break
                 body = text.rstrip("\r\n")
                 # A line break inside the line (a handle not opened with newline=""): csv.
-                if ("\r" in body or "\n" in body
+                if not own_lines and (
+                        "\r" in body or "\n" in body
                         or (len(text) - len(body) > 1 and not text.endswith("\r\n", -2))):
                     lines.number = number - 1
                     lines.give_back([(number, text)])
@@ -266,7 +268,7 @@ def rows(path: Path, table: Table) -> Iterator[RowTuple]:
     try:
         table.delimiter = delimiter_of(_first_line(path, table.encoding))
         with open(path, encoding=table.encoding, newline="") as handle:
-            tuples = record_tuples(handle, table.delimiter)
+            tuples = record_tuples(handle, table.delimiter, own_lines=True)
             for line, raw, cells, problem in tuples:
                 if cells is None:
                     yield "broken", line, raw, cells, problem

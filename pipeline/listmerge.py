@@ -14,8 +14,11 @@ import csv
 import itertools
 import json
 import os
+import queue
+import re
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +100,8 @@ def _scratch() -> Iterator[sqlite3.Connection]:
 def _open_scratch() -> sqlite3.Connection:
     handle, path = tempfile.mkstemp(suffix=".db")
     os.close(handle)
-    db = sqlite3.connect(path, isolation_level=None)
+    # (used by one thread at a time: `_Loader` while the export is read, then the caller)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     os.unlink(path)  # stays usable until closed, and vanishes after
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
@@ -105,9 +109,10 @@ def _open_scratch() -> sqlite3.Connection:
     # each insert then waits on the disk: 8 MB (a bound, whatever the size) halves the load.
     db.execute("PRAGMA cache_size=-8000")
     # `ord` is the row id: new rows come back in the export's order without a sort.
+    # `bare`: no field holds a character CSV quotes for (see `_lines_sql`).
     db.execute("CREATE TABLE incoming (ord INTEGER PRIMARY KEY, key TEXT UNIQUE, email TEXT,"
                " name TEXT, status TEXT, created_at TEXT, attributes TEXT,"
-               " matched INTEGER DEFAULT 0)")
+               " bare INTEGER DEFAULT 0, matched INTEGER DEFAULT 0)")
     return db
 
 
@@ -297,7 +302,8 @@ class _Merge:
         for (text,) in sets:
             attributes = json.loads(text)
             row = csvrows.format_row(["", *(attributes.get(c, "") for c in rest)],
-                                     self.table.delimiter, "") if rest else ""
+                                     self.table.delimiter, self.ending)
+            row = row[:-len(self.ending)] if rest else ""  # (what to quote depends on it)
             tails.append((text, row))
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS tails (attributes TEXT PRIMARY KEY,"
                         " tail TEXT)")
@@ -335,7 +341,8 @@ def _lines_sql(delimiter: str, ending: str, many: bool) -> str:
     """SELECT each new row as the line csv.writer would write for it (ending included).
 
     A field is quoted exactly when csv.writer quotes it: when it holds a character that
-    this Python's csv module quotes for (asked once, below), with its quotes doubled.
+    this Python's csv module quotes for (asked once, below), with its quotes doubled; a
+    `bare` row holds none of the characters it could quote for, so it is not looked at.
     tests/test_subscribers_csv.py checks the lines against csv.writer.
     """
     def field(name: str) -> str:
@@ -345,7 +352,8 @@ def _lines_sql(delimiter: str, ending: str, many: bool) -> str:
                 f" || char(34) ELSE {name} END")
 
     comma = f" || char({ord(delimiter)}) || "
-    line = comma.join(field(name) for name in COLUMNS)
+    line = (f"CASE WHEN bare THEN {comma.join(COLUMNS)}"  # (an import's status is a word)
+            f" ELSE {comma.join(field(name) for name in COLUMNS)} END")
     end = " || ".join(f"char({ord(c)})" for c in ending) or "''"
     tail = ("(SELECT tail FROM tails WHERE tails.attributes = incoming.attributes)" if many
             else "?")  # one set of attributes for every row: its columns are given
@@ -392,61 +400,116 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-_INSERT = "INSERT OR IGNORE INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
-_PER_INSERT = 128  # rows per INSERT statement (7 values each: under SQLite's 999)
-_INSERT_MANY = ("INSERT OR IGNORE INTO incoming VALUES "
-                + ",".join(["(?, ?, ?, ?, ?, ?, ?, 0)"] * _PER_INSERT))
-_BATCH = 128 * 40
+_COLUMNS = "incoming (ord, key, email, name, status, created_at, attributes, bare)"
+_INSERT = f"INSERT OR IGNORE INTO {_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_PER_INSERT = 120  # rows per INSERT statement (8 values each: under SQLite's 999)
+_INSERT_MANY = (f"INSERT OR IGNORE INTO {_COLUMNS} VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * _PER_INSERT))
+_BATCH = _PER_INSERT * 20
+# What CSV may quote for: every delimiter a list can have, the quote, line breaks.
+_QUOTABLE = re.compile('[' + re.escape(csvrows.DELIMITERS) + '"\r\n]').search
 _KNOWN_SETS = 4096  # attribute sets remembered as bringing no new column
 
 
-def _incoming(db: sqlite3.Connection, items: Iterator[tuple[int, Entry | Rejected]],
-              report: ImportReport) -> list[str]:
-    """Load the rows to merge into the scratch database; the extra columns they bring.
+class _Loader(threading.Thread):
+    """Puts the export's rows into the scratch database while the export is still read.
 
-    Rows go in by batches; a row that brings a column not seen yet goes in alone, since
-    only a row that is not a duplicate (the first of its address) adds its columns.
+    SQLite does its work without the interpreter's lock, so inserting one batch and
+    reading the next share the machine's cores. Batches are loaded in order, one at a time:
+    what the database holds, and the counts, are what loading them one by one would give.
     """
-    extras: dict[str, None] = {}
-    known: set[str] = set()  # attributes (as JSON) whose names are all in `extras`
-    batch: list[tuple] = []
-    order = 0
 
-    def flush() -> None:
+    def __init__(self, db: sqlite3.Connection):
+        super().__init__(name="scratch-loader", daemon=True)
+        self.db = db
+        self.batches: queue.Queue = queue.Queue(maxsize=2)  # memory stays bounded
+        self.extras: dict[str, None] = {}  # new columns, from the first row of an address
+        self.duplicates = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while (batch := self.batches.get()) is not None:
+                if isinstance(batch, list):
+                    self._insert(batch)
+                else:
+                    self._alone(*batch)
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self.error = exc
+            while self.batches.get() is not None:
+                pass
+
+    def put(self, batch: list[tuple] | tuple[tuple, dict[str, str]]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.batches.put(batch)
+
+    def finish(self) -> None:
+        self.batches.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def _insert(self, batch: list[tuple]) -> None:
+        db = self.db
         before = db.total_changes
         whole = len(batch) - len(batch) % _PER_INSERT
         for start in range(0, whole, _PER_INSERT):  # rows go in in order: the first one wins
             db.execute(_INSERT_MANY, list(itertools.chain.from_iterable(
                 batch[start:start + _PER_INSERT])))
         db.executemany(_INSERT, batch[whole:])
-        report.duplicates += len(batch) - (db.total_changes - before)
-        batch.clear()
+        self.duplicates += len(batch) - (db.total_changes - before)
 
+    def _alone(self, row: tuple, attributes: dict[str, str]) -> None:
+        """A row that may bring new columns: they are the list's if it is not a duplicate."""
+        new = [k for k in attributes if k not in COLUMNS and k not in self.extras]
+        if self.db.execute(_INSERT, row).rowcount:
+            self.extras.update(dict.fromkeys(new))
+        else:  # seen earlier in this same file, in some spelling
+            self.duplicates += 1
+
+
+def _incoming(db: sqlite3.Connection, items: Iterator[tuple[int, Entry | Rejected]],
+              report: ImportReport) -> list[str]:
+    """Load the rows to merge into the scratch database; the extra columns they bring.
+
+    Rows go in by batches; a row that may bring a column not seen yet goes in alone, since
+    only a row that is not a duplicate (the first of its address) adds its columns.
+    """
+    loader = _Loader(db)
+    known: set[str] = set()  # attributes (as JSON) whose names are all the loader's extras
+    batch: list[tuple] = []
+    order = 0
     db.execute("BEGIN")
-    for _, entry in items:
-        if type(entry) is Rejected:
-            report.rejected.append(entry)
-            continue
-        order += 1
-        key, email, name, status, created, attributes, text = entry  # type: ignore[misc]
-        row = (order, key, email, name, status, created, text)
-        if text not in known:
-            new = [k for k in attributes if k not in COLUMNS and k not in extras]
-            if new:
-                flush()
-                if db.execute(_INSERT, row).rowcount:
-                    extras.update(dict.fromkeys(new))
-                else:  # seen earlier in this same file, in some spelling
-                    report.duplicates += 1
+    loader.start()
+    try:
+        for _, entry in items:
+            if type(entry) is Rejected:
+                report.rejected.append(entry)
                 continue
-            if len(known) < _KNOWN_SETS:
-                known.add(text)
-        batch.append(row)
-        if len(batch) >= _BATCH:
-            flush()
-    flush()
+            order += 1
+            key, email, name, status, created, attributes, text = entry  # type: ignore[misc]
+            row = (order, key, email, name, status, created, text,
+                   _QUOTABLE(f"{email}{name}{created}") is None)
+            if text not in known:
+                # (the loader's extras only grow: a name found there is there for good)
+                if any(k not in COLUMNS and k not in loader.extras for k in attributes):
+                    loader.put(batch)
+                    loader.put((row, attributes))
+                    batch = []
+                    continue
+                if len(known) < _KNOWN_SETS:
+                    known.add(text)
+            batch.append(row)
+            if len(batch) >= _BATCH:
+                loader.put(batch)
+                batch = []
+        loader.put(batch)
+    finally:
+        loader.finish()
     db.execute("COMMIT")
-    return list(extras)
+    report.duplicates += loader.duplicates
+    return list(loader.extras)
 
 
 def import_file(source: Path, dest: Path, *, dry_run: bool = False,
@@ -476,7 +539,7 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
         return False
     report = ImportReport(dry_run=dry_run)
     with _scratch() as db:
-        db.execute("INSERT INTO incoming VALUES (1, ?, ?, '', ?, '', '{}', 0)",
+        db.execute(f"INSERT INTO {_COLUMNS} VALUES (1, ?, ?, '', ?, '', '{{}}', 0)",
                    (email_key(address), address, status))
         # Rewritten only when a row changes; a row appended means the address was not there.
         with listlock.locked(dest.parent):
@@ -494,7 +557,7 @@ def suppress(path: Path, email: str, *, dry_run: bool = False, status: str = "un
     path = _real(path)
     report = ImportReport(dry_run=dry_run)
     with _scratch() as db:
-        db.execute("INSERT INTO incoming VALUES (1, ?, ?, '', ?, ?, ?, 0)",
+        db.execute(f"INSERT INTO {_COLUMNS} VALUES (1, ?, ?, '', ?, ?, ?, 0)",
                    (email_key(address), address, status, when,
                     json.dumps({"reason": reason} if reason else {})))
         with listlock.locked(path.parent):
