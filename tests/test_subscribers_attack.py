@@ -174,8 +174,8 @@ def test_a_full_disk_at_any_point_of_the_rewrite_changes_nothing(tmp_path, limit
 
 @pytest.mark.parametrize("limit", [20_000, 2_000_000])
 def test_a_scratch_database_that_cannot_grow_is_one_line(tmp_path, limit):
-    """The scratch database fills up while the export is being loaded into it (by the
-    loading thread): one line, exit 1, the list as it was, no leftovers, no hang."""
+    """The scratch database fills up while the export is being loaded into it, or when it
+    is committed: one line, exit 1, the list as it was, no leftovers."""
     folder = _folder(tmp_path, 100)
     path = folder / "subscribers" / "main.csv"
     old = path.read_bytes()
