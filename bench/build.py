@@ -1,6 +1,7 @@
 """A cold `publish build` beside the official MJML CLI (node) on the same MJML, whole processes.
 
 Usage: python bench/build.py [--runs 15] [--mjml PATH] [--no-compile] [--table-only | --no-table]
+                             [--before DIR]
 
 Each round runs, one after the other, `publish build` of the bigger sample issue, the
 `mjml` node CLI on the MJML that build renders (same input to MJML, whole process), and
@@ -9,9 +10,11 @@ machine and its load before and after. Then one line for a slow case: an issue h
 300 x 200-cell table, built once.
 
 The MJML CLI is looked for in bench/.node (install it there with
-`npm install --prefix bench/.node mjml@5`), else on PATH. The `pipeline` package is
-byte-compiled first, as `pip install` does, unless --no-compile (an editable install under
-PYTHONDONTWRITEBYTECODE has no bytecode cache and spends ~0.1 s compiling on each run).
+`npm install --prefix bench/.node mjml@5`), else on PATH. `--before DIR` also builds with
+another checkout (an older commit) in the same loop, for a before/after pair. The
+`pipeline` package is byte-compiled first, as `pip install` does, unless --no-compile (an
+editable install under PYTHONDONTWRITEBYTECODE has no bytecode cache and spends ~0.1 s
+compiling on each run).
 """
 
 from __future__ import annotations
@@ -104,22 +107,34 @@ def big_table_issue(path: Path, rows: int = 300, columns: int = 200) -> None:
                     + "\n".join([head, rule, *body]) + "\n", "utf-8")
 
 
-def paired(issue: Path, mjml: str | None, runs: int, out: Path) -> None:
+def paired(issue: Path, mjml: str | None, runs: int, out: Path,
+           before: Path | None = None) -> None:
     build_cmd = [*PUBLISH, "build", str(issue), "--out", str(out / "publish")]
+    before_cmd = [*PUBLISH, "--root", str(ROOT), "build", str(issue), "--out",
+                  str(out / "before")]
     mjml_file = out / "issue.mjml"
     mjml_file.write_text(mjml_source(issue), "utf-8")
     mjml_cmd = [mjml, str(mjml_file), "-o", str(out / "mjml.html")] if mjml else None
     timed(build_cmd)  # warm the disk cache
     if mjml_cmd:
         timed(mjml_cmd)
-    builds, references, helps = [], [], []
+    builds, references, helps, befores = [], [], [], []
     build_label, mjml_label = "publish build (cold process)", "mjml node CLI, same MJML"
+    before_label = "publish build, --before checkout"
+    if before:
+        timed(before_cmd, cwd=before)
     for _ in range(runs):
         builds.append(timed(build_cmd, label=build_label))
+        if before:
+            befores.append(timed(before_cmd, cwd=before, label=before_label))
         if mjml_cmd:
             references.append(timed(mjml_cmd, label=mjml_label))
         helps.append(timed([*PUBLISH, "--help"], label="publish --help"))
     report(build_label, builds)
+    if befores:
+        report(before_label, befores)
+        cpu_ratio = statistics.median(CPU[build_label]) / statistics.median(CPU[before_label])
+        print(f"{'ratio build / before (CPU, medians)':<44} {cpu_ratio:.2f} x")
     if references:
         report(mjml_label, references)
         ratio = statistics.median(builds) / statistics.median(references)
@@ -141,9 +156,12 @@ def main() -> None:
                         help="do not byte-compile pipeline/ first")
     parser.add_argument("--table-only", action="store_true", help="only the big-table line")
     parser.add_argument("--no-table", action="store_true", help="leave the big table out")
+    parser.add_argument("--before", type=Path, help="another checkout to build with too")
     args = parser.parse_args()
     if not args.no_compile:
-        compileall.compile_dir(ROOT / "pipeline", quiet=1)
+        for code in (ROOT, args.before):
+            if code:
+                compileall.compile_dir(code / "pipeline", quiet=1)
     issue = bigger_sample()
     print(machine())
     print(f"issue: {issue.relative_to(ROOT)} ({issue.stat().st_size / 1024:.1f} KB Markdown); "
@@ -152,7 +170,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if not args.table_only:
-            paired(issue, mjml_cli(args.mjml), args.runs, out)
+            paired(issue, mjml_cli(args.mjml), args.runs, out,
+                   args.before.resolve() if args.before else None)
         if not args.no_table:
             table = out / "big-table.md"
             big_table_issue(table)

@@ -1,9 +1,14 @@
 """Live reload: time from saving the issue to the refreshed email in the preview page.
 
 Usage: python bench/preview.py [--runs 15]
+       python bench/preview.py --rebuild [--runs 15] [--code DIR]
 Starts `publish preview` on a copy of the bigger sample, opens it in headless Chromium
 (Debian's chromium), then repeatedly edits the issue and waits for the new sentence to
 appear inside the email frame. Prints the median, min and max.
+
+--rebuild measures only what the running server does on each save (Preview.rebuild:
+settings, build, check, .eml), in this process after a first build, wall and CPU.
+--code runs another checkout's `pipeline` (an older commit) for a before/after pair.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,20 +28,59 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def letter_copy(tmp: str, code: Path) -> tuple[Path, Path]:
+    folder = Path(tmp) / "letter"
+    for name in ("email_templates", "issues", "assets"):
+        shutil.copytree(code / name, folder / name)
+    shutil.copy2(code / "publish.toml", folder / "publish.toml")
+    return folder, max((folder / "issues").glob("*.md"), key=lambda p: p.stat().st_size)
+
+
+def rebuilds(runs: int, code: Path) -> None:
+    """The server's own rebuild after each save, without the browser."""
+    from pipeline import preview, settings
+
+    os.environ["PUBLISH_IMAGE_SIZES"] = "local"  # each rebuild reads the settings again
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, issue = letter_copy(tmp, code)
+        watched = preview.Preview(issue, settings.load(folder, env={"PUBLISH_IMAGE_SIZES":
+                                                                    "local"}))
+        original = issue.read_text("utf-8")
+        anchor = original.split("\n\n")[1].split()[0]
+        walls, cpus = [], []
+        for n in range(runs + 2):
+            issue.write_text(original.replace(anchor, f"Reload{n} {anchor}", 1), "utf-8")
+            cpu, start = time.process_time(), time.perf_counter()
+            watched.rebuild()
+            if n >= 2:  # the first rebuilds fill per-process caches
+                walls.append(time.perf_counter() - start)
+                cpus.append(time.process_time() - cpu)
+            assert not watched.snapshot.error, watched.snapshot.error
+    print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; code: {code}")
+    print(f"rebuild on save ({issue.name}): median {statistics.median(walls) * 1000:.1f} ms "
+          f"(min {min(walls) * 1000:.1f}), CPU median {statistics.median(cpus) * 1000:.1f} ms "
+          f"(min {min(cpus) * 1000:.1f}), n={runs}")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--rebuild", action="store_true",
+                        help="time only the server's rebuild, without the browser")
+    parser.add_argument("--code", type=Path, default=ROOT,
+                        help="the checkout whose pipeline is measured")
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.code.resolve()))
+    if args.rebuild:
+        rebuilds(args.runs, args.code.resolve())
+        return
+    runs = args.runs
     from playwright.sync_api import sync_playwright
 
     from pipeline import preview, settings
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "letter"
-        for name in ("email_templates", "issues", "assets"):
-            shutil.copytree(ROOT / name, folder / name)
-        shutil.copy2(ROOT / "publish.toml", folder / "publish.toml")
-        issue = max((folder / "issues").glob("*.md"), key=lambda p: p.stat().st_size)
+        folder, issue = letter_copy(tmp, args.code.resolve())
         running = preview.start(issue, settings.load(folder, env={}))
         original = issue.read_text("utf-8")
         anchor = original.split("\n\n")[1].split()[0]  # the first word of the body

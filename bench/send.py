@@ -1,14 +1,17 @@
-"""Send throughput and memory: `publish send` against Postfix's smtp-sink, beside smtp-source.
+"""Send throughput: `publish send --service smtp` against Postfix's smtp-sink, beside smtp-source.
 
-Usage: python bench/send.py [--recipients 20000] [--connections 1 4] [--memory 10000 200000]
+Usage: python bench/send.py [--recipients 20000] [--connections 1 4] [--runs 15]
+       [--memory 10000 200000] [--write]
        [--service ses]  (SES: see bench/send_ses.py)
 
-Needs Debian's `postfix` package (smtp-sink, smtp-source). Starts smtp-sink on loopback,
-sends the bigger sample issue to N generated recipients through `publish send --service
-smtp` (a fresh process each run, timed as a whole and as reported by the send itself),
-then runs smtp-source with the same message size and connection count. Peak memory is
-the send process's maximum resident set size. Prints a table; `--write` records it in
-bench/RESULTS.md.
+Needs Debian's `postfix` package (smtp-sink, smtp-source). Starts one smtp-sink on
+loopback, then for each connection count makes `--runs` pairs: the bigger sample issue
+sent to N generated recipients by a whole `publish send` process (startup, reading the
+list, opening the send and the report included), and smtp-source sending N messages of
+the same size over the same number of connections; the two alternate which goes first.
+Each process is timed as a whole (wall) and by its own CPU time (wait4's rusage), and
+the ratio is smtp-source's wall time over publish's, per pair; the table gives medians,
+the load average and the machine. `--write` replaces the SMTP section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,10 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-unsubscribe-secret-0123456789"
-PEAK_OF_CHILD = (
-    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)"
-)
 
 
 def free_port() -> int:
@@ -66,23 +66,36 @@ def newsletter(folder: Path, recipients: int) -> Path:
     return folder
 
 
+def finished(proc: subprocess.Popen, start: float) -> tuple[float, float, int]:
+    """Wait for one child: its wall time, its own CPU time (user + system) and peak RSS
+    in KB, read with wait4 so that nothing else is counted."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+        raise SystemExit(f"{proc.args[0]} failed ({proc.returncode}): {err[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
 def run_send(folder: Path, issue: str, port: int, connections: int) -> dict:
+    """One whole `publish send` process: its wall and CPU time, peak RSS and its report."""
     env = {**os.environ, "PUBLISH_UNSUBSCRIBE_SECRET": SECRET, "PUBLISH_SMTP_HOST": "127.0.0.1",
            "PUBLISH_SMTP_PORT": str(port), "PUBLISH_SMTP_SECURITY": "none"}
     shutil.rmtree(folder / ".publish", ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pipeline.cli", "draft", issue], cwd=folder, env=env,
                    check=True, stdout=subprocess.DEVNULL)
-    start = time.perf_counter()
-    # A wrapper process whose only child is the send, so its peak RSS is the send's own.
-    done = subprocess.run(
-        [sys.executable, "-c", PEAK_OF_CHILD, sys.executable, "-m", "pipeline.cli", "send",
-         issue, "--service", "smtp", "--yes", "--json", "--connections", str(connections)],
-        cwd=folder, env=env, check=True, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    report = json.loads(done.stdout)
-    peak_kb = int(done.stderr.strip().splitlines()[-1])
-    return {"sent": report["sent"], "wall": wall, "send_seconds": report["seconds"],
-            "peak_mb": peak_kb / 1024}
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "send", issue, "--service", "smtp", "--yes",
+             "--json", "--connections", str(connections)],
+            cwd=folder, env=env, stdout=out, stderr=subprocess.PIPE)
+        wall, cpu, peak_kb = finished(proc, start)
+        out.seek(0)
+        report = json.loads(out.read())
+    return {"sent": report["sent"], "wall": wall, "cpu": cpu,
+            "send_seconds": report["seconds"], "peak_mb": peak_kb / 1024}
 
 
 def message_size(folder: Path, issue: str) -> int:
@@ -93,22 +106,65 @@ def message_size(folder: Path, issue: str) -> int:
     return (out / "email.eml").stat().st_size
 
 
-def run_source(port: int, messages: int, connections: int, size: int) -> float:
+def run_source(port: int, messages: int, connections: int, size: int) -> tuple[float, float]:
+    """One whole smtp-source process: wall and CPU time."""
     source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
     start = time.perf_counter()
-    subprocess.run([source, "-d", "-s", str(connections), "-m", str(messages), "-l", str(size),
-                    "-f", "letters@pixels-and-prose.example", "-t", "reader@example.org",
-                    f"127.0.0.1:{port}"], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    proc = subprocess.Popen([source, "-d", "-s", str(connections), "-m", str(messages),
+                             "-l", str(size), "-f", "letters@pixels-and-prose.example",
+                             "-t", "reader@example.org", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall, cpu, _ = finished(proc, start)
+    return wall, cpu
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) \
+        if Path("/proc/loadavg").exists() else "?"
+
+
+def paired(folder: Path, issue: str, port: int, connections: int, size: int,
+           recipients: int, runs: int) -> dict:
+    """`runs` pairs of (publish send, smtp-source), alternating which goes first."""
+    ours, theirs, ratios, loads = [], [], [], []
+    for n in range(runs):
+        loads.append(float(load().split()[0]))
+        if n % 2:
+            source = run_source(port, recipients, connections, size)
+            send = run_send(folder, issue, port, connections)
+        else:
+            send = run_send(folder, issue, port, connections)
+            source = run_source(port, recipients, connections, size)
+        if send["sent"] != recipients:
+            raise SystemExit(f"publish sent {send['sent']} of {recipients}")
+        ours.append(send)
+        theirs.append(source)
+        ratios.append(source[0] / send["wall"])
+        print(f"  {connections} connection(s), run {n + 1}/{runs}: publish {send['wall']:.2f} s "
+              f"wall {send['cpu']:.2f} s CPU, smtp-source {source[0]:.2f} s wall "
+              f"{source[1]:.2f} s CPU, ratio {ratios[-1]:.2f}, load {loads[-1]:.2f}",
+              file=sys.stderr, flush=True)
+    med = statistics.median
+    return {
+        "wall": med(s["wall"] for s in ours), "cpu": med(s["cpu"] for s in ours),
+        "loop": med(s["send_seconds"] for s in ours),
+        "peak_mb": max(s["peak_mb"] for s in ours),
+        "source_wall": med(t[0] for t in theirs), "source_cpu": med(t[1] for t in theirs),
+        "ratio": med(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "load": med(loads),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=20000)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--memory", type=int, nargs="*", default=[10000, 100000],
-                        help="list sizes for the peak-memory comparison (1 connection)")
-    parser.add_argument("--write", action="store_true", help="record in bench/RESULTS.md")
+    parser.add_argument("--runs", type=int, default=15,
+                        help="paired runs per connection count (medians are reported)")
+    parser.add_argument("--memory", type=int, nargs="*", default=[],
+                        help="list sizes for a peak-memory comparison (1 connection)")
+    parser.add_argument("--write", action="store_true",
+                        help="replace the send section of bench/RESULTS.md")
     parser.add_argument("--service", choices=["smtp", "ses"], default="smtp",
                         help="ses: through the SES v2 emulator (see bench/send_ses.py)")
     args = parser.parse_args()
@@ -118,47 +174,82 @@ def main() -> None:
         print("\n".join(send_ses.main(args.recipients, args.connections, args.memory)))
         return
     issue = "issues/2025-01-ai-art.md"
+    # The pipeline the runs import (PYTHONPATH may point at another checkout, to compare).
+    found = subprocess.run([sys.executable, "-c", "import pipeline; print(pipeline.__file__)"],
+                           capture_output=True, text=True, check=True,
+                           cwd=tempfile.gettempdir()).stdout.strip()
+    source = Path(found).parents[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source,
+                            capture_output=True, text=True).stdout.strip()
     lines = [f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, {platform.platform()}",
-             f"date: {time.strftime('%Y-%m-%d %H:%M')}"]
+             f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; pipeline at commit {commit or '?'}; "
+             f"load average at start: {load()}"]
     port = free_port()
     sink = start_sink(port)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = newsletter(Path(tmp) / "letter", args.recipients)
             size = message_size(folder, issue)
-            lines.append(f"message: {size} bytes ({issue}); recipients: {args.recipients}")
+            lines.append(f"message: {size} bytes ({issue}); recipients: {args.recipients}; "
+                         f"{args.runs} paired runs per row (medians; publish and smtp-source "
+                         "alternate which goes first)")
             lines.append("")
-            lines.append("| connections | publish msg/s (send loop) | publish msg/s (whole "
-                         "command) | smtp-source msg/s | ratio | peak RSS |")
-            lines.append("|---|---|---|---|---|---|")
+            lines.append("| connections | publish: whole process | publish CPU | send loop | "
+                         "smtp-source | smtp-source CPU | ratio (paired median, min–max) | "
+                         "load | peak RSS |")
+            lines.append("|---|---|---|---|---|---|---|---|---|")
             for connections in args.connections:
-                ours = run_send(folder, issue, port, connections)
-                theirs = args.recipients / run_source(port, args.recipients, connections, size)
-                loop_rate = ours["sent"] / ours["send_seconds"]
+                got = paired(folder, issue, port, connections, size, args.recipients,
+                             args.runs)
+                rate = args.recipients / got["wall"]
                 lines.append(
-                    f"| {connections} | {loop_rate:.0f} | {ours['sent'] / ours['wall']:.0f} | "
-                    f"{theirs:.0f} | {loop_rate / theirs:.2f} | {ours['peak_mb']:.0f} MB |")
+                    f"| {connections} | {got['wall']:.2f} s ({rate:.0f} msg/s) | "
+                    f"{got['cpu']:.2f} s | {args.recipients / got['loop']:.0f} msg/s | "
+                    f"{got['source_wall']:.2f} s "
+                    f"({args.recipients / got['source_wall']:.0f} msg/s) | "
+                    f"{got['source_cpu']:.2f} s | **{got['ratio']:.2f}** "
+                    f"({got['ratio_min']:.2f}–{got['ratio_max']:.2f}) | {got['load']:.2f} | "
+                    f"{got['peak_mb']:.0f} MB |")
                 print(lines[-1], flush=True)
-            lines.append("")
-            lines.append("| subscribers | peak RSS of `publish send` |")
-            lines.append("|---|---|")
+            if args.memory:
+                lines.append("")
+                lines.append("| subscribers | peak RSS of `publish send` |")
+                lines.append("|---|---|")
             for count in args.memory:
                 with tempfile.TemporaryDirectory() as tmp2:
                     small = newsletter(Path(tmp2) / "letter", count)
                     result = run_send(small, issue, port, 1)
                     lines.append(f"| {count} | {result['peak_mb']:.0f} MB "
-                                 f"({result['sent'] / result['send_seconds']:.0f} msg/s) |")
+                                 f"({result['sent'] / result['wall']:.0f} msg/s) |")
                     print(lines[-1], flush=True)
     finally:
         sink.terminate()
         sink.wait()
+    lines.append(f"load average at the end: {load()}")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        (ROOT / "bench" / "RESULTS.md").write_text(
-            "# Last benchmark run\n\nProduced by `python bench/send.py --write` and "
-            "`python bench/build.py`.\n\n" + text, "utf-8")
+        write_section(text, args)
+
+
+SECTION = "## SMTP sends"
+
+
+def write_section(text: str, args: argparse.Namespace) -> None:
+    """Replace the SMTP send section of bench/RESULTS.md (the other sections stay)."""
+    path = ROOT / "bench" / "RESULTS.md"
+    old = path.read_text("utf-8") if path.exists() else "# Benchmark results\n"
+    command = (f"python bench/send.py --recipients {args.recipients} --connections "
+               f"{' '.join(map(str, args.connections))} --runs {args.runs}")
+    section = f"{SECTION} (`{command}`)\n\n{text}\n"
+    if SECTION in old:
+        head, _, rest = old.partition(SECTION)
+        tail = rest[rest.find("\n## "):] if "\n## " in rest else "\n"
+        new = head + section + tail.lstrip("\n")
+    else:
+        new = old.rstrip("\n") + "\n\n" + section
+    path.write_text(new, "utf-8")
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
     from .check_support import support
 
     accept = accept if accept is not None else set(ACCEPTED)
-    page = Page(html, BeautifulSoup(html, "html.parser"), text, subject, preheader,
+    page = Page(html, BeautifulSoup(html, "lxml"), text, subject, preheader,
                 postal_address)
     findings = [finding for rule in RULES for finding in _found(rule, page)]
     # text that is hard to read in light mode, in the email's own dark mode, or inverted

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import colours
 
@@ -57,12 +58,20 @@ def _style_text(tree) -> str:
 
 
 def _stylesheet_rules(tree) -> list[Rule]:
+    return _rules_of(tuple(style.text or "" for style in tree.iter("style")))
+
+
+@lru_cache(maxsize=16)
+def _rules_of(style_texts: tuple[str, ...]) -> list[Rule]:
+    """The colour rules of the head's style blocks; the same blocks from build to build
+    (they come from the templates), so parsed once per process. Callers do not change
+    the list."""
     import cssutils
 
     cssutils.log.setLevel(logging.CRITICAL)
     rules: list[Rule] = []
-    for style in tree.iter("style"):
-        sheet = cssutils.parseString(style.text or "", validate=False)
+    for text in style_texts:
+        sheet = cssutils.parseString(text, validate=False)
         stack = [(rule, False) for rule in sheet.cssRules]
         while stack:
             rule, dark = stack.pop(0)
@@ -97,19 +106,49 @@ def _inline(element) -> dict[str, tuple[str, bool]]:
 
 
 def _matcher(selector: str):
-    from cssselect import GenericTranslator, SelectorError
     from lxml.etree import XPath, XPathError
+
+    xpath = _xpath_of(selector)
+    if xpath is None:
+        return None
+    try:
+        return XPath(xpath)
+    except (XPathError, ValueError, TypeError):
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _xpath_of(selector: str) -> str | None:
+    """The XPath for a CSS selector (translating is most of the cost; kept per process)."""
+    from cssselect import GenericTranslator, SelectorError
 
     try:
         xpath = GenericTranslator().css_to_xpath(selector)
-        # `a *` becomes `…/descendant-or-self::*/*`, which lxml makes quadratic on a long
-        # issue; `…/descendant::*` selects the same elements.
-        return XPath(xpath.replace("/descendant-or-self::*/", "/descendant::"))
-    except (SelectorError, XPathError, ValueError, TypeError):
+    except (SelectorError, ValueError, TypeError):
         return None  # a selector we cannot evaluate statically (:hover, vendor pseudo)
+    # `a *` becomes `…/descendant-or-self::*/*`, which lxml makes quadratic on a long
+    # issue; `…/descendant::*` selects the same elements.
+    return xpath.replace("/descendant-or-self::*/", "/descendant::")
 
 
-def _declared(tree, rules: list[Rule], dark: bool) -> dict:
+def _presentational(tree) -> list[tuple[object, str, str, tuple]]:
+    """(element, property, value, precedence) for each inline style declaration and
+    colour attribute: the same for every view, so read once."""
+    found = []
+    for element in tree.iter():
+        if not isinstance(element.tag, str):
+            continue
+        if element.get("style"):
+            for prop, (value, important) in _inline(element).items():
+                found.append((element, prop, value, (4 if important else 2, (1, 0, 0, 0), 0)))
+        if element.get("bgcolor"):
+            found.append((element, "background-color", element.get("bgcolor"), (0, (0,), 0)))
+        if element.tag == "font" and element.get("color"):
+            found.append((element, "color", element.get("color"), (0, (0,), 0)))
+    return found
+
+
+def _declared(tree, rules: list[Rule], dark: bool, presentational: list) -> dict:
     """Each element's winning value per property."""
     candidates: dict = {}
 
@@ -128,15 +167,8 @@ def _declared(tree, rules: list[Rule], dark: bool) -> dict:
             for prop, (value, important) in rule.declarations.items():
                 offer(element, prop, value, (3 if important else 1, rule.specificity,
                                              rule.order))
-    for element in tree.iter():
-        if not isinstance(element.tag, str):
-            continue
-        for prop, (value, important) in _inline(element).items():
-            offer(element, prop, value, (4 if important else 2, (1, 0, 0, 0), 0))
-        if element.get("bgcolor"):
-            offer(element, "background-color", element.get("bgcolor"), (0, (0,), 0))
-        if element.tag == "font" and element.get("color"):
-            offer(element, "color", element.get("color"), (0, (0,), 0))
+    for element, prop, value, key in presentational:
+        offer(element, prop, value, key)
     return {element: {prop: value for prop, (_k, value) in props.items()}
             for element, props in candidates.items()}
 
@@ -185,11 +217,13 @@ class _State:
     bold: bool
 
 
-def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB, link: colours.RGB):
-    """(element, fg, bg, font px, bold) for every visible text run."""
+def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB,
+          link: colours.RGB) -> list[tuple]:
+    """(element, fg, bg, font px, bold) for every visible text run, in document order."""
+    runs: list[tuple] = []
 
-    def visit(element, state: _State):
-        own = declared.get(element, {})
+    def visit(element, state: _State) -> None:
+        own = declared.get(element, _NONE)
         if own.get("display", "").strip().lower() == "none" or element.tag in _SKIP:
             return
         colour = state.colour
@@ -218,15 +252,19 @@ def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB, link: co
             bold = weight in ("bold", "bolder") or (weight.isdigit() and int(weight) >= 700)
         run = (element, colour, background, font_px, bold)
         if (element.text or "").strip():
-            yield run
+            runs.append(run)
         inner = _State(colour, background, font_px, bold)
         for child in element:
             if isinstance(child.tag, str):
-                yield from visit(child, inner)
+                visit(child, inner)
             if (child.tail or "").strip():
-                yield run
+                runs.append(run)
 
-    yield from visit(tree, _State(text, canvas, 16.0, False))
+    visit(tree, _State(text, canvas, 16.0, False))
+    return runs
+
+
+_NONE: dict = {}
 
 
 def _has_own_background(tree, declared: dict) -> bool:
@@ -282,8 +320,9 @@ def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
     tree = _tree(html)
     rules = _stylesheet_rules(tree)
     found: dict[tuple, Problem] = {}
-    light = _declared(tree, rules, dark=False)
-    dark = _declared(tree, rules, dark=True)
+    presentational = _presentational(tree)
+    light = _declared(tree, rules, False, presentational)
+    dark = _declared(tree, rules, True, presentational)
     supports_dark = _supports_dark(tree)
     dark_page = supports_dark or not _has_own_background(tree, light)
     views = [

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from . import htmltree
 from .plaintext import display_width
 
 GMAIL_CLIP = 102 * 1024
@@ -37,25 +38,25 @@ class Page:
 
     @cached_property
     def elements(self) -> list:
-        return self.soup.find_all(True)
+        return htmltree.tags(self.soup)
 
     @cached_property
     def images(self) -> list:
-        return self.soup.find_all("img")
+        return htmltree.tags(self.soup, {"img"})
 
     @cached_property
     def anchors(self) -> list:
-        return self.soup.find_all("a")
+        return htmltree.tags(self.soup, {"a"})
 
     @cached_property
     def style_text(self) -> str:
-        return "\n".join(style.get_text() for style in self.soup.find_all("style"))
+        return "\n".join(style.get_text() for style in htmltree.tags(self.soup, {"style"}))
 
     @cached_property
     def declarations(self) -> list[tuple[object, str, str]]:
         """(element or None, property, value) for every inline and <style> declaration."""
         found = []
-        for element in self.soup.find_all(style=True):
+        for element in [e for e in self.elements if e.get("style") is not None]:
             for part in element["style"].split(";"):
                 if ":" in part:
                     prop, _, value = part.partition(":")

@@ -8,6 +8,10 @@ from . import caniemail
 from .check_rules import Page
 from .findings import Finding, snippet
 
+_UNITS = ("rem", "vh", "vw", "vmin", "vmax", "ch", "ex")
+_UNIT = re.compile(rf"\d({'|'.join(_UNITS)})\b")
+_HEADING = re.compile(r"h[1-6]")
+
 
 def features(page: Page) -> dict[str, object]:
     """caniemail features the email uses, each with an element that uses it."""
@@ -19,7 +23,7 @@ def features(page: Page) -> dict[str, object]:
     known = caniemail.features()
     for element in page.elements:
         name = element.name
-        for slug in (f"html-{name}", "html-h1-h6" if re.fullmatch(r"h[1-6]", name) else "",
+        for slug in (f"html-{name}", "html-h1-h6" if _HEADING.fullmatch(name) else "",
                      "html-lists" if name in ("ul", "ol") else ""):
             if slug in known:
                 use(slug, element)
@@ -51,9 +55,11 @@ def features(page: Page) -> dict[str, object]:
             use("css-linear-gradient", element)
         if "var(--" in value:
             use("css-variables", element)
-        for unit in ("rem", "vh", "vw", "vmin", "vmax", "ch", "ex"):
-            if re.search(rf"\d{unit}\b", value):
-                use(f"css-unit-{unit}", element)
+        if any(c.isdigit() for c in value):
+            units = set(_UNIT.findall(value))
+            for unit in _UNITS:
+                if unit in units:
+                    use(f"css-unit-{unit}", element)
     styles = page.style_text
     if "@media" in styles:
         use("css-at-media")

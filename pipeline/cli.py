@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import importlib
 import json
-import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
-from .cli_schedule import due_command
-from .cli_send import send
-from .cli_sends import feedback, sends
-from .cli_subscribers import subscribers_group
-from .cli_web import serve_command, site_command
 from .errors import PublishError
+
+# Commands kept in their own modules, imported only when run (or listed by --help): a
+# build does not load the machinery of sending, subscribers or the web.
+ELSEWHERE = {
+    "send": "cli_send:send",
+    "sends": "cli_sends:sends",
+    "feedback": "cli_sends:feedback",
+    "due": "cli_schedule:due_command",
+    "subscribers": "cli_subscribers:subscribers_group",
+    "site": "cli_web:site_command",
+    "serve": "cli_web:serve_command",
+}
+
+
+class Commands(click.Group):
+    """The `publish` group: its own commands, and those of ELSEWHERE on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *ELSEWHERE])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in ELSEWHERE and name not in self.commands:
+            module, attr = ELSEWHERE[name].split(":")
+            self.add_command(getattr(importlib.import_module(f".{module}", __package__), attr),
+                             name)
+        return super().get_command(ctx, name)
 
 
 class Context:
@@ -32,7 +53,7 @@ class Context:
         return self._settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -293,20 +314,17 @@ def init(folder: Path, name: str) -> None:
                "in publish.toml.")
 
 
-cli.add_command(send)
-cli.add_command(subscribers_group)
-cli.add_command(due_command)
-cli.add_command(site_command)
-cli.add_command(serve_command)
-cli.add_command(sends)
-cli.add_command(feedback)
-
-
 def _say_error(text: str, **style) -> None:
     """Print an error line with every secret in it hidden (the one place errors are shown)."""
     from .redact import redact
 
     click.secho(redact(text), err=True, **style)
+
+
+def _sqlite_error() -> type[Exception] | tuple[()]:
+    """sqlite3.Error when a command used the database (else nothing it could raise)."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3.Error if sqlite3 is not None else ()
 
 
 def main() -> None:
@@ -328,7 +346,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-    except sqlite3.Error as exc:  # the state database: a full disk, a lock, a damaged page
+    except _sqlite_error() as exc:  # the state database: a full disk, a lock, a damaged page
         from . import state
 
         if debug:

@@ -7,6 +7,7 @@ the build promises and what the check measures are computed the same way.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 RGB = tuple[float, float, float]  # 0..255 per channel
 _NAMED = {"white": "#ffffff", "black": "#000000", "red": "#ff0000", "green": "#008000",
@@ -16,6 +17,7 @@ _NAMED = {"white": "#ffffff", "black": "#000000", "red": "#ff0000", "green": "#0
 _HUE_180 = ((-0.574, 1.43, 0.144), (0.426, 0.43, 0.144), (0.426, 1.43, -0.856))
 
 
+@lru_cache(maxsize=4096)  # an email repeats a few colours thousands of times
 def parse(value: str) -> tuple[RGB, float] | None:
     """(rgb, alpha) of a CSS colour: #rgb, #rrggbb, #rrggbbaa, rgb(), rgba(), a few names."""
     value = value.replace("!important", "").strip().lower()
@@ -41,6 +43,7 @@ def over(top: RGB, alpha: float, under: RGB) -> RGB:
     return tuple(t * alpha + u * (1 - alpha) for t, u in zip(top, under, strict=True))
 
 
+@lru_cache(maxsize=4096)
 def luminance(rgb: RGB) -> float:
     def channel(c: float) -> float:
         c /= 255

@@ -33,9 +33,6 @@ class BatchDelivery(Delivery):
         self.throttled = 0  # throttled calls in a row: the pause doubles with each
         self.pause_lock = threading.Lock()
 
-    def _feed(self, db: sqlite3.Connection) -> None:
-        """Workers claim from the ledger themselves: nothing to queue."""
-
     def _worker(self, db: sqlite3.Connection, transport: transports.BatchTransport) -> None:
         while not self.stop.is_set():
             self._wait_out_pause()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
+from . import htmltree
 from .tokens import Tokens, packaged_tokens
 from .urls import absolute, host
 
@@ -240,16 +241,14 @@ def _gone(element) -> bool:
 
 def swap(fragment: str, ctx: EmbedContext) -> Swapped:
     """Replace every embed in an HTML fragment by an email-safe card; drop what cannot show."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(fragment, "html.parser")
+    soup = htmltree.parse(fragment)
     result = Swapped(html="")
     nth: dict[str, int] = {}
     from bs4.element import CData, Comment, Declaration, Doctype, ProcessingInstruction
 
     # Authors' comments are notes to themselves; CDATA and declarations break MJML's parser.
-    for node in soup.find_all(string=lambda text: isinstance(
-            text, CData | Comment | Declaration | Doctype | ProcessingInstruction)):
+    for node in [n for n in soup.descendants if isinstance(
+            n, CData | Comment | Declaration | Doctype | ProcessingInstruction)]:
         node.extract()
     flattened = flatten_deep(soup)
     if flattened:
@@ -257,16 +256,16 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
                                f"{MAX_DEPTH} levels deep; {flattened} inner element(s) "
                                "flattened")
 
-    for element in soup.find_all(list(DROP_TAGS)):
+    for element in htmltree.tags(soup, DROP_TAGS):
         if not _gone(element):
             element.decompose()
-    for element in soup.find_all(list(UNWRAP_TAGS)):
+    for element in htmltree.tags(soup, UNWRAP_TAGS):
         element.unwrap()
-    for summary in soup.find_all("summary"):
+    for summary in htmltree.tags(soup, {"summary"}):
         summary.name = "p"
         summary.wrap(soup.new_tag("strong"))
 
-    for element in soup.find_all(True):
+    for element in htmltree.tags(soup):
         if _gone(element) or element.parent is None:
             continue
         tag = element.name
@@ -317,11 +316,11 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
             target = figure
         _replace_with_html(target, markup)
 
-    for element in soup.find_all(["source", "track"]):  # left over from <picture>
+    for element in htmltree.tags(soup, {"source", "track"}):  # left over from <picture>
         element.decompose()
-    for element in soup.find_all(True):
+    for element in htmltree.tags(soup):
         for attr in list(element.attrs):
             if attr in {"srcset", "sizes", "contenteditable"} or attr.lower().startswith("on"):
                 del element[attr]
-    result.html = str(soup)
+    result.html = htmltree.serialize(soup)
     return result

@@ -14,6 +14,8 @@ import unicodedata
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
+from . import htmltree
+
 # How alike two normalised headlines must be to count as the same (difflib's ratio).
 NEAR_MATCH = 0.8
 # A shorter headline that begins the longer one must cover this much of it.
@@ -111,9 +113,7 @@ def split(title: str, fragment: str) -> Opening:
     The headline is the title, or the heading's own words when the title only begins it
     (the author's fuller version). Headings other than the top level must match exactly.
     """
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(fragment, "html.parser")
+    soup = htmltree.parse(fragment, read_only=True)
     first = _first_with_words(soup)
     if first is None or not re.fullmatch(r"h[1-6]", first.name):
         return Opening(title, fragment)
@@ -124,7 +124,8 @@ def split(title: str, fragment: str) -> Opening:
     words, title_words = _words(text), _words(title)
     if len(words) > len(title_words) and words[: len(title_words)] == title_words:
         headline = text  # the title only begins it
+    htmltree.forget()  # the tree changes below
     for element in _keep_from(first):
         first.insert_before(element)
     first.decompose()
-    return Opening(headline, str(soup), dropped=text)
+    return Opening(headline, htmltree.serialize(soup), dropped=text)

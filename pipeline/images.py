@@ -30,6 +30,11 @@ WORKERS = 8
 USER_AGENT = "publish-newsletter-image-size/0.1"
 
 Size = tuple[int, int]
+# What failed lately in this process: a preview rebuilds on every save, and an image that
+# did not answer (or a host that could not be reached) is not asked again each time.
+RETRY_AFTER = 60.0  # seconds
+_FAILED: dict[str, float] = {}  # url -> when it answered with no image
+_UNREACHABLE: dict[str, tuple[float, str]] = {}  # host -> (when, why)
 
 
 def size_of_bytes(data: bytes) -> Size | None:
@@ -130,10 +135,25 @@ class ImageSizes:
 
     # the network -----------------------------------------------------------------------
     def _fetch(self, url: str) -> Size | None:
-        import requests
-
         if self.offline_reason or not self.network:
             return None
+        now = time.monotonic()
+        host = urlsplit(url).netloc
+        when, why = _UNREACHABLE.get(host, (-RETRY_AFTER, ""))
+        if now - when < RETRY_AFTER:
+            with self._lock:
+                self.offline_reason = self.offline_reason or why
+            return None
+        if now - _FAILED.get(url, -RETRY_AFTER) < RETRY_AFTER:
+            return None
+        size = self._ask(url)
+        if size is None and not self.offline_reason:
+            _FAILED[url] = now
+        return size
+
+    def _ask(self, url: str) -> Size | None:
+        import requests
+
         try:
             with requests.get(url, stream=True, timeout=self.timeout,
                               headers={"User-Agent": USER_AGENT,
@@ -154,6 +174,7 @@ class ImageSizes:
         except (requests.ConnectionError, requests.Timeout) as exc:
             with self._lock:
                 self.offline_reason = self.offline_reason or type(exc).__name__
+            _UNREACHABLE[urlsplit(url).netloc] = (time.monotonic(), type(exc).__name__)
             return None
         except requests.RequestException:
             return None
@@ -179,13 +200,30 @@ class ImageSizes:
     def size(self, url: str) -> Size | None:
         local = self.local_path(url)
         if local is not None:
-            return size_of_file(local)
+            return self._local_size(local)
         if url in self._fresh:
             return self._fresh[url]
         cached = self._load().get(url)
         if cached is not None:
             return int(cached[0]), int(cached[1])
         return None
+
+    def _local_size(self, path: Path) -> Size | None:
+        """A local file's size, kept in the cache under its path, modification time and
+        length, so a build whose images did not change reads none of them (nor loads the
+        image library)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = f"file:{path}:{stat.st_mtime_ns}:{stat.st_size}"
+        known = self._fresh.get(key) or self._load().get(key)
+        if known is not None:
+            return int(known[0]), int(known[1])
+        size = size_of_file(path)
+        if size is not None:
+            self._fresh[key] = size
+        return size
 
     def warning(self, source: str) -> str | None:
         """One line about the images whose size could not be read, or None."""

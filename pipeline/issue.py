@@ -118,7 +118,32 @@ _PLAIN_SCALAR_LINE = re.compile(r"^(\s*-?\s*[\w-]+:[ \t]+)([^'\"\s].*?)\s*$")
 def _parse_yaml(
     source: str, path: Path, first_line: int, warnings: list[str]
 ) -> dict[str, Any]:
-    """Parse front matter; a plain value holding ': ' (a common slip) is quoted with a warning."""
+    """Parse front matter; a plain value holding ': ' (a common slip) is quoted with a warning.
+
+    The last front matter parsed is kept (a preview rebuilds on every save, and the front
+    matter seldom changes): the same text at the same place gives a copy of the same data.
+    """
+    import copy
+
+    global _last_yaml
+    key = (source, str(path), first_line)
+    last = _last_yaml  # one read: another thread may replace it meanwhile
+    if last is not None and last[0] == key:
+        data, said = copy.deepcopy(last[1])
+    else:
+        said: list[str] = []
+        data = _load_yaml(source, path, first_line, said)
+        _last_yaml = (key, copy.deepcopy((data, said)))
+    warnings.extend(said)
+    return data
+
+
+_last_yaml: tuple | None = None  # ((source, path, first line), (data, warnings))
+
+
+def _load_yaml(
+    source: str, path: Path, first_line: int, warnings: list[str]
+) -> dict[str, Any]:
     import json
 
     import yaml

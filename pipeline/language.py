@@ -25,7 +25,10 @@ _HANGUL_CHAR = re.compile(f"[{_HANGUL}]")
 # A word of an alphabetic script: letters (not CJK), with inner apostrophes or hyphens.
 _WORD = re.compile(rf"(?:(?![{_HAN}{_KANA}{_HANGUL}])[^\W\d_])+(?:['’-](?:(?![{_HAN}])[^\W\d_])+)*")
 _URL = re.compile(r"\b(?:https?|ftp|mailto):[^\s<>\"'）)]+|\bwww\.[^\s<>\"'）)]+", re.I)
-_EMAIL_ADDRESS = re.compile(r"\S+@\S+\.\w+")
+# Tried only where a word or a part between `@`s starts, and neither part runs past an
+# `@`: inside a long word (a data URI, a row of `x@`) `\S+@` would rescan it from every
+# position.
+_EMAIL_ADDRESS = re.compile(r"(?<![^\s@])[^\s@]+@[^\s@]+\.\w+")
 _SKIPPED_TAGS = ("pre", "code", "script", "style", "kbd", "samp", "var", "math", "svg",
                  "template", "noscript", "textarea")
 

@@ -20,8 +20,11 @@ import threading
 from importlib.machinery import PathFinder
 from types import ModuleType
 
-# Imported by premailer (requests) and by BeautifulSoup (the rest), never used by a build.
-UNUSED_BY_BUILD = ("requests", "chardet", "charset_normalizer", "soupsieve")
+# Imported by premailer (requests), by BeautifulSoup (chardet, charset_normalizer,
+# soupsieve) and by cssutils (urllib.request and importlib.metadata, to fetch stylesheets
+# from the network and name its version when it does), never used by a build.
+UNUSED_BY_BUILD = ("requests", "chardet", "charset_normalizer", "soupsieve",
+                   "urllib.request", "importlib.metadata")
 _LOCK = threading.RLock()
 
 
@@ -52,7 +55,9 @@ def _load(stand_in: _Deferred) -> ModuleType:
         if real is not None:
             return real
         root_name = stand_in.__name__.partition(".")[0]
-        root = _STAND_INS[root_name]
+        root = _STAND_INS.get(root_name)
+        if root is None:  # a submodule of a package that was imported for real
+            return _load_submodule(stand_in)
         if "_deferred_real" not in root.__dict__:
             for name in (root_name, *root.__dict__.get("_deferred_children", ())):
                 if sys.modules.get(name) is _STAND_INS.get(name):
@@ -61,6 +66,18 @@ def _load(stand_in: _Deferred) -> ModuleType:
         if stand_in is root:
             return root.__dict__["_deferred_real"]
         return _adopt(stand_in, importlib.import_module(stand_in.__name__))
+
+
+def _load_submodule(stand_in: _Deferred) -> ModuleType:
+    """Import a deferred submodule of a real package; importing sets the package's
+    attribute to the real module, which `stand_in` then answers for."""
+    name = stand_in.__name__
+    if sys.modules.get(name) is stand_in:
+        del sys.modules[name]
+    parent, _, child = name.rpartition(".")
+    if getattr(sys.modules.get(parent), child, None) is stand_in:
+        delattr(sys.modules[parent], child)
+    return _adopt(stand_in, importlib.import_module(name))
 
 
 _STAND_INS: dict[str, _Deferred] = {}
@@ -99,7 +116,10 @@ def _submodules(folders: list[str]) -> list[str]:
 def defer(*names: str) -> None:
     """Load each module not imported yet on its first use instead of on its import."""
     for name in names:
-        if name in sys.modules or "." in name:
+        if name in sys.modules:
+            continue
+        if "." in name:
+            _defer_submodule(name)
             continue
         try:
             spec = PathFinder.find_spec(name)  # installed packages live on sys.path
@@ -116,6 +136,28 @@ def defer(*names: str) -> None:
                 for child in children:
                     if child not in sys.modules:
                         _stand_in(child, None)
+
+
+def _defer_submodule(name: str) -> None:
+    """A stand-in for a module of a package that is imported for real (`urllib.request`):
+    it goes into `sys.modules` and becomes the package's attribute, as importing does."""
+    parent_name, _, child = name.rpartition(".")
+    try:
+        parent = importlib.import_module(parent_name)  # urllib, importlib: next to free
+        spec = PathFinder.find_spec(name, list(getattr(parent, "__path__", [])))
+    except (ImportError, ValueError):
+        return
+    if hasattr(parent, child):
+        return  # imported meanwhile
+    if spec is None:
+        return  # not installed: imported (and failing) as it would be
+    with _LOCK:
+        stand_in = _Deferred(name)
+        stand_in.__spec__ = spec
+        stand_in.__loader__ = spec.loader
+        stand_in.__file__ = spec.origin
+        sys.modules[name] = stand_in
+        setattr(parent, child, stand_in)
 
 
 def is_deferred(name: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import re
 import sys
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -225,12 +226,31 @@ def env_look(env: dict) -> Tokens:
 def render(body: str, strings: dict[str, str] | None = None,
            look: Tokens | None = None) -> Rendered:
     """Render an issue's Markdown body; `strings` label callouts in the issue's language,
-    `look` gives code blocks and callouts the newsletter's tokens and partials."""
-    env: dict = {"strings": strings or {}, "warnings": [], "look": look}
-    fragment = _parser().render(body, env)
+    `look` gives code blocks and callouts the newsletter's tokens and partials.
+
+    When `parse` just read this same body (the language is detected before the strings
+    are known), its token stream is rendered rather than parsed again: parsing never
+    reads `strings` or `look`, which only rendering uses.
+    """
+    md = _parser()
+    last = getattr(_LAST_PARSE, "parsed", None)
+    _LAST_PARSE.parsed = None
+    if last is not None and last[0] == body:
+        tokens, env = last[1], {**last[2], "strings": strings or {}, "look": look}
+    else:
+        env = {"strings": strings or {}, "warnings": [], "look": look}
+        tokens = md.parse(body, env)
+    fragment = md.renderer.render(tokens, md.options, env)
     return Rendered(fragment, md_blocks.limited(env["warnings"]))
 
 
 def parse(body: str) -> list:
-    """The token stream of a Markdown body, as `render` sees it (for reading its prose)."""
-    return _parser().parse(body, {"strings": {}, "warnings": []})
+    """The token stream of a Markdown body, as `render` sees it (for reading its prose;
+    the reader must not change it: the next `render` of the same body renders it)."""
+    env: dict = {"strings": {}, "warnings": []}
+    tokens = _parser().parse(body, env)
+    _LAST_PARSE.parsed = (body, tokens, env)
+    return tokens
+
+
+_LAST_PARSE = threading.local()  # .parsed: (body, tokens, env) of this thread's last parse

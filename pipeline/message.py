@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
+import html
 import re
 import secrets
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 
 from .errors import InputError
-from .render import Email, fill, split_tokens
+from .render import Email, split_tokens
 
 _UNSAFE_HEADER = re.compile(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029\x85]")
 _ADDRESS = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[^@\s<>\"(),;:\\\[\]]+$")
@@ -62,10 +65,73 @@ def list_id(name: str, sender_address: str) -> str:
     return f"{encode_header(safe_header(name, 'newsletter name'), 'List-Id')} <{label}.{domain}>"
 
 
-def _b64_lines(text: str) -> bytes:
+def _encoded_lines(data: bytes) -> bytes:
     """Base64 in 76-character CRLF lines (base64.encodebytes loops in Python per line)."""
-    encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False)
+    encoded = binascii.b2a_base64(data, newline=False)
     return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+
+
+LINE_BYTES = 57  # what one 76-character line of base64 encodes
+
+
+class EncodedBody:
+    """A body part with `%%token%%` places, base64-encoded for one recipient at a time.
+
+    `encode(values)` gives exactly the whole body filled in (`render.fill`), then encoded
+    in 76-character lines, without encoding the whole body again: each line of base64
+    holds 57 bytes of the body, so a literal piece of the body that starts at the same
+    place in a line (a recipient's values before it shift it by their length) is always
+    encoded the same. Those lines are encoded once per starting place (at most 57 variants
+    of each piece, made when first needed); only the lines a recipient's own values touch
+    are encoded per message.
+    """
+
+    def __init__(self, segments: list[str], *, escape: bool):
+        self.literals = [part.encode("utf-8") for part in segments[0::2]]
+        self.tokens = segments[1::2]
+        self.escape = escape
+        self.cache: list[dict[int, tuple[bytes, bytes, bytes | None]]] = [
+            {} for _ in self.literals]
+
+    def _split(self, index: int, start: int) -> tuple[bytes, bytes, bytes | None]:
+        """Literal `index` after `start` bytes of a line: (the bytes that finish that line,
+        the whole lines after them encoded, the bytes left over), or (all of it, b"", None)
+        when it does not finish the line."""
+        literal = self.literals[index]
+        need = (LINE_BYTES - start) % LINE_BYTES
+        if len(literal) < need:
+            return literal, b"", None
+        whole = (len(literal) - need) // LINE_BYTES * LINE_BYTES
+        middle = _encoded_lines(literal[need:need + whole]) if whole else b""
+        return literal[:need], middle, literal[need + whole:]
+
+    def encode(self, values: Mapping[str, str]) -> bytes:
+        out: list[bytes] = []
+        pending = b""  # the start of the current line, not yet encoded (< 57 bytes)
+        for index, cache in enumerate(self.cache):
+            if index:
+                value = values.get(self.tokens[index - 1], "")
+                pending += (html.escape(value) if self.escape else value).encode("utf-8")
+                if len(pending) >= LINE_BYTES:
+                    whole = len(pending) // LINE_BYTES * LINE_BYTES
+                    out.append(_encoded_lines(pending[:whole]))
+                    pending = pending[whole:]
+            start = len(pending)
+            piece = cache.get(start)
+            if piece is None:
+                piece = cache[start] = self._split(index, start)
+            head, middle, tail = piece
+            if tail is None:
+                pending += head
+                continue
+            if start:
+                out.append(_encoded_lines(pending + head))
+            if middle:
+                out.append(middle)
+            pending = tail
+        if pending:
+            out.append(_encoded_lines(pending))
+        return b"".join(out) or b"\r\n"
 
 
 @dataclass(frozen=True)
@@ -93,11 +159,21 @@ class MessageTemplate:
         self.boundary = f"=_publish_{secrets.token_hex(12)}"
         self.text_segments = split_tokens(email.text)
         self.html_segments = split_tokens(email.html)
+        self.date = (0, "")  # (second, Date header)
+        self.text_body = EncodedBody(self.text_segments, escape=False)
+        self.html_body = EncodedBody(self.html_segments, escape=True)
         self.part_heads = [
             (f"--{self.boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
              "Content-Transfer-Encoding: base64\r\n\r\n").encode("ascii")
             for subtype in ("plain", "html")
         ]
+
+    def _now(self) -> str:
+        """The Date header for now: made once a second (thousands of messages share it)."""
+        second = int(time.time())
+        if second != self.date[0]:
+            self.date = (second, format_datetime(dt.datetime.fromtimestamp(second, dt.UTC)))
+        return self.date[1]
 
     def render(self, recipient: Recipient, unsubscribe_url: str, *,
                message_id: str | None = None, date: dt.datetime | None = None) -> bytes:
@@ -117,7 +193,7 @@ class MessageTemplate:
             f"From: {self.sender}",
             f"To: {to}",
             f"Subject: {self.subject}",
-            f"Date: {format_datetime(date or dt.datetime.now(dt.UTC))}",
+            f"Date: {format_datetime(date) if date else self._now()}",
             f"Message-ID: {message_id or make_msgid(domain=self.domain)}",
             "MIME-Version: 1.0",
         ]
@@ -129,12 +205,10 @@ class MessageTemplate:
             f"List-Id: {self.list_id}",
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"',
         ]
-        text = fill(self.text_segments, values, escape=False)
-        html = fill(self.html_segments, values, escape=True)
         return b"".join((
             # UTF-8 only when an address is not ASCII (RFC 6532; sent with SMTPUTF8).
             ("\r\n".join(headers) + "\r\n\r\n").encode("utf-8"),
-            self.part_heads[0], _b64_lines(text),
-            self.part_heads[1], _b64_lines(html),
+            self.part_heads[0], self.text_body.encode(values),
+            self.part_heads[1], self.html_body.encode(values),
             f"--{self.boundary}--\r\n".encode("ascii"),
         ))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from . import htmltree
+
 BLOCK_TAGS = {
     "p", "div", "section", "article", "header", "footer", "aside", "nav", "figure",
     "figcaption", "blockquote", "pre", "table", "thead", "tbody", "tfoot", "tr", "ul", "ol",
@@ -150,8 +152,6 @@ class _Writer:
 
 def from_html(fragment: str, strings: dict[str, str]) -> str:
     """Plain text for an email-safe HTML fragment."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(fragment, "html.parser")
+    soup = htmltree.parse(fragment, read_only=True)
     blocks = _Writer(strings).blocks(soup)
     return "\n\n".join(blocks).strip() + "\n"

@@ -12,6 +12,7 @@ import itertools
 import re
 from collections.abc import Iterator
 
+from . import htmltree
 from .headline import says_the_same
 from .plaintext import display_width
 
@@ -51,7 +52,9 @@ _SCAFFOLDING = re.compile(
 SCAFFOLDING_WIDTH = 100
 # Template placeholders left in the text: `{authors}`, Liquid/Jinja `{{ x }}`, `{% x %}`.
 _PLACEHOLDER = re.compile(r"\{[\w.-]+\}|\{\{.*?\}\}|\{%.*?%\}")
-_MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\((?:[^()]|\([^)]*\))*\)")
+# Link text stops at a bracket and the address is bounded, so a run of 50,000 `[` or `](`
+# costs each start position a short scan, not the rest of the paragraph.
+_MARKDOWN_LINK = re.compile(r"!?\[([^\[\]]{0,2000})\]\((?:[^()]|\([^)]*\)){0,2000}\)")
 _EMPHASIS = re.compile(r"(\*\*|__|~~|`)")
 _ALERT = re.compile(r"^\s*>?\s*\[!(note|tip|important|warning|caution)\]\s*", re.I)
 _HEADING_MARK = re.compile(r"^\s*#{1,6}\s+")
@@ -221,9 +224,7 @@ def cut(text: str, limit: int = LIMIT) -> str:
 
 def derive(fragment: str, title: str = "", limit: int = LIMIT) -> str:
     """The first prose of the issue, joined by the next paragraphs while it is short."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(fragment, "html.parser")
+    soup = htmltree.parse(fragment, read_only=True)
     found = paragraphs(soup, title, strict=True)
     first = next(found, None)
     if first is None:  # no plain paragraph: lists and quotes will do

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from . import htmltree
 from .images import ImageSizes
 from .tokens import Tokens, packaged_tokens
 from .urls import absolute
@@ -131,7 +132,7 @@ def _images(soup, base_url: str, where: Callable[[str, int], str], out: Tidied,
             sizes: ImageSizes | None, content_width: int) -> None:
     seen: dict[str, int] = {}
     found = []
-    for img in soup.find_all("img"):
+    for img in htmltree.tags(soup, {"img"}):
         src = (img.get("src") or "").strip()
         needle = src or (img.get("alt") or "").strip() or "<img"
         nth = seen.get(needle, 0)
@@ -183,7 +184,7 @@ def _malformed(href: str) -> tuple[str, str] | None:
 def _links(soup, base_url: str, where: Callable[[str, int], str], out: Tidied) -> None:
     """Make links absolute; a malformed link is reported, never turned into a made-up URL."""
     seen: dict[str, int] = {}
-    for link in soup.find_all("a", href=True):
+    for link in [a for a in htmltree.tags(soup, {"a"}) if a.get("href") is not None]:
         href = link["href"].strip()
         if href.startswith("#"):
             continue
@@ -209,9 +210,13 @@ def _links(soup, base_url: str, where: Callable[[str, int], str], out: Tidied) -
         link["href"] = absolute(href, base_url)
 
 
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_SAME_PAGE = re.compile(r"^\s*#")
+
+
 def _anchors(soup, where: Callable[[str, int], str], out: Tidied) -> None:
-    used = {el["id"] for el in soup.find_all(id=True)}
-    for heading in soup.find_all(re.compile(r"^h[1-6]$")):
+    used = {el["id"] for el in htmltree.tags(soup) if el.get("id") is not None}
+    for heading in htmltree.tags(soup, _HEADINGS):
         if heading.get("id"):
             continue
         base = slugify(heading.get_text(" ", strip=True)) or "section"
@@ -222,8 +227,9 @@ def _anchors(soup, where: Callable[[str, int], str], out: Tidied) -> None:
         heading["id"] = slug
         used.add(slug)
 
-    targets = {el["id"]: el for el in soup.find_all(id=True)}
-    for el in soup.find_all("a", attrs={"name": True}):
+    elements = htmltree.tags(soup)
+    targets = {el["id"]: el for el in elements if el.get("id") is not None}
+    for el in [a for a in elements if a.name == "a" and a.get("name") is not None]:
         targets.setdefault(el["name"], el)
     loose = {}
     for key in targets:
@@ -231,7 +237,8 @@ def _anchors(soup, where: Callable[[str, int], str], out: Tidied) -> None:
         loose.setdefault(_anchor_key(key), key)
 
     seen: dict[str, int] = {}
-    for link in soup.find_all("a", href=re.compile(r"^\s*#")):
+    for link in [a for a in elements
+                 if a.name == "a" and _SAME_PAGE.search(a.get("href") or "\0")]:
         wanted = unquote(link["href"].strip()[1:])
         nth = seen.get(wanted, 0)
         seen[wanted] = nth + 1
@@ -260,10 +267,10 @@ def _fit_wide(soup, look: Tokens) -> None:
     from .markdown import code_block_style
 
     content_width = look.content_width
-    for pre in soup.find_all("pre"):
+    for pre in htmltree.tags(soup, {"pre"}):
         if "background-color" not in (pre.get("style") or ""):
             pre["style"] = code_block_style(look)
-    for element in soup.find_all(True):
+    for element in htmltree.tags(soup):
         if element.name == "img":
             continue
         width = _width(element.get("width"), content_width)
@@ -277,7 +284,7 @@ def _fit_wide(soup, look: Tokens) -> None:
                     value = "100%" if name == "width" else "0"
                 parts.append(f"{name}:{value}")
             element["style"] = ";".join(parts)
-    for table in soup.find_all("table"):
+    for table in htmltree.tags(soup, {"table"}):
         classes = table.get("class") or []
         if "card" in classes:
             continue
@@ -294,16 +301,14 @@ def tidy(fragment: str, base_url: str, where: Callable[[str, int], str],
     """Fix images, links, anchors and wide content in an HTML fragment for email; `look`
     gives the content width (publish's own tokens by default)."""
     look = look or packaged_tokens()
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(fragment, "html.parser")
+    soup = htmltree.parse(fragment)
     out = Tidied(html="")
     _images(soup, base_url, where, out, sizes, look.content_width)
     _links(soup, base_url, where, out)
     _anchors(soup, where, out)
-    for element in soup.find_all(style=True):
+    for element in [e for e in htmltree.tags(soup) if e.get("style") is not None]:
         if element.name != "img":
             element["style"] = _strip_layout_css(element["style"])
     _fit_wide(soup, look)
-    out.html = str(soup)
+    out.html = htmltree.serialize(soup)
     return out

@@ -17,6 +17,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 from .errors import InputError
+from .templates import bytecode_cache
 from .toml_lines import key_lines
 
 FILE = "tokens.toml"
@@ -138,7 +139,7 @@ def partials_environment(folders: tuple[Path, ...]):
     return jinja2.Environment(
         loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(f)) for f in folders]),
         autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-        auto_reload=True)
+        auto_reload=True, bytecode_cache=bytecode_cache("partials"))
 
 
 # reading ---------------------------------------------------------------------------------

@@ -89,7 +89,8 @@ def _environment(folder: Path):
     import jinja2
 
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), autoescape=True,
-                              auto_reload=True, undefined=jinja2.StrictUndefined)
+                              auto_reload=True, undefined=jinja2.StrictUndefined,
+                              bytecode_cache=templates.bytecode_cache("web"))
 
 
 def render(settings: Settings, template: str, lang: str, s: dict[str, str], *, title: str,

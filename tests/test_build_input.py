@@ -182,3 +182,28 @@ def test_unwritable_output_folder_is_a_clear_error(letter):
     assert result.returncode == 1
     assert result.stderr.strip() == ("error: /proc/publish-cannot-write-here: cannot write the "
                                      "outputs: No such file or directory")
+
+
+def test_front_matter_kept_between_builds_in_one_process_is_never_stale(letter):
+    """One process building again and again (a preview) reuses the last front matter only
+    for the same text at the same place: warnings name the right file, edits are seen,
+    and a build changing what it got does not change the next build's."""
+    front = "---\ntitle: Lite: fast and small\ntags: [a, b]\n---\n\n"
+    one = write_issue(letter / "issues", "one.md", front + "First body text here.\n")
+    two = write_issue(letter / "issues", "two.md", front + "Second body text here.\n")
+    config = settings.load(letter, env={})
+    first = build.render_issue(one, config)
+    first.issue.meta["tags"].append("changed by a caller")
+    first.issue.meta["title"] = "changed"
+    again = build.render_issue(one, config)
+    assert again.issue.title == "Lite: fast and small"
+    assert again.issue.meta["tags"] == ["a", "b"]
+    assert [w for w in again.warnings if "front matter" in w] == \
+        [w for w in first.warnings if "front matter" in w]
+    other = build.render_issue(two, config)
+    assert any(w.startswith(f"{two}:2: front matter") for w in other.warnings)
+    assert not any(str(one) in w for w in other.warnings)
+    two.write_text(front.replace("Lite: fast", "Lite, fast") + "Second body.\n", "utf-8")
+    edited = build.render_issue(two, config)
+    assert edited.issue.title == "Lite, fast and small"
+    assert not any("front matter" in w for w in edited.warnings)

@@ -198,3 +198,43 @@ def test_state_dir_setting_moves_the_cache(letter, tmp_path):
         moved = replace(settings.load(letter, env={}), state_dir=str(tmp_path / "elsewhere"))
         build.render_issue(path, moved)
     assert (tmp_path / "elsewhere" / images.CACHE_FILE).is_file()
+
+
+def test_a_replaced_local_image_is_measured_again(letter):
+    """Local sizes are cached by path, modification time and length: a file replaced under
+    the same name (even with its old modification time) is read again."""
+    import os
+
+    text = "![Icon](/assets/icon16.png)\n"
+    assert _images(_build(letter, text))[0]["width"] == "16"
+    cache = json.loads((letter / ".publish" / images.CACHE_FILE).read_text("utf-8"))
+    assert any(key.startswith("file:") for key in cache)
+    icon = letter / "assets" / "icon16.png"
+    old = icon.stat()
+    icon.write_bytes(png(40, 20))
+    os.utime(icon, ns=(old.st_atime_ns, old.st_mtime_ns))  # same mtime, new length
+    assert _images(_build(letter, text))[0]["width"] == "40"
+    icon.write_bytes(png(30, 20, extra=len(png(40, 20)) - len(png(30, 20))))
+    assert icon.stat().st_size == len(png(40, 20))  # same length, new mtime
+    assert _images(_build(letter, text))[0]["width"] == "30"
+
+
+def test_a_preview_does_not_ask_again_for_an_image_that_just_failed(letter):
+    """Builds in one process (a preview rebuilding on each save) ask a failing image, or
+    an unreachable host, once a minute at most."""
+    with ImageServer({"/page.png": (200, b"not an image")}) as site:
+        text = f"![A]({site.url}/page.png)\n\n![B]({site.url}/gone.png)\n"
+        first = _build(letter, text)
+        asked = len(site.requests)
+        assert asked == 2
+        for _ in range(3):
+            again = _build(letter, text)
+        assert len(site.requests) == asked
+        assert again.html == first.html
+    with ImageServer({}) as closed:
+        gone = closed.url
+    text = f"![C]({gone}/c.png)\n"
+    first = _build(letter, text)
+    assert any("unreachable" in w for w in first.warnings)
+    again = _build(letter, text)  # not asked: still says why
+    assert any("unreachable" in w for w in again.warnings)

@@ -203,3 +203,19 @@ def test_inline_html_code_is_not_prose():
         "Read <code>代码代码</code> and <kbd>键盘</kbd>, then <b>加粗</b> words.\n")
     assert "代码" not in text and "键盘" not in text
     assert "加粗" in text and "words" in text
+
+
+def test_the_body_parsed_for_its_language_is_rendered_without_a_second_parse_only_if_same():
+    """`markdown.render` renders the tokens `markdown.parse` just made of the same body
+    (detection runs first); for any other body it parses, and the result never differs."""
+    from pipeline import markdown
+
+    body = ("Intro with a [reference][r] and a footnote[^1].\n\n[r]: https://example.org/\n\n"
+            "[^1]: The note.\n\n> [!TIP]\n> Tip text\n\n<div>Some **bold** in HTML</div>\n")
+    fresh = markdown.render(body, {"alert_tip": "Tip"})
+    markdown.parse("A different body with [a link](https://example.org/x).")
+    assert markdown.render(body, {"alert_tip": "Tip"}) == fresh
+    markdown.parse(body)
+    reused = markdown.render(body, {"alert_tip": "Tip"})
+    assert reused == fresh and "https://example.org/" in reused.html
+    assert markdown.render(body, {"alert_tip": "Tip"}) == fresh  # taken once, then parsed

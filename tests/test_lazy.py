@@ -23,7 +23,8 @@ def test_a_build_loads_none_of_the_modules_it_does_not_use(tmp_path):
         from pathlib import Path
         build.build({str(SAMPLES['en'])!r}, settings.load(Path('.')), {str(tmp_path / 'out')!r})
         loaded = [name for name in ('requests', 'urllib3', 'soupsieve', 'chardet',
-                                    'charset_normalizer') if name in sys.modules
+                                    'charset_normalizer', 'urllib.request',
+                                    'importlib.metadata') if name in sys.modules
                   and not type(sys.modules[name]).__name__ == '_Deferred']
         print(loaded)
     """)
@@ -82,6 +83,30 @@ def test_first_use_from_many_threads_at_once_loads_the_module_once():
         for t in threads: t.join()
         assert not errors, errors
         assert len(set(map(id, seen))) == 1 and len(seen) == 16
+        print('ok')
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_deferred_modules_of_packages_already_imported_work_however_they_are_imported():
+    done = run("""
+        import sys
+        import urllib.parse
+        from pipeline import lazy
+        lazy.defer('urllib.request', 'importlib.metadata')
+        assert lazy.is_deferred('urllib.request') and lazy.is_deferred('importlib.metadata')
+        import urllib.request
+        from importlib import metadata
+        assert lazy.is_deferred('urllib.request')            # importing is not using
+        assert metadata.version('jinja2')                     # an attribute loads it
+        assert not lazy.is_deferred('importlib.metadata')
+        import importlib.metadata._meta                       # its own modules import
+        from urllib.request import Request                    # from-import loads it
+        assert Request('http://127.0.0.1/').get_method() == 'GET'
+        assert urllib.request.urlopen is sys.modules['urllib.request'].urlopen
+        import cssutils                                        # what imports them at build
+        assert cssutils.parseString('p { color: red }').cssRules[0].style.color == 'red'
         print('ok')
     """)
     assert done.returncode == 0, done.stderr

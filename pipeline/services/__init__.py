@@ -10,13 +10,14 @@ line in SERVICES.
 from __future__ import annotations
 
 import importlib
-import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InputError, PublishError
 
 if TYPE_CHECKING:  # `publish --help` lists the services without loading the settings code
+    import sqlite3
+
     from ..settings import Settings
 
 SERVICES = {

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..settings import Settings
-from ..transports import MaildirTransport
 from . import DraftContent, DraftRecord, PushResult
+
+if TYPE_CHECKING:  # a build asks what this service can do without loading how it sends
+    import sqlite3
+
+    from ..transports import MaildirTransport
 
 
 class LocalService:
@@ -27,6 +31,8 @@ class LocalService:
 
     def transport(self, template: object = None) -> MaildirTransport:
         """The outbox; `template` is for services whose transport personalises one."""
+        from ..transports import MaildirTransport
+
         return MaildirTransport(self.settings.root / self.settings.outbox_dir)
 
     def __init__(self, settings: Settings, db: sqlite3.Connection):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import InputError
 from ..redact import read_secret
-from ..transports import SmtpTransport
+from ..smtp_transport import SmtpTransport
 from .local import LocalService
 
 

@@ -1,0 +1,95 @@
+"""One parsed tree of the email's fragment, handed from pass to pass instead of re-parsed.
+
+The HTML passes (embeds, tidy, headline; then the plain text and the preheader read the
+result) each take the fragment as text and return it as text, so each can be used and
+tested alone. Parsing is most of each pass's time, and each would parse the text the pass
+before it had just written. `serialize` remembers the tree behind the text it returns;
+`parse` of exactly that text hands the tree over instead of parsing again. A pass that
+changes the tree takes it; one that only reads it (`read_only=True`) leaves it for the
+next. The tree is first made what parsing its text would give (neighbouring strings
+joined; a string of only spaces and line breaks outside `<pre>` and `<textarea>` cut to
+one line break or one space, as BeautifulSoup does when it parses), so a pass sees the
+tree it would have parsed; tests/test_htmltree.py holds it to that.
+
+The tree is remembered per thread: builds running in other threads never share one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+
+_LAST = threading.local()  # .text: the last serialized text; .tree: the tree behind it
+
+
+def parse(fragment: str, *, read_only: bool = False):
+    """The BeautifulSoup tree (html.parser) of `fragment`: the remembered one when
+    `fragment` is the text `serialize` last returned in this thread, else a new parse."""
+    tree = getattr(_LAST, "tree", None)
+    if tree is not None and _LAST.text == fragment:
+        if not read_only:
+            forget()  # a pass that fails half-way must not leave a half-changed tree
+        return tree
+    from bs4 import BeautifulSoup
+
+    return BeautifulSoup(fragment, "html.parser")
+
+
+_SPACES = "\x20\x0a\x09\x0c\x0d"  # what BeautifulSoup counts as whitespace
+
+
+def _as_parsed(tree) -> None:
+    from bs4.element import NavigableString, Tag
+
+    tree.smooth()
+    keep = list(tree.builder.preserve_whitespace_tags or ())
+    lists = tree.builder.cdata_list_attributes or {}
+    for node in list(tree.descendants):
+        if isinstance(node, Tag):
+            _attributes_as_parsed(node, lists)
+            continue
+        if type(node) is not NavigableString or node.strip(_SPACES) or node in ("\n", " "):
+            continue
+        if not node:
+            node.extract()  # parsing makes no empty strings
+        elif not (keep and node.find_parent(keep)):
+            node.replace_with(NavigableString("\n" if "\n" in node else " "))
+
+
+def _attributes_as_parsed(tag, lists: dict) -> None:
+    """Attributes in the order they are written (by name), values as text, and
+    `class="a b"` set as one string as the list parsing makes of it."""
+    attrs = tag.attrs
+    if not attrs:
+        return
+    if list(attrs) != sorted(attrs):
+        tag.attrs = attrs = dict(sorted(attrs.items()))
+    for name, value in attrs.items():
+        if not isinstance(value, str | list):
+            attrs[name] = "" if value is None else str(value)
+    for name in (*lists.get("*", ()), *lists.get(tag.name, ())):
+        value = attrs.get(name)
+        if isinstance(value, str):
+            attrs[name] = value.split()
+
+
+def serialize(tree) -> str:
+    """`str(tree)`, remembering the tree for the next `parse` of that text."""
+    _as_parsed(tree)
+    text = str(tree)
+    _LAST.text, _LAST.tree = text, tree
+    return text
+
+
+def tags(tree, names: Collection[str] | None = None) -> list:
+    """Every element under `tree` (only those named in `names`, if given), in document
+    order: BeautifulSoup's `find_all` does the same through its general filters, several
+    times slower on a whole email."""
+    from bs4.element import Tag
+
+    return [node for node in tree.descendants
+            if isinstance(node, Tag) and (names is None or node.name in names)]
+
+
+def forget() -> None:
+    _LAST.text = _LAST.tree = None

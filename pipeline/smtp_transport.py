@@ -1,0 +1,291 @@
+"""SMTP: one reused connection per worker, the envelope pipelined when the server allows.
+
+What each failure means for the ledger is as `transports` describes: a message is only
+ever `InDoubt` once its content may have reached the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import smtplib
+import ssl
+from collections.abc import Callable
+
+from .transports import (
+    DeliveryError,
+    Fatal,
+    InDoubt,
+    Rejected,
+    Temporary,
+    Unexpected,
+    Unreachable,
+    describe,
+    envelope_address,
+)
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+class SmtpTransport:
+    """One reused SMTP connection; reconnects when the server closes it."""
+
+    def __init__(self, host: str, port: int, *, security: str = "starttls", username: str = "",
+                 password: str = "", timeout: float = 30.0, local_hostname: str | None = None):
+        self.host, self.port, self.security = host, port, security
+        self.username, self.password, self.timeout = username, password, timeout
+        self.local_hostname = local_hostname
+        self.conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        # Loading the system's certificates takes a while: only for a TLS connection.
+        context = ssl.create_default_context() if self.security != "none" else None
+        where = f"{self.host}:{self.port}"
+        try:
+            if self.security == "ssl":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=context,
+                    local_hostname=self.local_hostname)
+            else:
+                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
+                                    local_hostname=self.local_hostname)
+            conn.ehlo()  # MAIL FROM is refused before a greeting
+        except (OSError, smtplib.SMTPException, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise Unreachable(f"cannot connect to {where}: {reason}") from None
+        try:
+            if self.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    raise Fatal(f"{where} does not offer STARTTLS; set smtp_security to 'ssl' "
+                                "or 'none'")
+                conn.starttls(context=context)
+                conn.ehlo()
+            if self.username:
+                if not conn.has_extn("auth"):
+                    raise Fatal(f"{where} does not offer SMTP AUTH; unset smtp_username or "
+                                "use smtp_security 'starttls'")
+                self._login(conn)
+        except smtplib.SMTPAuthenticationError as exc:
+            conn.close()
+            raise Fatal(f"SMTP login refused ({exc.smtp_code}); check smtp_username and "
+                        "SMTP_PASSWORD") from None
+        except (ssl.SSLError, smtplib.SMTPException, OSError) as exc:
+            conn.close()
+            raise Fatal(f"{where}: {type(exc).__name__} while securing the connection"
+                        ) from None
+        except Fatal:
+            conn.close()
+            raise
+        return conn
+
+    def _login(self, conn: smtplib.SMTP) -> None:
+        """Log in; credentials that are not ASCII go as UTF-8 (RFC 4616), which smtplib
+        cannot do, through AUTH PLAIN or LOGIN."""
+        if (self.username + self.password).isascii():
+            conn.login(self.username, self.password)
+            return
+        offered = conn.esmtp_features.get("auth", "").upper().split()
+        user, password = self.username.encode("utf-8"), self.password.encode("utf-8")
+        if "PLAIN" in offered:
+            token = base64.b64encode(b"\0" + user + b"\0" + password).decode("ascii")
+            code, reply = conn.docmd("AUTH", "PLAIN " + token)
+        elif "LOGIN" in offered:
+            code, reply = conn.docmd("AUTH", "LOGIN")
+            for value in (user, password):
+                if code != 334:
+                    break
+                code, reply = conn.docmd(base64.b64encode(value).decode("ascii"))
+        else:
+            raise Fatal(f"{self.host}:{self.port} offers no way to log in with a non-ASCII "
+                        "user name or password (AUTH PLAIN or LOGIN)")
+        if code != 235:
+            raise smtplib.SMTPAuthenticationError(code, reply)
+
+    def deliver(self, sender: str, recipient: str, data: bytes,
+                while_waiting: Callable[[], None] | None = None) -> str:
+        handed_over = False
+
+        def handing_over() -> None:
+            nonlocal handed_over
+            handed_over = True
+
+        try:
+            return self._deliver(sender, recipient, data, while_waiting, handing_over)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            self._drop()
+            reason = describe(exc)
+            if self.password:
+                reason = reason.replace(self.password, "[SMTP_PASSWORD]")
+            raise Unexpected(f"unexpected error while sending: {reason}", handed_over
+                             ) from None
+
+    def _deliver(self, sender: str, recipient: str, data: bytes,
+                 while_waiting: Callable[[], None] | None,
+                 handing_over: Callable[[], None]) -> str:
+        try:
+            sender, recipient = envelope_address(sender), envelope_address(recipient)
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+        options = "" if (sender + recipient).isascii() and data.isascii() else " SMTPUTF8"
+        commands = _commands(sender, recipient, options)
+        if self.conn is None:
+            self.conn = self._connect()
+        conn = self.conn
+        if options and not conn.has_extn("smtputf8"):
+            if not sender.isascii():
+                raise Fatal(f"{self.host} cannot take the non-ASCII sender {sender!r} "
+                            "(it does not offer SMTPUTF8)")
+            raise Rejected(f"{self.host} cannot take a non-ASCII address (it does not "
+                           "offer SMTPUTF8)")
+        try:
+            replies = _envelope(conn, commands)
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise Temporary(f"connection lost before DATA: {type(exc).__name__}") from None
+        for (code, reply), command in zip(replies, commands, strict=False):
+            if code not in (250, 251, 354):
+                if not 400 <= code < 600:
+                    # A reply we cannot read: leave the transaction unfinished, so nothing
+                    # the server may have accepted is ever completed.
+                    self._drop()
+                    raise Temporary(f"unreadable reply to {_verb(command)}: "
+                                    f"{_text(code, reply)}")
+                if replies[-1][0] == 354 and len(replies) == 3:
+                    self._end_empty_data()
+                self._reset()
+                raise self._refusal(code, reply, _verb(command))
+        if len(replies) < 3:
+            self._reset()
+            raise Temporary("server did not answer DATA")
+        try:
+            # Dot-stuffing (RFC 5321 4.5.2); our messages rarely need it.
+            payload = _LEADING_DOT.sub(b"..", data) if _needs_dot_stuffing(data) else data
+            ending = b".\r\n" if payload.endswith(b"\r\n") else b"\r\n.\r\n"
+            handing_over()
+            _send(conn, payload + ending)
+            if while_waiting is not None:
+                while_waiting()
+            code, reply = _read_reply(conn)
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise InDoubt(f"connection lost during DATA: {type(exc).__name__}") from None
+        if 200 <= code < 300:
+            return _text(code, reply)
+        if 400 <= code < 600:
+            self._reset()
+            raise self._refusal(code, reply, "DATA")
+        # Not a refusal we can read: the server may well have stored the message.
+        self._drop()
+        raise InDoubt(f"unreadable reply to DATA: {_text(code, reply)}")
+
+    def _end_empty_data(self) -> None:
+        """A server that said 354 after refusing MAIL or RCPT gets an empty message to end it."""
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            self.conn.send(b".\r\n")
+            _read_reply(self.conn)
+
+    @staticmethod
+    def _refusal(code: int, reply: bytes, stage: str) -> DeliveryError:
+        text = f"{_text(code, reply)} ({stage})"
+        if code == 421:
+            return Temporary(text)
+        if code in (530, 535):
+            return Fatal(text)
+        return Temporary(text) if 400 <= code < 500 else Rejected(text)
+
+    def _reset(self) -> None:
+        try:
+            if self.conn is not None:
+                self.conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self.conn.quit()
+            self._drop()
+
+
+def _commands(sender: str, recipient: str, options: str) -> list[str]:
+    return [f"MAIL FROM:<{sender}>{options}", f"RCPT TO:<{recipient}>", "DATA"]
+
+
+def _send(conn: smtplib.SMTP, data: bytes) -> None:
+    """smtplib's `send` without its per-call checks and audit event."""
+    if conn.sock is None:
+        raise smtplib.SMTPServerDisconnected("please run connect() first")
+    conn.sock.sendall(data)
+
+
+def _needs_dot_stuffing(data: bytes) -> bool:
+    """Whether a line of `data` starts with a dot. `b"\\n." in data` steps through the
+    whole message byte by byte; finding its dots is a memchr, faster for a message with
+    few of them (base64 has none)."""
+    if data.startswith(b"."):
+        return True
+    at = data.find(b".")
+    for _ in range(64):
+        if at < 0:
+            return False
+        if data[at - 1] == 10:  # a line feed
+            return True
+        at = data.find(b".", at + 1)
+    return b"\n." in data
+
+
+def _envelope(conn: smtplib.SMTP, commands: list[str]) -> list[tuple[int, bytes]]:
+    """MAIL, RCPT and DATA: in one round trip when the server pipelines (RFC 2920), else
+    one at a time until one is refused. The replies read."""
+    if conn.has_extn("pipelining"):
+        _send(conn, "".join(c + "\r\n" for c in commands).encode("utf-8"))
+        return [_read_reply(conn) for _ in commands]
+    replies = []
+    for command in commands:
+        conn.send((command + "\r\n").encode("utf-8"))
+        replies.append(_read_reply(conn))
+        if replies[-1][0] not in (250, 251, 354):
+            break
+    return replies
+
+
+def _read_reply(conn: smtplib.SMTP) -> tuple[int, bytes]:
+    """smtplib's `getreply`, except that a reply without a proper code comes back whole,
+    with code -1 (smtplib cuts off its first four characters)."""
+    if conn.file is None:
+        conn.file = conn.sock.makefile("rb")
+    lines = []
+    while True:
+        line = conn.file.readline(smtplib._MAXLINE + 1)
+        if not line:
+            conn.close()
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        if len(line) > smtplib._MAXLINE:
+            conn.close()
+            raise smtplib.SMTPResponseException(500, b"Line too long.")
+        code, separator = line[:3], line[3:4]
+        if not (len(code) == 3 and code.isdigit() and separator in (b" ", b"-", b"\r", b"\n",
+                                                                       b"")):
+            return -1, line.strip()
+        lines.append(line[4:].strip(b" \t\r\n"))
+        if separator != b"-":
+            return int(code), b"\n".join(lines)
+
+
+def _verb(command: str) -> str:
+    return command.split(":")[0].split()[0]
+
+
+def _text(code: int, reply: bytes) -> str:
+    """A server's reply for the ledger: the code when it had one, and the words."""
+    words = reply.decode("utf-8", "replace").strip()
+    return f"{code} {words}" if code > 0 else words or "(empty reply)"
