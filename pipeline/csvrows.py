@@ -72,7 +72,7 @@ def delimiter_of(first_line: str) -> str:
     return max(DELIMITERS, key=first_line.count)
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One record of the file: `cells` is None when it could not be read as a row."""
 
@@ -83,20 +83,27 @@ class Record:
 
     @property
     def blank(self) -> bool:
-        cells = self.cells
-        if cells is None:
-            return False
-        if cells and cells[0].strip():  # the usual row, decided by its first cell
-            return False
-        return not any(c.strip() for c in cells)
+        return is_blank(self.cells)
 
     @property
     def ending(self) -> str:
         """The record's line ending, kept when the record is rewritten."""
-        for end in ("\r\n", "\n", "\r"):
-            if self.raw.endswith(end):
-                return end
-        return ""
+        return ending_of(self.raw)
+
+
+def is_blank(cells: list[str] | None) -> bool:
+    if cells is None:
+        return False
+    if cells and cells[0].strip():  # the usual row, decided by its first cell
+        return False
+    return not any(c.strip() for c in cells)
+
+
+def ending_of(raw: str) -> str:
+    for end in ("\r\n", "\n", "\r"):
+        if raw.endswith(end):
+            return end
+    return ""
 
 
 class _Lines:
@@ -132,11 +139,46 @@ def _swallowed(taken: list[tuple[int, str]]) -> bool:
     return any(_ROW_START.match(t) for _, t in taken[1:])
 
 
-def records(handle: TextIO, delimiter: str) -> Iterator[Record]:
+def records(handle: TextIO, delimiter: str, *, fast: bool = True) -> Iterator[Record]:
     """Every record of an open file, blank lines included, in order."""
+    for line, raw, cells, problem in record_tuples(handle, delimiter, fast=fast):
+        yield Record(line, raw, cells, problem)
+
+
+def record_tuples(handle: TextIO, delimiter: str, *, fast: bool = True,
+                  own_lines: bool = False) -> Iterator[tuple[int, str, list[str] | None, str]]:
+    """`records` as (line, raw, cells, problem) tuples, the form the hot loops read.
+
+    A line without a quote (nearly every line of an export) is one record whose cells are
+    the line split at the delimiter, which is what the csv module makes of it; only lines
+    with a quote, or too long to be sure of, go through the csv module (`fast=False`
+    sends every line there: tests/test_subscribers_csv.py checks the two agree).
+    `own_lines`: the handle was opened with newline="", so a line break can only end a line.
+    """
     lines = _Lines(handle)
     reader = csv.reader(lines, delimiter=delimiter)
+    limit = csv.field_size_limit() if fast else -1
     while True:
+        if not lines.returned:
+            number = lines.number
+            for text in handle:
+                number += 1
+                if len(text) > limit or '"' in text or "\0" in text:
+                    lines.number = number - 1
+                    lines.give_back([(number, text)])
+                    break
+                body = text.rstrip("\r\n")
+                # A line break inside the line (a handle not opened with newline=""): csv.
+                if not own_lines and (
+                        "\r" in body or "\n" in body
+                        or (len(text) - len(body) > 1 and not text.endswith("\r\n", -2))):
+                    lines.number = number - 1
+                    lines.give_back([(number, text)])
+                    break
+                yield number, text, body.split(delimiter) if body else [], ""
+            else:
+                lines.number = number
+                return
         lines.taken = []
         try:
             cells = next(reader)
@@ -156,9 +198,9 @@ def records(handle: TextIO, delimiter: str) -> Iterator[Record]:
             # Report the first line alone and read the lines after it again as rows.
             lines.give_back(taken[1:])
             reader = csv.reader(lines, delimiter=delimiter)
-            yield Record(taken[0][0], taken[0][1], None, problem)
+            yield taken[0][0], taken[0][1], None, problem
             continue
-        yield Record(taken[0][0], "".join(t for _, t in taken), cells)
+        yield taken[0][0], "".join(t for _, t in taken), cells, ""
 
 
 @dataclass
@@ -197,47 +239,70 @@ def scan(path: Path, table: Table | None = None) -> Iterator[Row]:
 
     A file whose first row holds one cell with an address and no header is a plain list.
     """
+    table = table or Table(path)
+    for kind, line, raw, cells, problem in rows(path, table):
+        record = Record(line, raw, cells, problem)
+        if kind != "data":
+            yield Row(kind, record)
+            continue
+        columns = table.columns
+        if len(cells) < len(columns):
+            cells = cells + [""] * (len(columns) - len(cells))
+        # Cells past the header's columns are not values of any column.
+        pairs = zip(columns, cells, strict=False)
+        yield Row("data", record, {name: cell.strip() for name, cell in pairs if name})
+
+
+RowTuple = tuple[str, int, str, "list[str] | None", str]
+
+
+def rows(path: Path, table: Table) -> Iterator[RowTuple]:
+    """`scan` as (kind, line, raw, cells, problem) tuples, cells as read (not padded)."""
     if not path.exists():
         raise InputError("no such file", path)
     if not path.is_file():
         raise InputError("not a regular file (a folder, a pipe or a device?); give a CSV "
                          "file", path)
-    table = table or Table(path)
     table.path = path
     table.encoding = encoding_of(path)
     try:
         table.delimiter = delimiter_of(_first_line(path, table.encoding))
         with open(path, encoding=table.encoding, newline="") as handle:
-            header_seen = False
-            for record in records(handle, table.delimiter):
-                if record.cells is None:
-                    yield Row("broken", record)
-                    continue
-                if record.blank:
-                    yield Row("blank", record)
-                    continue
-                if not header_seen:
-                    header_seen = True
-                    first = [cell.strip().lstrip("\ufeff") for cell in record.cells]
-                    if len(first) == 1 and "@" in first[0]:
-                        table.columns = ["email"]
-                    else:
-                        table.columns = [column_name(cell) for cell in first]
-                        table.has_header = True
-                        if "email" not in table.columns:
-                            raise InputError("no 'email' column in the header "
-                                             f"(found: {', '.join(first[:8])})", path,
-                                             record.line)
-                        yield Row("header", record)
-                        continue
-                cells = record.cells
-                if len(cells) < len(table.columns):
-                    cells = cells + [""] * (len(table.columns) - len(cells))
-                # Cells past the header's columns are not values of any column.
-                pairs = zip(table.columns, cells, strict=False)
-                yield Row("data", record, {name: cell.strip() for name, cell in pairs if name})
+            tuples = record_tuples(handle, table.delimiter, own_lines=True)
+            for line, raw, cells, problem in tuples:
+                if cells is None:
+                    yield "broken", line, raw, cells, problem
+                elif is_blank(cells):
+                    yield "blank", line, raw, cells, problem
+                elif _header(table, cells, line):
+                    yield "header", line, raw, cells, problem
+                    break
+                else:
+                    yield "data", line, raw, cells, problem
+                    break
+            for line, raw, cells, problem in tuples:
+                if cells is None:
+                    yield "broken", line, raw, cells, problem
+                elif (cells and cells[0].strip()) or not is_blank(cells):
+                    yield "data", line, raw, cells, problem
+                else:
+                    yield "blank", line, raw, cells, problem
     except UnicodeDecodeError as exc:
         raise InputError(f"cannot decode as {table.encoding}: {exc.reason}", path) from None
+
+
+def _header(table: Table, cells: list[str], line: int) -> bool:
+    """Read the columns from the first row; False when it is a plain list's first address."""
+    first = [cell.strip().lstrip("\ufeff") for cell in cells]
+    if len(first) == 1 and "@" in first[0]:
+        table.columns = ["email"]
+        return False
+    table.columns = [column_name(cell) for cell in first]
+    table.has_header = True
+    if "email" not in table.columns:
+        raise InputError("no 'email' column in the header "
+                         f"(found: {', '.join(first[:8])})", table.path, line)
+    return True
 
 
 _WRITERS = threading.local()  # per thread: (delimiter, ending) -> (buffer, csv writer)

@@ -10,29 +10,34 @@ read-and-replace holds the lists' lock (see `listlock`).
 from __future__ import annotations
 
 import contextlib
+import csv
+import itertools
 import json
 import os
+import re
 import sqlite3
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from . import csvrows, listlock
 from .errors import PublishError
 from .subscribers import (
     COLUMNS,
+    Entry,
+    Layout,
     Progress,
     Rejected,
-    Subscriber,
-    broken,
+    broken_row,
     email_key,
+    entries,
     normalize_email,
-    read,
-    to_item,
 )
 
 _RANK = {"active": 0, "bounced": 1, "unsubscribed": 2}
+_LOOKUP = 500  # list rows looked up in the scratch database at once
 
 
 def _may_be(cell: str, keys: set[str]) -> bool:
@@ -97,13 +102,26 @@ def _open_scratch() -> sqlite3.Connection:
     os.unlink(path)  # stays usable until closed, and vanishes after
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
-    db.execute("CREATE TABLE incoming (key TEXT PRIMARY KEY, email TEXT, name TEXT, status TEXT,"
-               " created_at TEXT, attributes TEXT, ord INTEGER, matched INTEGER DEFAULT 0)")
+    # The index of a million addresses outgrows SQLite's default 2 MB page cache, and
+    # each insert then waits on the disk: 8 MB (a bound, whatever the size) halves the load.
+    db.execute("PRAGMA cache_size=-8000")
+    # `ord` is the row id: new rows come back in the export's order without a sort.
+    # `bare`: no field holds a character CSV quotes for (see `_lines_sql`).
+    db.execute("CREATE TABLE incoming (ord INTEGER PRIMARY KEY, key TEXT UNIQUE, email TEXT,"
+               " name TEXT, status TEXT, created_at TEXT, attributes TEXT,"
+               " bare INTEGER DEFAULT 0, matched INTEGER DEFAULT 0)")
     return db
 
 
+class _Sink:
+    """Where a dry run writes the new list: nowhere."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 class _Merge:
-    """The text of the new list, produced while the old one is read."""
+    """The text of the new list, written while the old one is read."""
 
     def __init__(self, db: sqlite3.Connection, extras: list[str], report: ImportReport,
                  *, overwrite_status: bool = False, only: set[str] | None = None):
@@ -115,110 +133,234 @@ class _Merge:
         # problems not reported), so an unsubscribe from a long list takes seconds.
         self.only: set[str] | None = only
         self.table = csvrows.Table(Path())
-        self.codec = _Json()
         self.columns: list[str] = []
         self.ending = "\n"
+        self.layout: Layout | None = None
 
-    def lines(self, dest: Path) -> Iterator[str]:
+    def write(self, dest: Path, out: TextIO) -> None:
         wanted = COLUMNS + self.extras
         last = ""
         if dest.exists():
-            for row in csvrows.scan(dest, self.table):
-                record = row.record
-                if row.kind == "header":
-                    self.ending = record.ending or "\n"
-                    yield self._header(record, wanted)
-                elif row.kind == "data":
-                    if not self.columns:  # a plain list of addresses: give it a header
-                        self.columns = wanted
-                        yield csvrows.format_row(wanted, self.table.delimiter,
-                                                 record.ending or "\n")
-                    yield self._data(record, row.values)
-                else:
-                    if row.kind == "broken":
-                        self.report.kept.append(broken(record))
-                    yield record.raw
-                last = record.raw
+            pending: list[csvrows.RowTuple] = []
+            for row in csvrows.rows(dest, self.table):
+                kind, _, raw, cells, _ = row
+                if kind == "header":
+                    self._rows(pending, out)
+                    pending = []
+                    self.ending = csvrows.ending_of(raw) or "\n"
+                    out.write(self._header(raw, cells or [], wanted))
+                    last = raw
+                    continue
+                if kind == "data" and not self.columns:  # a plain list: give it a header
+                    self._rows(pending, out)
+                    pending = []
+                    self.columns = wanted
+                    out.write(csvrows.format_row(wanted, self.table.delimiter,
+                                                 csvrows.ending_of(raw) or "\n"))
+                pending.append(row)
+                if len(pending) >= _LOOKUP:
+                    self._rows(pending, out)
+                    pending = []
+                last = raw
+            self._rows(pending, out)
         if not self.columns:
             self.columns = wanted
-            if last and not csvrows.Record(0, last, None).ending:
-                yield self.ending
-            yield csvrows.format_row(wanted, self.table.delimiter, self.ending)
+            if last and not csvrows.ending_of(last):
+                out.write(self.ending)
+            out.write(csvrows.format_row(wanted, self.table.delimiter, self.ending))
             last = self.ending
-        yield from self._new_rows(needs_break=bool(last) and not
-                                  csvrows.Record(0, last, None).ending)
+        self._new_rows(out, needs_break=bool(last) and not csvrows.ending_of(last))
 
-    def _header(self, record: csvrows.Record, wanted: list[str]) -> str:
+    def _header(self, raw: str, cells: list[str], wanted: list[str]) -> str:
         missing = [name for name in wanted if name not in self.table.columns]
         self.columns = self.table.columns + missing
         if not missing:
-            return record.raw
-        return csvrows.format_row(list(record.cells or []) + missing, self.table.delimiter,
-                                  record.ending)
+            return raw
+        return csvrows.format_row(list(cells) + missing, self.table.delimiter,
+                                  csvrows.ending_of(raw))
 
-    def _data(self, record: csvrows.Record, values: dict[str, str]) -> str:
-        if self.only is not None and not _may_be(values.get("email", ""), self.only):
-            return record.raw
-        item = to_item(record.line, values)
-        if isinstance(item, Rejected):
-            self.report.kept.append(item)
-            try:  # an unknown status: the address is still this one's
-                key = email_key(normalize_email(values.get("email", "")))
-            except ValueError:
-                return record.raw
-            if not self.overwrite_status:
-                self._match(key, count=True)
-                return record.raw
-            current = {"name": values.get("name", ""), "status": item.status}
-        else:
-            key = item.key
-            current = {"name": item.name, "status": item.status}
-        incoming = self._match(key, count=False)
+    def _rows(self, rows: list[csvrows.RowTuple], out: TextIO) -> None:
+        """Write a run of the list's records, their addresses looked up all at once."""
+        if self.layout is None and self.table.columns:
+            self.layout = Layout(self.table.columns)
+        layout = self.layout
+        keyed: list[tuple[str | None, Entry | Rejected | None]] = []
+        for kind, line, _, cells, _ in rows:
+            if kind != "data" or layout is None:
+                keyed.append((None, None))
+                continue
+            keyed.append(self._key(layout, line, cells or []))
+        found = self._lookup({key for key, _ in keyed if key is not None})
+        matched: list[tuple[str]] = []
+        for (kind, line, raw, cells, problem), (key, entry) in zip(rows, keyed, strict=True):
+            if kind == "broken":
+                self.report.kept.append(broken_row(line, raw, problem))
+            elif isinstance(entry, Rejected):
+                self.report.kept.append(entry)
+            if key is None or entry is None:
+                out.write(raw)
+                continue
+            out.write(self._data(raw, cells or [], key, entry, found, matched))
+        if matched:
+            self.db.executemany("UPDATE incoming SET matched = 1 WHERE key = ?", matched)
+
+    def _key(self, layout: Layout, line: int,
+             cells: list[str]) -> tuple[str | None, Entry | Rejected | None]:
+        """The key a list row is looked up by, and what the row is (None: copy it as is)."""
+        email = cells[layout.email] if layout.email is not None and \
+            layout.email < len(cells) else ""
+        if self.only is not None and not _may_be(email, self.only):
+            return None, None
+        entry = layout.entry(line, cells)
+        if not isinstance(entry, Rejected):
+            return entry[0], entry
+        try:  # an unknown status: the address is still this one's
+            return email_key(normalize_email(email.strip())), entry
+        except ValueError:
+            return None, entry
+
+    def _lookup(self, keys: set[str]) -> dict[str, list]:
+        """{key: [name, status, matched]} of the incoming rows with these keys."""
+        found: dict[str, list] = {}
+        if keys:
+            marks = ",".join("?" * len(keys))
+            for key, name, status, matched in self.db.execute(
+                    f"SELECT key, name, status, matched FROM incoming WHERE key IN ({marks})",
+                    list(keys)):
+                found[key] = [name, status, matched]
+        return found
+
+    def _data(self, raw: str, cells: list[str], key: str, entry: Entry | Rejected,
+              found: dict[str, list], matched: list[tuple[str]]) -> str:
+        incoming = found.get(key)
         if incoming is None:
-            return record.raw
-        name, status, first = incoming
+            return raw
+        name, status, was_matched = incoming
+        if not was_matched:
+            incoming[2] = 1
+            matched.append((key,))
+        if isinstance(entry, Rejected):
+            if not self.overwrite_status:
+                if not was_matched:
+                    self.report.unchanged += 1
+                return raw
+            assert self.layout is not None
+            padded = cells + [""] * (self.layout.width - len(cells))
+            current = {"name": self.layout.fields(padded)[1], "status": entry.status}
+        else:
+            current = {"name": entry[2], "status": entry[3]}
         change = {"name": current["name"] or name,
                   "status": status if self.overwrite_status
                   else _stricter(current["status"], status)}
         change = {k: v for k, v in change.items() if v != current[k]}
-        if first:
+        if not was_matched:
             if change:
                 self.report.updated += 1
             else:
                 self.report.unchanged += 1
         if not change:
-            return record.raw
-        cells = list(record.cells or [])
+            return raw
+        cells = list(cells)
         for column, value in change.items():
             index = self.columns.index(column)
             cells += [""] * (index + 1 - len(cells))
             cells[index] = value
-        return csvrows.format_row(cells, self.table.delimiter, record.ending)
+        return csvrows.format_row(cells, self.table.delimiter, csvrows.ending_of(raw))
 
-    def _match(self, key: str, *, count: bool) -> tuple[str, str, bool] | None:
-        """The incoming (name, status, first match) for `key`, marking it as on the list."""
-        row = self.db.execute("SELECT name, status, matched FROM incoming WHERE key = ?",
-                              (key,)).fetchone()
-        if row is None:
-            return None
-        if not row[2]:
-            self.db.execute("UPDATE incoming SET matched = 1 WHERE key = ?", (key,))
-            if count:
-                self.report.unchanged += 1
-        return row[0], row[1], not row[2]
+    def _new_rows(self, out: TextIO, needs_break: bool) -> None:
+        if self.db.execute("SELECT 1 FROM incoming WHERE matched = 0 LIMIT 1").fetchone() is None:
+            return
+        if needs_break:
+            out.write(self.ending)
+        if self.columns[:len(COLUMNS)] == COLUMNS and not COLUMNS_SET & set(
+                self.columns[len(COLUMNS):]) and self._tails():
+            # The usual list: SQLite writes each line, and Python only joins them up.
+            tails = self.db.execute("SELECT tail FROM tails LIMIT 2").fetchall()
+            text = self.db.execute(_lines_sql(self.table.delimiter, self.ending, len(tails) > 1),
+                                   tails[0] if len(tails) == 1 else ())
+            while lines := text.fetchmany(4096):
+                out.write("".join([line for line, in lines]))
+                self.report.added += len(lines)
+            return
+        rows = self.db.execute("SELECT email, name, status, created_at, attributes FROM incoming"
+                               " WHERE matched = 0 ORDER BY ord")
+        writer = csv.writer(out, delimiter=self.table.delimiter, lineterminator=self.ending)
+        writer.writerows(self._cells(rows))
 
-    def _new_rows(self, needs_break: bool) -> Iterator[str]:
-        for email, name, status, created, attributes in self.db.execute(
-                "SELECT email, name, status, created_at, attributes FROM incoming"
-                " WHERE matched = 0 ORDER BY ord"):
-            if needs_break:
-                yield self.ending
-                needs_break = False
-            values = {**self.codec.loads(attributes), "email": email, "name": name,
-                      "status": status, "created_at": created}
-            self.report.added += 1
-            yield csvrows.format_row([values.get(c, "") for c in self.columns],
+    def _tails(self) -> bool:
+        """Fill `tails`: the attribute columns of each set of attributes, as CSV text after
+        the four fields. False when there are too many sets to list."""
+        sets = self.db.execute("SELECT DISTINCT attributes FROM incoming WHERE matched = 0"
+                               f" LIMIT {_TAILS + 1}").fetchall()
+        if len(sets) > _TAILS:
+            return False
+        rest = self.columns[len(COLUMNS):]
+        tails = []
+        for (text,) in sets:
+            attributes = json.loads(text)
+            row = csvrows.format_row(["", *(attributes.get(c, "") for c in rest)],
                                      self.table.delimiter, self.ending)
+            row = row[:-len(self.ending)] if rest else ""  # (what to quote depends on it)
+            tails.append((text, row))
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS tails (attributes TEXT PRIMARY KEY,"
+                        " tail TEXT)")
+        self.db.execute("DELETE FROM tails")
+        self.db.executemany("INSERT INTO tails VALUES (?, ?)", tails)
+        return True
+
+    def _cells(self, rows: Iterator[tuple[str, str, str, str, str]]) -> Iterator[list[str]]:
+        """Each new row's cells in the list's columns: its fields, then its attributes."""
+        columns = self.columns
+        at = {name: [i for i, c in enumerate(columns) if c == name] for name in COLUMNS}
+        templates: dict[str, list[str]] = {}
+        added = 0
+        for row in rows:
+            added += 1
+            template = templates.get(row[4])
+            if template is None:
+                attributes = json.loads(row[4])
+                template = [attributes.get(c, "") for c in columns]
+                if len(templates) < _TAILS:
+                    templates[row[4]] = template
+            cells = list(template)
+            for j, name in enumerate(COLUMNS):
+                for i in at[name]:
+                    cells[i] = row[j]
+            yield cells
+        self.report.added += added
+
+
+COLUMNS_SET = set(COLUMNS)
+_TAILS = 4096  # sets of attributes written by SQLite; more (an id per row) go through Python
+
+
+def _lines_sql(delimiter: str, ending: str, many: bool) -> str:
+    """SELECT each new row as the line csv.writer would write for it (ending included).
+
+    A field is quoted exactly when csv.writer quotes it: when it holds a character that
+    this Python's csv module quotes for (asked once, below), with its quotes doubled; a
+    `bare` row holds none of the characters it could quote for, so it is not looked at.
+    tests/test_subscribers_csv.py checks the lines against csv.writer.
+    """
+    def field(name: str) -> str:
+        marks = " OR ".join(f"instr({name}, char({ord(c)})) > 0"
+                            for c in _quoted_for(delimiter, ending))
+        return (f"CASE WHEN {marks} THEN char(34) || replace({name}, char(34), char(34, 34))"
+                f" || char(34) ELSE {name} END")
+
+    comma = f" || char({ord(delimiter)}) || "
+    line = (f"CASE WHEN bare THEN {comma.join(COLUMNS)}"  # (an import's status is a word)
+            f" ELSE {comma.join(field(name) for name in COLUMNS)} END")
+    end = " || ".join(f"char({ord(c)})" for c in ending) or "''"
+    tail = ("(SELECT tail FROM tails WHERE tails.attributes = incoming.attributes)" if many
+            else "?")  # one set of attributes for every row: its columns are given
+    return f"SELECT {line} || {tail} || {end} FROM incoming WHERE matched = 0 ORDER BY ord"
+
+
+def _quoted_for(delimiter: str, ending: str) -> list[str]:
+    """The characters for which csv.writer quotes a field, of those it could quote for."""
+    return [c for c in dict.fromkeys([delimiter, '"', "\r", "\n", *ending])
+            if csvrows.format_row([f"a{c}b", "x"], delimiter, ending).startswith('"')]
 
 
 def _rewrite(dest: Path, db: sqlite3.Connection, extras: list[str], report: ImportReport,
@@ -226,19 +368,18 @@ def _rewrite(dest: Path, db: sqlite3.Connection, extras: list[str], report: Impo
              commit=lambda report: True) -> None:
     """Write the merged list in place of `dest` (the lock must be held) unless a dry run."""
     for encoding in (None, "utf-8"):  # the list's own encoding, unless new rows cannot be
-        db.execute("UPDATE incoming SET matched = 0")
+        if encoding is not None:
+            db.execute("UPDATE incoming SET matched = 0 WHERE matched = 1")
         fresh = ImportReport(duplicates=report.duplicates, rejected=report.rejected,
                              dry_run=report.dry_run)
         merge = _Merge(db, extras, fresh, overwrite_status=overwrite_status, only=only)
         try:
             if report.dry_run:
-                for _ in merge.lines(dest):
-                    pass
+                merge.write(dest, _Sink())  # type: ignore[arg-type]
                 break
             own = encoding or (csvrows.encoding_of(dest) if dest.exists() else "utf-8")
             with listlock.replacing(dest, own) as out:
-                for text in merge.lines(dest):
-                    out.write(text)
+                merge.write(dest, out)
                 if not commit(fresh):
                     raise _Discard
             break
@@ -256,77 +397,91 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-class _Json:
-    """json.dumps / json.loads of the few distinct attribute sets an export repeats."""
-
-    LIMIT = 4096
-
-    def __init__(self):
-        self.dumped: dict[tuple, str] = {}
-        self.loaded: dict[str, dict] = {}
-
-    def dumps(self, attributes: dict[str, str]) -> str:
-        key = tuple(attributes.items())
-        text = self.dumped.get(key)
-        if text is None:
-            text = json.dumps(attributes)
-            if len(self.dumped) < self.LIMIT:
-                self.dumped[key] = text
-        return text
-
-    def loads(self, text: str) -> dict:
-        value = self.loaded.get(text)
-        if value is None:
-            value = json.loads(text)
-            if len(self.loaded) < self.LIMIT:
-                self.loaded[text] = value
-        return value  # callers copy it ({**value, …}); never changed in place
+_COLUMNS = "incoming (ord, key, email, name, status, created_at, attributes, bare)"
+_INSERT = f"INSERT OR IGNORE INTO {_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_PER_INSERT = 120  # rows per INSERT statement (8 values each: under SQLite's 999)
+_INSERT_MANY = (f"INSERT OR IGNORE INTO {_COLUMNS} VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * _PER_INSERT))
+_BATCH = _PER_INSERT * 40
+# What CSV may quote for: every delimiter a list can have, the quote, line breaks.
+_QUOTABLE = re.compile('[' + re.escape(csvrows.DELIMITERS) + '"\r\n]').search
+_KNOWN_SETS = 4096  # attribute sets remembered as bringing no new column
 
 
-_INSERT = "INSERT OR IGNORE INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
-_BATCH = 5000
+class _Loader:
+    """Puts the export's rows into the scratch database, by batches, in order.
+
+    (Loading in a second thread while the export is read was tried: SQLite works without
+    the interpreter's lock, but the two threads then wait on each other and the import
+    took 15 % longer.)
+    """
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+        self.extras: dict[str, None] = {}  # new columns, from the first row of an address
+        self.duplicates = 0
+
+    def put(self, batch: list[tuple] | tuple[tuple, dict[str, str]]) -> None:
+        if isinstance(batch, list):
+            self._insert(batch)
+        else:
+            self._alone(*batch)
+
+    def _insert(self, batch: list[tuple]) -> None:
+        db = self.db
+        before = db.total_changes
+        whole = len(batch) - len(batch) % _PER_INSERT
+        for start in range(0, whole, _PER_INSERT):  # rows go in in order: the first one wins
+            db.execute(_INSERT_MANY, list(itertools.chain.from_iterable(
+                batch[start:start + _PER_INSERT])))
+        db.executemany(_INSERT, batch[whole:])
+        self.duplicates += len(batch) - (db.total_changes - before)
+
+    def _alone(self, row: tuple, attributes: dict[str, str]) -> None:
+        """A row that may bring new columns: they are the list's if it is not a duplicate."""
+        new = [k for k in attributes if k not in COLUMNS and k not in self.extras]
+        if self.db.execute(_INSERT, row).rowcount:
+            self.extras.update(dict.fromkeys(new))
+        else:  # seen earlier in this same file, in some spelling
+            self.duplicates += 1
 
 
-def _incoming(db: sqlite3.Connection, items: Iterator[tuple[int, Subscriber | Rejected]],
+def _incoming(db: sqlite3.Connection, items: Iterator[tuple[int, Entry | Rejected]],
               report: ImportReport) -> list[str]:
     """Load the rows to merge into the scratch database; the extra columns they bring.
 
-    Rows go in by batches; a row that brings a column not seen yet goes in alone, since
+    Rows go in by batches; a row that may bring a column not seen yet goes in alone, since
     only a row that is not a duplicate (the first of its address) adds its columns.
     """
-    extras: dict[str, None] = {}
+    loader = _Loader(db)
+    known: set[str] = set()  # attributes (as JSON) whose names are all the loader's extras
     batch: list[tuple] = []
-    codec = _Json()
     order = 0
-
-    def flush() -> None:
-        before = db.total_changes
-        db.executemany(_INSERT, batch)
-        report.duplicates += len(batch) - (db.total_changes - before)
-        batch.clear()
-
     db.execute("BEGIN")
-    for _, item in items:
-        if isinstance(item, Rejected):
-            report.rejected.append(item)
+    for _, entry in items:
+        if type(entry) is Rejected:
+            report.rejected.append(entry)
             continue
         order += 1
-        row = (item.key, item.email, item.name, item.status, item.created_at,
-               codec.dumps(item.attributes), order)
-        new = [k for k in item.attributes if k not in COLUMNS and k not in extras]
-        if not new:
-            batch.append(row)
-            if len(batch) >= _BATCH:
-                flush()
-            continue
-        flush()
-        if db.execute(_INSERT, row).rowcount:
-            extras.update(dict.fromkeys(new))
-        else:  # seen earlier in this same file, in some spelling
-            report.duplicates += 1
-    flush()
+        key, email, name, status, created, attributes, text = entry  # type: ignore[misc]
+        row = (order, key, email, name, status, created, text,
+               _QUOTABLE(f"{email}{name}{created}") is None)
+        if text not in known:
+            if any(k not in COLUMNS and k not in loader.extras for k in attributes):
+                loader.put(batch)
+                loader.put((row, attributes))
+                batch = []
+                continue
+            if len(known) < _KNOWN_SETS:
+                known.add(text)
+        batch.append(row)
+        if len(batch) >= _BATCH:
+            loader.put(batch)
+            batch = []
+    loader.put(batch)
     db.execute("COMMIT")
-    return list(extras)
+    report.duplicates += loader.duplicates
+    return list(loader.extras)
 
 
 def import_file(source: Path, dest: Path, *, dry_run: bool = False,
@@ -335,7 +490,7 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
     report = ImportReport(dry_run=dry_run)
     dest = _real(dest)
     with _scratch() as db:
-        extras = _incoming(db, read(source, progress), report)
+        extras = _incoming(db, entries(source, progress), report)
         if dry_run:
             _rewrite(dest, db, extras, report)
         else:
@@ -356,7 +511,7 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
         return False
     report = ImportReport(dry_run=dry_run)
     with _scratch() as db:
-        db.execute("INSERT INTO incoming VALUES (?, ?, '', ?, '', '{}', 1, 0)",
+        db.execute(f"INSERT INTO {_COLUMNS} VALUES (1, ?, ?, '', ?, '', '{{}}', 0)",
                    (email_key(address), address, status))
         # Rewritten only when a row changes; a row appended means the address was not there.
         with listlock.locked(dest.parent):
@@ -374,7 +529,7 @@ def suppress(path: Path, email: str, *, dry_run: bool = False, status: str = "un
     path = _real(path)
     report = ImportReport(dry_run=dry_run)
     with _scratch() as db:
-        db.execute("INSERT INTO incoming VALUES (?, ?, '', ?, ?, ?, 1, 0)",
+        db.execute(f"INSERT INTO {_COLUMNS} VALUES (1, ?, ?, '', ?, ?, ?, 0)",
                    (email_key(address), address, status, when,
                     json.dumps({"reason": reason} if reason else {})))
         with listlock.locked(path.parent):

@@ -11,6 +11,7 @@ a lock, into a new file that replaces the old one whole (see `listlock` and `lis
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -61,24 +62,24 @@ def list_path(root: Path, name: str = "main") -> Path:
 
 # A plain ASCII address whose every part email-validator accepts and leaves as written but
 # for the domain's case: dot-atom local part of common characters (at most 64), domain
-# labels of letters, digits and inner hyphens (none with `--` in third and fourth place,
-# which covers `xn--`), a top-level domain of letters. Anything else asks email-validator;
+# labels of letters, digits and inner hyphens (no `--` anywhere, which covers `xn--`), a
+# top-level domain of letters that is not a special-use name, 254 characters in all (so
+# the domain is under its limit of 253). Anything else asks email-validator;
 # tests/test_subscribers_fast.py checks this against it over generated addresses.
 _PLAIN_ADDRESS = re.compile(
-    r"(?=[^@]{1,64}@)[A-Za-z0-9_%+'=-]+(?:\.[A-Za-z0-9_%+'=-]+)*"
-    r"@(?:(?![A-Za-z0-9-]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-    r"[A-Za-z]{2,63}")
-# email-validator refuses these top-level names (special use); its own list decides.
-_SPECIAL_USE = ("arpa", "invalid", "local", "localhost", "onion", "test")
+    r"[A-Za-z0-9_%+'=-]++(?:\.[A-Za-z0-9_%+'=-]++)*+"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)++[A-Za-z]{2,63}").fullmatch
+# email-validator refuses these top-level names (special use).
+_SPECIAL_USE = frozenset(("arpa", "invalid", "local", "localhost", "onion", "test"))
 
 
 def _plain(value: str) -> str | None:
     """The normalised form of a plain ASCII address, or None to ask email-validator."""
-    if len(value) > 254 or not _PLAIN_ADDRESS.fullmatch(value):
+    if len(value) > 254 or not _PLAIN_ADDRESS(value):
         return None
     local, _, domain = value.rpartition("@")
     domain = domain.lower()
-    if len(domain) > 253 or domain.rpartition(".")[2] in _SPECIAL_USE:
+    if len(local) > 64 or "--" in domain or domain.rpartition(".")[2] in _SPECIAL_USE:
         return None
     return f"{local}@{domain}"
 
@@ -120,57 +121,187 @@ def email_key(address: str) -> str:
 
 # reading ---------------------------------------------------------------------------
 
+_KNOWN = {"email", "name", "status", "created_at", *_SUBSTACK_COLUMNS}
+_DELETION_REQUEST = "@deletion-request.substack.com"
+_CACHED = 4096  # distinct attribute sets remembered per file
+
+
+class Layout:
+    """Where a file's columns put a subscriber's fields, worked out once per file.
+
+    A row's values are its cells by column name, stripped; a name given to two columns
+    takes the later cell. Fields: `email`, `name`, `created_at`; the status from `status`
+    (`subscribed` and `cleaned` as their aliases), made `unsubscribed` by a true
+    `email_disabled`, a `cancel_date` or a Substack deletion-request address. Attributes:
+    a Substack export keeps only its `type` (as `substack_type`), any other file every
+    other non-empty column.
+    """
+
+    def __init__(self, columns: list[str]):
+        self.width = len(columns)
+        last = {name: i for i, name in enumerate(columns) if name}  # order of first use
+        self.email = last.get("email")
+        self.name = last.get("name")
+        self.status = last.get("status")
+        self.created = last.get("created_at")
+        self.disabled = last.get("email_disabled")
+        self.cancel = last.get("cancel_date")
+        substack = "type" in last and bool(_SUBSTACK_COLUMNS & last.keys())
+        self.substack_type = last["type"] if substack else None
+        self.extras = [] if substack else [(k, i) for k, i in last.items() if k not in _KNOWN]
+        # attribute values -> (attributes, their JSON); callers never change them in place
+        self.cache: dict[object, tuple[dict[str, str], str]] = {}
+
+    def fields(self, cells: list[str]) -> tuple[str, str, str, str]:
+        """(email, name, status, created_at) of a row; `cells` at least `width` long."""
+        at = self.email
+        email = cells[at].strip() if at is not None else ""
+        at = self.name
+        name = cells[at].strip() if at is not None else ""
+        at = self.status
+        status = cells[at].strip().lower() if at is not None else ""
+        if status in STATUSES:
+            pass
+        elif not status:
+            status = "active"
+        else:
+            status = STATUS_ALIASES.get(status, status)
+        at = self.created
+        created = cells[at].strip() if at is not None else ""
+        at = self.disabled
+        if at is not None and cells[at].strip().lower() in _TRUE:
+            status = "unsubscribed"
+        at = self.cancel
+        if at is not None and cells[at].strip():
+            status = "unsubscribed"
+        if email.lower().endswith(_DELETION_REQUEST):
+            status = "unsubscribed"
+        return email, name, status, created
+
+    def attributes(self, cells: list[str]) -> tuple[dict[str, str], str]:
+        """The row's attributes and their JSON text (shared: never change them in place)."""
+        if self.substack_type is not None:
+            key: object = cells[self.substack_type].strip()
+        elif not self.extras:
+            key = ()
+        else:
+            key = tuple([cells[i].strip() for _, i in self.extras])
+        found = self.cache.get(key)
+        if found is None:
+            if self.substack_type is not None:
+                attributes = {"substack_type": key} if key else {}
+            else:
+                attributes = {k: v for (k, _), v in zip(self.extras, key, strict=True) if v}
+            found = (attributes, json.dumps(attributes))
+            if len(self.cache) < _CACHED:
+                self.cache[key] = found
+        return found
+
+    def entry(self, line: int, cells: list[str]) -> Entry | Rejected:
+        """A data row as an Entry, or Rejected with the reason.
+
+        `fields`, `_plain` and `attributes` written out again in one, as this runs for
+        every row of an import; tests/test_subscribers_csv.py checks it against the rules.
+        """
+        if len(cells) < self.width:
+            cells = cells + [""] * (self.width - len(cells))
+        at = self.email
+        email = cells[at].strip() if at is not None else ""
+        at = self.status
+        status = cells[at].strip().lower() if at is not None else ""
+        if status not in STATUSES:
+            status = STATUS_ALIASES.get(status, status) if status else "active"
+        at = self.disabled
+        if at is not None and cells[at].strip().lower() in _TRUE:
+            status = "unsubscribed"
+        at = self.cancel
+        if at is not None and cells[at].strip():
+            status = "unsubscribed"
+        key = email.lower()
+        if key.endswith(_DELETION_REQUEST):
+            status = "unsubscribed"
+        local, _, domain = email.rpartition("@")
+        if (len(email) <= 254 and len(local) <= 64 and _PLAIN_ADDRESS(email)
+                and "--" not in domain and domain.rpartition(".")[2].lower() not in _SPECIAL_USE):
+            address = f"{local}@{domain.lower()}"
+        else:
+            try:
+                address = normalize_email(email)
+            except ValueError as exc:
+                return Rejected(line, email, str(exc))
+            key = address.lower()
+        if status not in STATUSES:
+            return Rejected(line, email, f"unknown status {status!r} (kept, never sent to)",
+                            status)
+        if self.substack_type is not None:
+            found = self.cache.get(cells[self.substack_type].strip())
+        else:
+            found = self.cache.get(()) if not self.extras else None
+        if found is None:
+            found = self.attributes(cells)
+        at = self.name
+        name = cells[at].strip() if at is not None else ""
+        at = self.created
+        created = cells[at].strip() if at is not None else ""
+        return key, address, name, status, created, found[0], found[1]
+
+
+# (key, email, name, status, created_at, attributes, attributes as JSON): a valid row.
+Entry = tuple[str, str, str, str, str, dict[str, str], str]
+
+
 def from_values(values: dict[str, str]) -> tuple[str, str, str, str, dict[str, str]]:
     """(email, name, status, created_at, attributes) from a row in any supported layout."""
-    email = values.get("email", "")
-    name = values.get("name", "")
-    status = (values.get("status") or "active").lower()
-    status = STATUS_ALIASES.get(status, status)
-    created = values.get("created_at", "")
-    if values.get("email_disabled", "").lower() in _TRUE:
-        status = "unsubscribed"
-    if values.get("cancel_date"):
-        status = "unsubscribed"
-    if email.lower().endswith("@deletion-request.substack.com"):
-        status = "unsubscribed"
-    if "type" in values and _SUBSTACK_COLUMNS & values.keys():
-        attributes = {"substack_type": values["type"]} if values["type"] else {}
-    else:
-        known = {"email", "name", "status", "created_at", *_SUBSTACK_COLUMNS}
-        attributes = {k: v for k, v in values.items() if k not in known and v}
-    return email, name, status, created, attributes
+    layout = Layout(list(values))
+    cells = list(values.values())
+    return *layout.fields(cells), dict(layout.attributes(cells)[0])
 
 
 def to_item(line: int, values: dict[str, str]) -> Subscriber | Rejected:
     """One data row as a Subscriber, or Rejected with the reason."""
-    email, name, status, created, attributes = from_values(values)
-    try:
-        address = normalize_email(email)
-    except ValueError as exc:
-        return Rejected(line, email, str(exc))
-    if status not in STATUSES:
-        return Rejected(line, email, f"unknown status {status!r} (kept, never sent to)", status)
-    return Subscriber(address, name, status, created, attributes)
+    return subscriber(Layout(list(values)).entry(line, list(values.values())))
+
+
+def subscriber(entry: Entry | Rejected) -> Subscriber | Rejected:
+    if isinstance(entry, Rejected):
+        return entry
+    _, email, name, status, created, attributes, _ = entry
+    return Subscriber(email, name, status, created, dict(attributes))
 
 
 def broken(record: csvrows.Record) -> Rejected:
     return Rejected(record.line, record.raw.strip()[:80], record.problem)
 
 
+def broken_row(line: int, raw: str, problem: str) -> Rejected:
+    return Rejected(line, raw.strip()[:80], problem)
+
+
+def entries(path: Path, progress: Progress | None = None,
+            table: csvrows.Table | None = None) -> Iterator[tuple[int, Entry | Rejected]]:
+    """Each row of a list as an Entry, or Rejected with the reason: `read` without objects."""
+    size = path.stat().st_size if progress and path.is_file() else 0
+    done = chars = 0
+    table = table or csvrows.Table(path)
+    layout = None
+    for kind, line, raw, cells, problem in csvrows.rows(path, table):
+        if progress:
+            done, chars = done + 1, chars + len(raw)
+            if done % 1000 == 0:
+                progress(done, chars, size)
+        if kind == "data":
+            if layout is None:
+                layout = Layout(table.columns)
+            yield line, layout.entry(line, cells)  # type: ignore[arg-type]
+        elif kind == "broken":
+            yield line, broken_row(line, raw, problem)
+
+
 def read(path: Path,
          progress: Progress | None = None) -> Iterator[tuple[int, Subscriber | Rejected]]:
     """Each row of a list as a Subscriber, or Rejected with the reason."""
-    size = path.stat().st_size if progress and path.is_file() else 0
-    done = chars = 0
-    for row in csvrows.scan(path):
-        if progress:
-            done, chars = done + 1, chars + len(row.record.raw)
-            if done % 1000 == 0:
-                progress(done, chars, size)
-        if row.kind == "broken":
-            yield row.record.line, broken(row.record)
-        elif row.kind == "data":
-            yield row.record.line, to_item(row.record.line, row.values)
+    for line, entry in entries(path, progress):
+        yield line, subscriber(entry)
 
 
 def suppressed(root: Path) -> set[str]:

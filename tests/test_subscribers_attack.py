@@ -69,25 +69,79 @@ def test_import_and_unsubscribes_started_together_all_land(tmp_path, trial):
     assert not list((folder / "subscribers").glob(".main.csv.*"))
 
 
+def _staging(folder: Path) -> list[Path]:
+    return list((folder / "subscribers").glob(".main.csv.*.tmp"))
+
+
 def test_a_kill_mid_rewrite_leaves_the_old_list_or_the_new(tmp_path):
+    """SIGKILL at random moments of an import (reading the export, writing the new list):
+    the list is the old one or the whole new one, never a part."""
     folder = _folder(tmp_path, 20_000)
     path = folder / "subscribers" / "main.csv"
     old = path.read_bytes()
     source = _export(tmp_path / "new.csv", 20_000)
+    started = time.monotonic()
+    whole = _publish("subscribers", "import", str(source), cwd=folder)
+    assert whole.wait(timeout=120) == 0
+    took = time.monotonic() - started
+    new = path.read_bytes()
+    assert new.startswith(old) and new.count(b"\n") == 40_003
     rng = random.Random(20261127)
-    for _ in range(6):
+    killed_writing = 0
+    for trial in range(10):
+        path.write_bytes(old)
         run = _publish("subscribers", "import", str(source), cwd=folder)
-        time.sleep(rng.uniform(0.3, 3.0))
+        if trial % 2:  # while the new list is being written beside the old one
+            deadline = time.monotonic() + 60
+            while not _staging(folder) and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.05))
+            killed_writing += bool(_staging(folder))
+        else:  # anywhere in the import
+            time.sleep(rng.uniform(0.05, 1.0) * took)
         run.send_signal(signal.SIGKILL)
         run.communicate()
-        now = path.read_bytes()
-        assert now == old or (now.startswith(old) and now.count(b"\n") == 40_003), \
-            "a killed import left a half-written list"
-        path.write_bytes(old)
+        assert path.read_bytes() in (old, new), "a killed import left a half-written list"
+    assert killed_writing  # at least one kill landed mid-rewrite
+    path.write_bytes(old)
     finished = _publish("subscribers", "import", str(source), cwd=folder)
     assert finished.wait(timeout=120) == 0
-    assert path.read_bytes().startswith(old)
-    assert not list((folder / "subscribers").glob(".main.csv.*"))  # leftovers cleaned up
+    assert path.read_bytes() == new
+    assert not _staging(folder)  # leftovers cleaned up
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_two_imports_started_together_both_land(tmp_path, trial):
+    """Two exports imported into one list at once: every row of both, the stricter status
+    for an address in both (in any letter case), and the list's own rows as they were."""
+    folder = _folder(tmp_path, 2000)
+    path = folder / "subscribers" / "main.csv"
+    old = path.read_bytes()
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    with open(first, "w", encoding="utf-8") as out:
+        out.write("email,name,status\n")
+        out.writelines(f"one{n}@example.org,One {n},active\n" for n in range(3000))
+        out.writelines(f"both{n}@example.org,,active\n" for n in range(500))
+    with open(second, "w", encoding="utf-8") as out:
+        out.write("Email;Name;Type;Start date;Cancel date\n")
+        out.writelines(f"two{n}@example.org;Two {n};free;2024-01-01;\n" for n in range(3000))
+        out.writelines(f"BOTH{n}@EXAMPLE.ORG;Both;free;2024-01-01;2024-06-01\n"
+                       for n in range(500))
+    runs = [_publish("subscribers", "import", str(source), cwd=folder)
+            for source in ((first, second) if trial == 0 else (second, first))]
+    for run in runs:
+        _out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    header, rows = path.read_bytes().split(b"\r\n", 1)
+    assert header == b"email,name,status,created_at,substack_type"  # a column added
+    assert rows.startswith(old.split(b"\r\n", 1)[1])  # the list's own rows, as they were
+    statuses = _statuses(path)
+    assert sum(1 for e in statuses if e.startswith("one")) == 3000
+    assert sum(1 for e in statuses if e.startswith("two")) == 3000
+    both = {e.lower(): s for e, s in statuses.items() if e.lower().startswith("both")}
+    assert len(both) == 500 and set(both.values()) == {"unsubscribed"}
+    assert len(statuses) == 2002 + 6500
+    assert not _staging(folder)
 
 
 def _limit_file_size(limit: int):
@@ -116,6 +170,24 @@ def test_a_full_disk_at_any_point_of_the_rewrite_changes_nothing(tmp_path, limit
         assert "unchanged" in err or "cannot" in err, err
         assert path.read_bytes() == old
         assert not list((folder / "subscribers").glob(".main.csv.*"))
+
+
+@pytest.mark.parametrize("limit", [20_000, 2_000_000])
+def test_a_scratch_database_that_cannot_grow_is_one_line(tmp_path, limit):
+    """The scratch database fills up while the export is being loaded into it, or when it
+    is committed: one line, exit 1, the list as it was, no leftovers."""
+    folder = _folder(tmp_path, 100)
+    path = folder / "subscribers" / "main.csv"
+    old = path.read_bytes()
+    source = _export(tmp_path / "new.csv", 200_000)  # outgrows the page cache
+    run = _publish("subscribers", "import", str(source), cwd=folder,
+                   preexec_fn=_limit_file_size(limit))
+    _out, err = run.communicate(timeout=120)
+    assert run.returncode == 1, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "cannot merge the list in a temporary folder" in err and "unchanged" in err, err
+    assert path.read_bytes() == old
+    assert not _staging(folder)
 
 
 # whatever a list holds, a change touches only its own rows -------------------------------
