@@ -168,15 +168,19 @@ class Layout:
             status = STATUS_ALIASES.get(status, status)
         at = self.created
         created = cells[at].strip() if at is not None else ""
-        at = self.disabled
-        if at is not None and cells[at].strip().lower() in _TRUE:
-            status = "unsubscribed"
-        at = self.cancel
-        if at is not None and cells[at].strip():
+        if self.cancelled(cells):
             status = "unsubscribed"
         if email.lower().endswith(_DELETION_REQUEST):
             status = "unsubscribed"
         return email, name, status, created
+
+    def cancelled(self, cells: list[str]) -> bool:
+        """Whether the export's own columns say the reader left (disabled, cancelled)."""
+        at = self.disabled
+        if at is not None and cells[at].strip().lower() in _TRUE:
+            return True
+        at = self.cancel
+        return at is not None and bool(cells[at].strip())
 
     def attributes(self, cells: list[str]) -> tuple[dict[str, str], str]:
         """The row's attributes and their JSON text (shared: never change them in place)."""
@@ -211,11 +215,7 @@ class Layout:
         status = cells[at].strip().lower() if at is not None else ""
         if status not in STATUSES:
             status = STATUS_ALIASES.get(status, status) if status else "active"
-        at = self.disabled
-        if at is not None and cells[at].strip().lower() in _TRUE:
-            status = "unsubscribed"
-        at = self.cancel
-        if at is not None and cells[at].strip():
+        if self.cancelled(cells):
             status = "unsubscribed"
         key = email.lower()
         if key.endswith(_DELETION_REQUEST):
