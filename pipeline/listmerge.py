@@ -9,21 +9,16 @@ read-and-replace holds the lists' lock (see `listlock`).
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import itertools
 import json
 import os
-import re
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from . import csvrows, listlock
-from .errors import PublishError
+from . import csvrows, listlock, listscratch
 from .subscribers import (
     COLUMNS,
     Entry,
@@ -78,39 +73,6 @@ class ImportReport:
 
 class _Discard(Exception):
     """Raised inside a rewrite to leave the list as it was."""
-
-
-@contextlib.contextmanager
-def _scratch() -> Iterator[sqlite3.Connection]:
-    """A scratch database on disk, so merging a million rows keeps memory flat."""
-    try:
-        db = _open_scratch()
-        try:
-            yield db
-        finally:
-            db.close()
-    except (sqlite3.Error, OSError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise PublishError(f"cannot merge the list in a temporary folder: {reason}; the list "
-                           "is unchanged") from None
-
-
-def _open_scratch() -> sqlite3.Connection:
-    handle, path = tempfile.mkstemp(suffix=".db")
-    os.close(handle)
-    db = sqlite3.connect(path, isolation_level=None)
-    os.unlink(path)  # stays usable until closed, and vanishes after
-    db.execute("PRAGMA journal_mode=OFF")
-    db.execute("PRAGMA synchronous=OFF")
-    # The index of a million addresses outgrows SQLite's default 2 MB page cache, and
-    # each insert then waits on the disk: 8 MB (a bound, whatever the size) halves the load.
-    db.execute("PRAGMA cache_size=-8000")
-    # `ord` is the row id: new rows come back in the export's order without a sort.
-    # `bare`: no field holds a character CSV quotes for (see `_lines_sql`).
-    db.execute("CREATE TABLE incoming (ord INTEGER PRIMARY KEY, key TEXT UNIQUE, email TEXT,"
-               " name TEXT, status TEXT, created_at TEXT, attributes TEXT,"
-               " bare INTEGER DEFAULT 0, matched INTEGER DEFAULT 0)")
-    return db
 
 
 class _Sink:
@@ -397,100 +359,13 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-_COLUMNS = "incoming (ord, key, email, name, status, created_at, attributes, bare)"
-_INSERT = f"INSERT OR IGNORE INTO {_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_PER_INSERT = 120  # rows per INSERT statement (8 values each: under SQLite's 999)
-_INSERT_MANY = (f"INSERT OR IGNORE INTO {_COLUMNS} VALUES "
-                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * _PER_INSERT))
-_BATCH = _PER_INSERT * 40
-# What CSV may quote for: every delimiter a list can have, the quote, line breaks.
-_QUOTABLE = re.compile('[' + re.escape(csvrows.DELIMITERS) + '"\r\n]').search
-_KNOWN_SETS = 4096  # attribute sets remembered as bringing no new column
-
-
-class _Loader:
-    """Puts the export's rows into the scratch database, by batches, in order.
-
-    (Loading in a second thread while the export is read was tried: SQLite works without
-    the interpreter's lock, but the two threads then wait on each other and the import
-    took 15 % longer.)
-    """
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-        self.extras: dict[str, None] = {}  # new columns, from the first row of an address
-        self.duplicates = 0
-
-    def put(self, batch: list[tuple] | tuple[tuple, dict[str, str]]) -> None:
-        if isinstance(batch, list):
-            self._insert(batch)
-        else:
-            self._alone(*batch)
-
-    def _insert(self, batch: list[tuple]) -> None:
-        db = self.db
-        before = db.total_changes
-        whole = len(batch) - len(batch) % _PER_INSERT
-        for start in range(0, whole, _PER_INSERT):  # rows go in in order: the first one wins
-            db.execute(_INSERT_MANY, list(itertools.chain.from_iterable(
-                batch[start:start + _PER_INSERT])))
-        db.executemany(_INSERT, batch[whole:])
-        self.duplicates += len(batch) - (db.total_changes - before)
-
-    def _alone(self, row: tuple, attributes: dict[str, str]) -> None:
-        """A row that may bring new columns: they are the list's if it is not a duplicate."""
-        new = [k for k in attributes if k not in COLUMNS and k not in self.extras]
-        if self.db.execute(_INSERT, row).rowcount:
-            self.extras.update(dict.fromkeys(new))
-        else:  # seen earlier in this same file, in some spelling
-            self.duplicates += 1
-
-
-def _incoming(db: sqlite3.Connection, items: Iterator[tuple[int, Entry | Rejected]],
-              report: ImportReport) -> list[str]:
-    """Load the rows to merge into the scratch database; the extra columns they bring.
-
-    Rows go in by batches; a row that may bring a column not seen yet goes in alone, since
-    only a row that is not a duplicate (the first of its address) adds its columns.
-    """
-    loader = _Loader(db)
-    known: set[str] = set()  # attributes (as JSON) whose names are all the loader's extras
-    batch: list[tuple] = []
-    order = 0
-    db.execute("BEGIN")
-    for _, entry in items:
-        if type(entry) is Rejected:
-            report.rejected.append(entry)
-            continue
-        order += 1
-        key, email, name, status, created, attributes, text = entry  # type: ignore[misc]
-        row = (order, key, email, name, status, created, text,
-               _QUOTABLE(f"{email}{name}{created}") is None)
-        if text not in known:
-            if any(k not in COLUMNS and k not in loader.extras for k in attributes):
-                loader.put(batch)
-                loader.put((row, attributes))
-                batch = []
-                continue
-            if len(known) < _KNOWN_SETS:
-                known.add(text)
-        batch.append(row)
-        if len(batch) >= _BATCH:
-            loader.put(batch)
-            batch = []
-    loader.put(batch)
-    db.execute("COMMIT")
-    report.duplicates += loader.duplicates
-    return list(loader.extras)
-
-
 def import_file(source: Path, dest: Path, *, dry_run: bool = False,
                 progress: Progress | None = None) -> ImportReport:
     """Merge a subscriber export into a list; the stricter status wins for a known address."""
     report = ImportReport(dry_run=dry_run)
     dest = _real(dest)
-    with _scratch() as db:
-        extras = _incoming(db, entries(source, progress), report)
+    with listscratch.scratch() as db:
+        extras = listscratch.load(db, entries(source, progress), report)
         if dry_run:
             _rewrite(dest, db, extras, report)
         else:
@@ -510,8 +385,8 @@ def set_status(dest: Path, email: str, status: str, *, dry_run: bool = False) ->
     if not dest.exists():
         return False
     report = ImportReport(dry_run=dry_run)
-    with _scratch() as db:
-        db.execute(f"INSERT INTO {_COLUMNS} VALUES (1, ?, ?, '', ?, '', '{{}}', 0)",
+    with listscratch.scratch() as db:
+        db.execute(f"INSERT INTO {listscratch.INCOMING} VALUES (1, ?, ?, '', ?, '', '{{}}', 0)",
                    (email_key(address), address, status))
         # Rewritten only when a row changes; a row appended means the address was not there.
         with listlock.locked(dest.parent):
@@ -528,8 +403,8 @@ def suppress(path: Path, email: str, *, dry_run: bool = False, status: str = "un
     address = normalize_email(email)
     path = _real(path)
     report = ImportReport(dry_run=dry_run)
-    with _scratch() as db:
-        db.execute(f"INSERT INTO {_COLUMNS} VALUES (1, ?, ?, '', ?, ?, ?, 0)",
+    with listscratch.scratch() as db:
+        db.execute(f"INSERT INTO {listscratch.INCOMING} VALUES (1, ?, ?, '', ?, ?, ?, 0)",
                    (email_key(address), address, status, when,
                     json.dumps({"reason": reason} if reason else {})))
         with listlock.locked(path.parent):

@@ -14,7 +14,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import csvrows, listmerge, subscribers
+from pipeline import csvrows, listmerge, listscratch, subscribers
 
 TEXT = st.text(alphabet='ab@.,;"\n\r é\t|\x00x', max_size=200)
 
@@ -115,10 +115,10 @@ def test_new_lines_are_what_csv_writer_writes(rows, delimiter, ending, order):
     columns = subscribers.COLUMNS + extras
     if order == "reordered":
         columns = ["name", "tags", "email", "status", "created_at", "plan", "a,b", 'q"']
-    with listmerge._scratch() as db:
-        db.executemany(f"INSERT INTO {listmerge._COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    with listscratch.scratch() as db:
+        db.executemany(f"INSERT INTO {listscratch.INCOMING} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        [(n, f"k{n}", *row[:4], json.dumps(row[4]),
-                         listmerge._QUOTABLE("".join(row[:4])) is None)
+                         listscratch.QUOTABLE("".join(row[:4])) is None)
                         for n, row in enumerate(rows)])
         merge = listmerge._Merge(db, extras, listmerge.ImportReport())
         merge.columns, merge.table.delimiter, merge.ending = columns, delimiter, ending

@@ -1,0 +1,143 @@
+"""The export's rows in a scratch SQLite database on disk, where an import merges them.
+
+On disk, so merging a million rows keeps memory flat; the row id is the export's order,
+so new rows come back in that order without a sort; rows go in by statements of 120.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from . import csvrows
+from .errors import PublishError
+from .subscribers import COLUMNS, Entry, Rejected
+
+if TYPE_CHECKING:
+    from .listmerge import ImportReport
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[sqlite3.Connection]:
+    """A scratch database on disk, so merging a million rows keeps memory flat."""
+    try:
+        db = _open()
+        try:
+            yield db
+        finally:
+            db.close()
+    except (sqlite3.Error, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise PublishError(f"cannot merge the list in a temporary folder: {reason}; the list "
+                           "is unchanged") from None
+
+
+def _open() -> sqlite3.Connection:
+    handle, path = tempfile.mkstemp(suffix=".db")
+    os.close(handle)
+    db = sqlite3.connect(path, isolation_level=None)
+    os.unlink(path)  # stays usable until closed, and vanishes after
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    # The index of a million addresses outgrows SQLite's default 2 MB page cache, and
+    # each insert then waits on the disk: 8 MB (a bound, whatever the size) halves the load.
+    db.execute("PRAGMA cache_size=-8000")
+    # `ord` is the row id: new rows come back in the export's order without a sort.
+    # `bare`: no field holds a character CSV quotes for (see `listmerge._lines_sql`).
+    db.execute("CREATE TABLE incoming (ord INTEGER PRIMARY KEY, key TEXT UNIQUE, email TEXT,"
+               " name TEXT, status TEXT, created_at TEXT, attributes TEXT,"
+               " bare INTEGER DEFAULT 0, matched INTEGER DEFAULT 0)")
+    return db
+
+
+INCOMING = "incoming (ord, key, email, name, status, created_at, attributes, bare)"
+_INSERT = f"INSERT OR IGNORE INTO {INCOMING} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_PER_INSERT = 120  # rows per INSERT statement (8 values each: under SQLite's 999)
+_INSERT_MANY = (f"INSERT OR IGNORE INTO {INCOMING} VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * _PER_INSERT))
+_BATCH = _PER_INSERT * 40
+# What CSV may quote for: every delimiter a list can have, the quote, line breaks.
+QUOTABLE = re.compile('[' + re.escape(csvrows.DELIMITERS) + '"\r\n]').search
+_KNOWN_SETS = 4096  # attribute sets remembered as bringing no new column
+
+
+class _Loader:
+    """Puts the export's rows into the scratch database, by batches, in order.
+
+    (Loading in a second thread while the export is read was tried: SQLite works without
+    the interpreter's lock, but the two threads then wait on each other and the import
+    took 15 % longer.)
+    """
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+        self.extras: dict[str, None] = {}  # new columns, from the first row of an address
+        self.duplicates = 0
+
+    def put(self, batch: list[tuple] | tuple[tuple, dict[str, str]]) -> None:
+        if isinstance(batch, list):
+            self._insert(batch)
+        else:
+            self._alone(*batch)
+
+    def _insert(self, batch: list[tuple]) -> None:
+        db = self.db
+        before = db.total_changes
+        whole = len(batch) - len(batch) % _PER_INSERT
+        for start in range(0, whole, _PER_INSERT):  # rows go in in order: the first one wins
+            db.execute(_INSERT_MANY, list(itertools.chain.from_iterable(
+                batch[start:start + _PER_INSERT])))
+        db.executemany(_INSERT, batch[whole:])
+        self.duplicates += len(batch) - (db.total_changes - before)
+
+    def _alone(self, row: tuple, attributes: dict[str, str]) -> None:
+        """A row that may bring new columns: they are the list's if it is not a duplicate."""
+        new = [k for k in attributes if k not in COLUMNS and k not in self.extras]
+        if self.db.execute(_INSERT, row).rowcount:
+            self.extras.update(dict.fromkeys(new))
+        else:  # seen earlier in this same file, in some spelling
+            self.duplicates += 1
+
+
+def load(db: sqlite3.Connection, items: Iterator[tuple[int, Entry | Rejected]],
+              report: ImportReport) -> list[str]:
+    """Load the rows to merge into the scratch database; the extra columns they bring.
+
+    Rows go in by batches; a row that may bring a column not seen yet goes in alone, since
+    only a row that is not a duplicate (the first of its address) adds its columns.
+    """
+    loader = _Loader(db)
+    known: set[str] = set()  # attributes (as JSON) whose names are all the loader's extras
+    batch: list[tuple] = []
+    order = 0
+    db.execute("BEGIN")
+    for _, entry in items:
+        if type(entry) is Rejected:
+            report.rejected.append(entry)
+            continue
+        order += 1
+        key, email, name, status, created, attributes, text = entry  # type: ignore[misc]
+        row = (order, key, email, name, status, created, text,
+               QUOTABLE(f"{email}{name}{created}") is None)
+        if text not in known:
+            if any(k not in COLUMNS and k not in loader.extras for k in attributes):
+                loader.put(batch)
+                loader.put((row, attributes))
+                batch = []
+                continue
+            if len(known) < _KNOWN_SETS:
+                known.add(text)
+        batch.append(row)
+        if len(batch) >= _BATCH:
+            loader.put(batch)
+            batch = []
+    loader.put(batch)
+    db.execute("COMMIT")
+    report.duplicates += loader.duplicates
+    return list(loader.extras)
