@@ -3,39 +3,75 @@
 from __future__ import annotations
 
 import importlib
-import json
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .errors import PublishError
 
-# Commands kept in their own modules, imported only when run (or listed by --help): a
-# build does not load the machinery of sending, subscribers or the web.
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Commands kept in their own modules, imported only when run: a build does not load the
+# machinery of sending, subscribers or the web. `publish --help` lists them by the first
+# sentence of their help, kept here (tests/test_cli_help.py holds the two equal).
 ELSEWHERE = {
-    "send": "cli_send:send",
-    "sends": "cli_sends:sends",
-    "feedback": "cli_sends:feedback",
-    "due": "cli_schedule:due_command",
-    "subscribers": "cli_subscribers:subscribers_group",
-    "site": "cli_web:site_command",
-    "serve": "cli_web:serve_command",
+    "send": ("cli_send:send",
+             "Send ISSUE to its subscribers, exactly once; re-run the same command to resume."),
+    "sends": ("cli_sends:sends",
+              "List past sends with how many were sent, failed, skipped and in doubt."),
+    "feedback": ("cli_sends:feedback", "Take back bounces, complaints and deliveries that SES "
+                 "reports (feedback_queue_url)."),
+    "due": ("cli_schedule:due_command",
+            "Start every send scheduled with --at whose time has come (run it from cron)."),
+    "subscribers": ("cli_subscribers:subscribers_group",
+                    "Manage subscriber lists (CSV files in subscribers/)."),
+    "site": ("cli_web:site_command", "Build the static site (site_dir): a page per sent issue, "
+             "the archive, an Atom feed, the assets the issues use and a subscribe page."),
+    "serve": ("cli_web:serve_command",
+              "Run the web app under uvicorn: one-click unsubscribe, double opt-in, the site."),
 }
+
+
+class PathParam(click.Path):
+    """click.Path handing the command a pathlib.Path, which `publish --help` never imports."""
+
+    def coerce_path_result(self, value):  # type: ignore[override]
+        from pathlib import Path
+
+        return Path(value)
 
 
 class Commands(click.Group):
     """The `publish` group: its own commands, and those of ELSEWHERE on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *ELSEWHERE])
+        return sorted({*super().list_commands(ctx), *ELSEWHERE})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in ELSEWHERE and name not in self.commands:
-            module, attr = ELSEWHERE[name].split(":")
+            module, attr = ELSEWHERE[name][0].split(":")
             self.add_command(getattr(importlib.import_module(f".{module}", __package__), attr),
                              name)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List every command without importing those kept elsewhere."""
+        loaded = dict(self.commands)
+        for name, (_, summary) in ELSEWHERE.items():
+            self.commands.setdefault(name, click.Command(name, help=summary))
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self.commands.clear()
+            self.commands.update(loaded)
+
+
+def _echo_json(data: object) -> None:
+    import json
+
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 class Context:
@@ -56,7 +92,7 @@ class Context:
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathParam(file_okay=False),
     help="The newsletter folder (default: the nearest folder with publish.toml).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
@@ -117,6 +153,8 @@ def _print_summary(summary: dict) -> None:
     click.echo(f"Images  {summary['images']}")
     click.echo(f"Embeds  {swapped}")
     for name, path in summary["files"].items():
+        from pathlib import Path
+
         shown = Path(path)
         if shown.is_relative_to(Path.cwd()):
             shown = shown.relative_to(Path.cwd())
@@ -132,8 +170,8 @@ def _print_summary(summary: dict) -> None:
 
 
 @cli.command()
-@click.argument("issue", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path),
+@click.argument("issue", type=PathParam())
+@click.option("--out", type=PathParam(),
               help="Folder for the outputs (default: build/<slug>/): a new or empty folder, "
               "or one an earlier build made.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -154,13 +192,13 @@ def build(obj: Context, issue: Path, out: Path | None, as_json: bool) -> None:
     result = build_mod.build(issue, obj.settings, out)
     summary = result.summary()
     if as_json:
-        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+        _echo_json(summary)
     else:
         _print_summary(summary)
 
 
 @cli.command()
-@click.argument("issue", type=click.Path(path_type=Path))
+@click.argument("issue", type=PathParam())
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="Port on 127.0.0.1 (default: a free one).")
 @click.option("--no-open", is_flag=True, help="Do not open a browser.")
@@ -191,7 +229,7 @@ def preview(obj: Context, issue: Path, port: int, no_open: bool) -> None:
 
 
 @cli.command(name="check")
-@click.argument("issue", type=click.Path(path_type=Path))
+@click.argument("issue", type=PathParam())
 @click.option("--links", is_flag=True,
               help="Also request every link and image (needs the network; off by default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
@@ -216,7 +254,7 @@ def check_command(obj: Context, issue: Path, links: bool, as_json: bool) -> None
     if links:
         findings += check.check_links(built.html, timeout=obj.settings.http_timeout_seconds)
     if as_json:
-        click.echo(json.dumps([f.as_dict() for f in findings], ensure_ascii=False, indent=2))
+        _echo_json([f.as_dict() for f in findings])
     else:
         for finding in findings:
             click.echo(str(finding))
@@ -228,7 +266,7 @@ def check_command(obj: Context, issue: Path, links: bool, as_json: bool) -> None
 
 
 @cli.command()
-@click.argument("issue", type=click.Path(path_type=Path))
+@click.argument("issue", type=PathParam())
 @click.option("--service", help="Where to push (default: the 'service' setting, normally local).")
 @click.option("--force", is_flag=True,
               help="Overwrite a draft that was edited on the service since the last push.")
@@ -248,7 +286,7 @@ def draft(obj: Context, issue: Path, service: str | None, force: bool, as_json: 
 
     outcome = draft_mod.push(issue, obj.settings, service, force=force)
     if as_json:
-        click.echo(json.dumps(outcome.summary(), ensure_ascii=False, indent=2))
+        _echo_json(outcome.summary())
         return
     changes = ", ".join(outcome.changes) if outcome.changes else "none (already up to date)"
     click.echo(f"Draft   {outcome.remote_id} on {outcome.service}")
@@ -281,7 +319,7 @@ def drafts(obj: Context, as_json: bool) -> None:
         for item in listings
     ]
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        _echo_json(rows)
         return
     if not rows:
         click.echo("No drafts yet. Push one with: publish draft issues/<file>.md")
@@ -296,7 +334,7 @@ def drafts(obj: Context, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder", type=PathParam())
 @click.option("--name", default="My Newsletter", show_default=True, help="The newsletter's name.")
 def init(folder: Path, name: str) -> None:
     """Create a new newsletter in FOLDER: settings, templates, a sample issue, a subscriber list."""
@@ -327,11 +365,14 @@ def _sqlite_error() -> type[Exception] | tuple[()]:
     return sqlite3.Error if sqlite3 is not None else ()
 
 
-def main() -> None:
-    """Entry point: people see one-line errors; tracebacks only with --debug; no secrets."""
-    import io
+def _say_traceback() -> None:
     import traceback
 
+    _say_error(traceback.format_exc().rstrip("\n"))
+
+
+def main() -> None:
+    """Entry point: people see one-line errors; tracebacks only with --debug; no secrets."""
     debug = "--debug" in sys.argv[1:]
     try:
         cli.main(standalone_mode=False)
@@ -339,6 +380,8 @@ def main() -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
+        import io
+
         shown = io.StringIO()
         exc.show(file=shown)
         _say_error(shown.getvalue().rstrip("\n"))
@@ -350,18 +393,18 @@ def main() -> None:
         from . import state
 
         if debug:
-            _say_error(traceback.format_exc().rstrip("\n"))
+            _say_traceback()
         _say_error(f"error: {state.describe(exc)}", fg="red")
         sys.exit(1)
     except OSError as exc:  # the file system said no: a full disk, a permission
         if debug:
-            _say_error(traceback.format_exc().rstrip("\n"))
+            _say_traceback()
         where = f"{exc.filename}: " if exc.filename else ""
         _say_error(f"error: {where}{exc.strerror or type(exc).__name__}", fg="red")
         sys.exit(1)
     except Exception as exc:
         if debug:
-            _say_error(traceback.format_exc().rstrip("\n"))
+            _say_traceback()
         if isinstance(exc, PublishError):
             _say_error(f"error: {exc}", fg="red")
             sys.exit(exc.exit_code)
