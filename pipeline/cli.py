@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from . import __version__
 from .errors import PublishError
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class Context:
     help="The newsletter folder (default: the nearest folder with publish.toml).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
-@click.version_option(package_name="publish", prog_name="publish")
+@click.version_option(__version__, prog_name="publish")
 @click.pass_context
 def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     """Turn Markdown newsletter issues into email that reads well in every inbox.

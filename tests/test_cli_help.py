@@ -66,3 +66,12 @@ def test_a_command_kept_elsewhere_still_runs_and_shows_its_own_help():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "Send ISSUE to its subscribers" in out.stdout and "--test" in out.stdout
+
+
+def test_version_is_the_installed_packages_version():
+    from importlib.metadata import version
+
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "--version"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"publish, version {version('publish')}"
