@@ -20,6 +20,8 @@ from pathlib import Path
 from . import (
     check,
     delivery,
+    delivery_chained,
+    delivery_forked,
     ledger,
     ledger_report,
     readers,
@@ -322,14 +324,19 @@ class Sender:
             return messages.job(recipient_id, address, name, whole_message=whole)
 
         service = services.get(self.service_name, self.settings, db)
-        return delivery.start(
-            batch_size=self.can.batch_size,
+        connections = min(self.options.connections, self.can.max_connections)
+        options = dict(
             state_dir=self.settings.state_path, send_id=send_id,
             sender=self.settings.sender_address,
             transport=lambda: service.transport(messages.template),
-            prepare=prepare, rate=self.rate,
-            connections=min(self.options.connections, self.can.max_connections),
+            prepare=prepare, rate=self.rate, connections=connections,
             backoff=self.backoff, progress=progress, stop=stop)
+        if self.can.batch_size > 1:
+            return delivery.start(batch_size=self.can.batch_size, **options)
+        if (connections > 1 and getattr(service, "process_per_connection", False)
+                and delivery_forked.available()):
+            return delivery_forked.ForkedDelivery(**options)
+        return delivery_chained.ChainedDelivery(**options)
 
     def report(self, db: sqlite3.Connection, send_id: int) -> SendReport:
         by_state, skipped = ledger.counts(db, send_id)
