@@ -1,7 +1,7 @@
 """Send throughput: `publish send --service smtp` against Postfix's smtp-sink, beside smtp-source.
 
 Usage: python bench/send.py [--recipients 20000] [--connections 1 4] [--runs 15]
-       [--memory 10000 200000] [--write]
+       [--memory 10000 200000] [--before CHECKOUT] [--write]
        [--service ses]  (SES: see bench/send_ses.py)
 
 Needs Debian's `postfix` package (smtp-sink, smtp-source). Starts one smtp-sink on
@@ -11,7 +11,9 @@ list, opening the send and the report included), and smtp-source sending N messa
 the same size over the same number of connections; the two alternate which goes first.
 Each process is timed as a whole (wall) and by its own CPU time (wait4's rusage), and
 the ratio is smtp-source's wall time over publish's, per pair; the table gives medians,
-the load average and the machine. `--write` replaces the SMTP section of bench/RESULTS.md.
+the load average and the machine. `--before` runs an earlier checkout's `publish send`
+in the same rounds (PYTHONPATH), for a before/after under the same load.
+`--write` replaces the SMTP section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -78,10 +80,15 @@ def finished(proc: subprocess.Popen, start: float) -> tuple[float, float, int]:
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
-def run_send(folder: Path, issue: str, port: int, connections: int) -> dict:
-    """One whole `publish send` process: its wall and CPU time, peak RSS and its report."""
+def run_send(folder: Path, issue: str, port: int, connections: int,
+             code: Path | None = None) -> dict:
+    """One whole `publish send` process: its wall and CPU time (its worker processes
+    included: wait4 counts the children it waited for), peak RSS and its report. `code`: a
+    checkout of the pipeline to run instead of the one installed (PYTHONPATH)."""
     env = {**os.environ, "PUBLISH_UNSUBSCRIBE_SECRET": SECRET, "PUBLISH_SMTP_HOST": "127.0.0.1",
            "PUBLISH_SMTP_PORT": str(port), "PUBLISH_SMTP_SECURITY": "none"}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     shutil.rmtree(folder / ".publish", ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pipeline.cli", "draft", issue], cwd=folder, env=env,
                    check=True, stdout=subprocess.DEVNULL)
@@ -124,35 +131,48 @@ def load() -> str:
 
 
 def paired(folder: Path, issue: str, port: int, connections: int, size: int,
-           recipients: int, runs: int) -> dict:
-    """`runs` pairs of (publish send, smtp-source), alternating which goes first."""
-    ours, theirs, ratios, loads = [], [], [], []
+           recipients: int, runs: int, before: Path | None = None) -> list[dict]:
+    """`runs` rounds of (publish send, smtp-source[, publish send of `before`]), the order
+    rotating from round to round; the medians for publish and, with `before`, for it."""
+    steps = ["send", "source"] + (["before"] if before else [])
+    got: dict[str, list] = {step: [] for step in steps}
+    loads = []
     for n in range(runs):
         loads.append(float(load().split()[0]))
-        if n % 2:
-            source = run_source(port, recipients, connections, size)
-            send = run_send(folder, issue, port, connections)
-        else:
-            send = run_send(folder, issue, port, connections)
-            source = run_source(port, recipients, connections, size)
-        if send["sent"] != recipients:
-            raise SystemExit(f"publish sent {send['sent']} of {recipients}")
-        ours.append(send)
-        theirs.append(source)
-        ratios.append(source[0] / send["wall"])
-        print(f"  {connections} connection(s), run {n + 1}/{runs}: publish {send['wall']:.2f} s "
-              f"wall {send['cpu']:.2f} s CPU, smtp-source {source[0]:.2f} s wall "
-              f"{source[1]:.2f} s CPU, ratio {ratios[-1]:.2f}, load {loads[-1]:.2f}",
-              file=sys.stderr, flush=True)
+        order = steps[n % len(steps):] + steps[:n % len(steps)]
+        for step in order:
+            if step == "source":
+                got[step].append(run_source(port, recipients, connections, size))
+                continue
+            result = run_send(folder, issue, port, connections, before if step == "before"
+                              else None)
+            if result["sent"] != recipients:
+                raise SystemExit(f"publish sent {result['sent']} of {recipients}")
+            got[step].append(result)
+        source = got["source"][-1]
+        words = [f"  {connections} connection(s), run {n + 1}/{runs}:"]
+        for step in ("send", "before")[:len(steps) - 1]:
+            one = got[step][-1]
+            words.append(f"{'publish' if step == 'send' else 'before'} {one['wall']:.2f} s "
+                         f"wall {one['cpu']:.2f} s CPU (ratio {source[0] / one['wall']:.2f}),")
+        words.append(f"smtp-source {source[0]:.2f} s wall {source[1]:.2f} s CPU, "
+                     f"load {loads[-1]:.2f}")
+        print(" ".join(words), file=sys.stderr, flush=True)
     med = statistics.median
-    return {
-        "wall": med(s["wall"] for s in ours), "cpu": med(s["cpu"] for s in ours),
-        "loop": med(s["send_seconds"] for s in ours),
-        "peak_mb": max(s["peak_mb"] for s in ours),
-        "source_wall": med(t[0] for t in theirs), "source_cpu": med(t[1] for t in theirs),
-        "ratio": med(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-        "load": med(loads),
-    }
+    rows = []
+    for step in ("send", "before")[:len(steps) - 1]:
+        ratios = [t[0] / s["wall"] for s, t in zip(got[step], got["source"], strict=True)]
+        rows.append({
+            "name": "this" if step == "send" else f"before ({before})",
+            "wall": med(s["wall"] for s in got[step]), "cpu": med(s["cpu"] for s in got[step]),
+            "loop": med(s["send_seconds"] for s in got[step]),
+            "peak_mb": max(s["peak_mb"] for s in got[step]),
+            "source_wall": med(t[0] for t in got["source"]),
+            "source_cpu": med(t[1] for t in got["source"]),
+            "ratio": med(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "load": med(loads),
+        })
+    return rows
 
 
 def main() -> None:
@@ -165,6 +185,8 @@ def main() -> None:
                         help="list sizes for a peak-memory comparison (1 connection)")
     parser.add_argument("--write", action="store_true",
                         help="replace the send section of bench/RESULTS.md")
+    parser.add_argument("--before", type=Path,
+                        help="a checkout of an earlier pipeline, run in the same rounds")
     parser.add_argument("--service", choices=["smtp", "ses"], default="smtp",
                         help="ses: through the SES v2 emulator (see bench/send_ses.py)")
     args = parser.parse_args()
@@ -195,23 +217,24 @@ def main() -> None:
                          f"{args.runs} paired runs per row (medians; publish and smtp-source "
                          "alternate which goes first)")
             lines.append("")
-            lines.append("| connections | publish: whole process | publish CPU | send loop | "
-                         "smtp-source | smtp-source CPU | ratio (paired median, min–max) | "
-                         "load | peak RSS |")
-            lines.append("|---|---|---|---|---|---|---|---|---|")
+            lines.append("| code | connections | publish: whole process | publish CPU | "
+                         "send loop | smtp-source | smtp-source CPU | ratio (paired median, "
+                         "min–max) | load | peak RSS |")
+            lines.append("|---|---|---|---|---|---|---|---|---|---|")
             for connections in args.connections:
-                got = paired(folder, issue, port, connections, size, args.recipients,
-                             args.runs)
-                rate = args.recipients / got["wall"]
-                lines.append(
-                    f"| {connections} | {got['wall']:.2f} s ({rate:.0f} msg/s) | "
-                    f"{got['cpu']:.2f} s | {args.recipients / got['loop']:.0f} msg/s | "
-                    f"{got['source_wall']:.2f} s "
-                    f"({args.recipients / got['source_wall']:.0f} msg/s) | "
-                    f"{got['source_cpu']:.2f} s | **{got['ratio']:.2f}** "
-                    f"({got['ratio_min']:.2f}–{got['ratio_max']:.2f}) | {got['load']:.2f} | "
-                    f"{got['peak_mb']:.0f} MB |")
-                print(lines[-1], flush=True)
+                for got in paired(folder, issue, port, connections, size, args.recipients,
+                                  args.runs, args.before):
+                    rate = args.recipients / got["wall"]
+                    lines.append(
+                        f"| {got['name']} | {connections} | {got['wall']:.2f} s "
+                        f"({rate:.0f} msg/s) | {got['cpu']:.2f} s | "
+                        f"{args.recipients / got['loop']:.0f} msg/s | "
+                        f"{got['source_wall']:.2f} s "
+                        f"({args.recipients / got['source_wall']:.0f} msg/s) | "
+                        f"{got['source_cpu']:.2f} s | **{got['ratio']:.2f}** "
+                        f"({got['ratio_min']:.2f}–{got['ratio_max']:.2f}) | {got['load']:.2f} "
+                        f"| {got['peak_mb']:.0f} MB |")
+                    print(lines[-1], flush=True)
             if args.memory:
                 lines.append("")
                 lines.append("| subscribers | peak RSS of `publish send` |")

@@ -10,11 +10,15 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import build, services, state
+from . import services, state
 from .errors import PublishError
 from .services import DraftContent, DraftRecord
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .build import BuildResult
 
 # Front matter that only services read (the email itself does not change with it).
 SERVICE_KEYS = ("audience", "section", "tags")
@@ -55,7 +59,7 @@ def issue_key(path: Path, settings: Settings) -> str:
         return resolved.as_posix()
 
 
-def content_for(result: build.BuildResult, settings: Settings) -> DraftContent:
+def content_for(result: BuildResult, settings: Settings) -> DraftContent:
     built = result.built
     email = built.email
     return DraftContent(
@@ -92,7 +96,9 @@ def push(path: str | Path, settings: Settings, service_name: str | None = None,
     db = state.connect(settings.state_path)
     try:
         service = services.get(name, settings, db)  # checks its settings and secrets
-        result = build.build(path, settings)  # a build error stops here: nothing is pushed
+        from .build import build  # not imported by `send`, which only reads drafts
+
+        result = build(path, settings)  # a build error stops here: nothing is pushed
         content = content_for(result, settings)
         sending = state.running_send(db, content.issue)
         if sending is not None:

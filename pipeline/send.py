@@ -157,13 +157,15 @@ class Sender:
 
     # the checks ----------------------------------------------------------------------
     def _refuse_placeholder_settings(self) -> None:
-        """A service that reaches real readers never sends with the scaffold's placeholders."""
-        from .build import placeholder_findings
+        """A service that reaches real readers never sends with the scaffold's placeholders
+        (the errors `build.placeholder_findings` reports, without importing the build)."""
+        from .settings import placeholders
 
-        found = [] if self.options.ignore_check else check.errors(
-            placeholder_findings(self.settings, self.service_name))
+        found = [] if self.options.ignore_check or not self.can.reaches_readers else (
+            placeholders(self.settings))
         if found:
-            raise InputError(f"{found[0].message}; {found[0].hint} (or add --ignore-check)")
+            raise InputError(f"{found[0][1]}; set it in publish.toml before sending to real "
+                             "readers (or add --ignore-check)")
 
     def _refuse_on_check_errors(self, content: ledger.Content) -> None:
         if self.options.ignore_check:

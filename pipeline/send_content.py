@@ -12,9 +12,9 @@ import sqlite3
 from email.utils import make_msgid
 from pathlib import Path
 
-from . import build, ledger, render, services, templates, transports, unsubscribe
 from . import draft as draft_mod
 from . import issue as issue_mod
+from . import ledger, render, services, templates, transports, unsubscribe
 from .delivery import Job
 from .errors import InputError, PublishError
 from .message import MessageTemplate, Recipient
@@ -73,7 +73,9 @@ class DraftSource:
         """What a new send freezes: the stored draft, or (dry run with --redraft) the
         issue rendered now."""
         if row is None:
-            email = build.render_issue(self.path, self.settings).email
+            from .build import render_issue  # only for a send with nothing frozen yet
+
+            email = render_issue(self.path, self.settings).email
             return ledger.Content(draft_mod.sha256("\0".join((email.subject, email.html,
                                                                email.text))),
                                   email.subject, email.html, email.text)

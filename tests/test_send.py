@@ -151,6 +151,28 @@ def test_check_errors_stop_the_send_unless_ignored(letter):
     assert report.sent == 3
 
 
+@pytest.mark.parametrize("setting, value", [
+    ("postal_address", "Your street address, City, Country"),
+    ("sender", "Letters <newsletter@example.com>"),
+    ("base_url", "https://example.com/"),
+])
+def test_a_send_refuses_each_placeholder_the_build_calls_an_error(letter, setting, value):
+    """The send reads placeholders without importing the build: the same settings, the
+    same words as the build's own error findings, for a service that reaches readers."""
+    from pipeline.build import placeholder_findings
+    from pipeline.errors import InputError
+
+    s = load(letter, **{setting: value})
+    errors = [f for f in placeholder_findings(s, "smtp") if f.severity == "error"]
+    assert errors
+    with pytest.raises(InputError) as refused:
+        send.Sender(letter / EN, s, send.SendOptions(service="smtp")).plan()
+    assert str(refused.value).startswith(f"{errors[0].message}; {errors[0].hint}")
+    assert not [f for f in placeholder_findings(s, "local") if f.severity == "error"]
+    draft.push(letter / EN, s)
+    assert send.Sender(letter / EN, s, send.SendOptions()).run()[0].sent == 3  # local
+
+
 def test_no_confirmation_without_a_terminal(letter):
     draft.push(letter / EN, load(letter))
     result = run_publish("send", EN, cwd=letter)
