@@ -40,6 +40,13 @@ def transaction(db: sqlite3.Connection, *, commit: bool = True) -> Iterator[None
 
 
 
+_CLAIM = ("UPDATE recipients SET state = 'sending', attempts = attempts + 1, message_id = ?, "
+          "batch_id = NULL, updated_at = ? WHERE id = ? AND state = 'pending'")
+_SETTLE = ("UPDATE recipients SET state = ?, reason = ?, updated_at = ?, "
+           "remote_id = coalesce(?, remote_id), retry_at = ?, attempts = max(attempts - ?, 0) "
+           "WHERE id = ? AND state IN ('pending', 'sending')")
+
+
 def pending(db: sqlite3.Connection, send_id: int, after_id: int, limit: int,
             share: tuple[int, int] | None = None) -> list[tuple]:
     """The next pending recipients (id, email, name) in list order, after `after_id`, that
@@ -61,10 +68,7 @@ def claim(db: sqlite3.Connection, recipient_id: int, message_id: str) -> bool:
     change) when the row is no longer pending. One UPDATE: two processes claiming the same
     row cannot both succeed.
     """
-    return db.execute(
-        "UPDATE recipients SET state = 'sending', attempts = attempts + 1, message_id = ?, "
-        "batch_id = NULL, updated_at = ? WHERE id = ? AND state = 'pending'",
-        (message_id, time.time(), recipient_id)).rowcount == 1
+    return db.execute(_CLAIM, (message_id, time.time(), recipient_id)).rowcount == 1
 
 
 class Claimed(NamedTuple):
@@ -136,22 +140,12 @@ def settle_many(db: sqlite3.Connection, outcomes: Iterable[Outcome], *,
     process dies, the disk is full) none, and its rows stay `sending`: in doubt next time.
     """
     now = time.time()
-    rows = []
-    for item in outcomes:
-        if item.state not in SETTLED:
-            raise ValueError(f"not a settled state: {item.state!r}")
-        rows.append((item.state, item.reason[:500], now, item.remote_id,
-                     item.retry_at if item.state == "pending" else None,
-                     0 if item.counted else 1, item.recipient_id))
-    statement = ("UPDATE recipients SET state = ?, reason = ?, updated_at = ?, "
-                 "remote_id = coalesce(?, remote_id), retry_at = ?, "
-                 "attempts = max(attempts - ?, 0) WHERE id = ? "
-                 "AND state IN ('pending', 'sending')")
+    rows = [_settled(item, now) for item in outcomes]
     if not transactional:
-        db.executemany(statement, rows)
+        db.executemany(_SETTLE, rows)
         return
     with transaction(db):
-        db.executemany(statement, rows)
+        db.executemany(_SETTLE, rows)
 
 
 def settle_and_claim(db: sqlite3.Connection, outcome: Outcome, recipient_id: int,
@@ -163,9 +157,20 @@ def settle_and_claim(db: sqlite3.Connection, outcome: Outcome, recipient_id: int
     over, exactly as after a `claim` alone: a crash then leaves at most that one in doubt.
     Returns whether the claim moved the row (False: it is no longer pending).
     """
+    now = time.time()
+    row = _settled(outcome, now)
     with transaction(db):
-        settle_many(db, [outcome], transactional=False)
-        return claim(db, recipient_id, message_id)
+        db.execute(_SETTLE, row)
+        return db.execute(_CLAIM, (message_id, now, recipient_id)).rowcount == 1
+
+
+def _settled(item: Outcome, now: float) -> tuple:
+    """The values of `_SETTLE` for one outcome."""
+    if item.state not in SETTLED:
+        raise ValueError(f"not a settled state: {item.state!r}")
+    return (item.state, item.reason[:500], now, item.remote_id,
+            item.retry_at if item.state == "pending" else None, 0 if item.counted else 1,
+            item.recipient_id)
 
 
 def settle_by_delivery(db: sqlite3.Connection, recipient_id: int, remote_id: str) -> bool:

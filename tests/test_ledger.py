@@ -193,3 +193,60 @@ def test_a_recipient_put_back_to_wait_is_not_claimed_before_its_time(tmp_path):
         assert attempts == 0  # being asked to wait is not an attempt
     finally:
         db.close()
+
+
+def _states(folder: Path, send_id: int) -> dict[str, str]:
+    db = state.connect(folder)
+    try:
+        return {r["email"]: r["state"] for r in db.execute(
+            "SELECT email, state FROM recipients WHERE send_id = ?", (send_id,))}
+    finally:
+        db.close()
+
+
+def test_an_answer_and_the_next_claim_are_recorded_together_or_not_at_all(tmp_path):
+    """`settle_and_claim`: the claim refused by the database (here a trigger, as a full disk
+    would) takes the answer with it, leaving the first reader `sending` (in doubt next
+    time) and the second pending; a row no longer pending is not claimed, the answer is."""
+    send_id = open_with(tmp_path, 3)
+    db = state.connect(tmp_path)
+    try:
+        first, second, third = [r[0] for r in ledger.pending(db, send_id, 0, 3)]
+        assert ledger.claim(db, first, "<1@x>")
+        db.execute(f"CREATE TRIGGER refuse BEFORE UPDATE OF state ON recipients "
+                   f"WHEN NEW.id = {second} BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        with pytest.raises(Exception, match="disk full"):
+            ledger.settle_and_claim(db, ledger.Outcome(first, "sent", "250 ok"), second,
+                                    "<2@x>")
+        assert not db.in_transaction
+        assert _states(tmp_path, send_id) == {
+            "r0@example.org": "sending", "r1@example.org": "pending",
+            "r2@example.org": "pending"}
+        db.execute("DROP TRIGGER refuse")
+        assert ledger.claim(db, third, "<3@x>")  # another connection took it meanwhile
+        assert not ledger.settle_and_claim(db, ledger.Outcome(first, "sent", "250 ok"),
+                                           third, "<3b@x>")
+        assert ledger.settle_and_claim(db, ledger.Outcome(third, "failed", "550 no"),
+                                       second, "<2@x>")
+        assert _states(tmp_path, send_id) == {
+            "r0@example.org": "sent", "r1@example.org": "sending",
+            "r2@example.org": "failed"}
+        with pytest.raises(ValueError):
+            ledger.settle_and_claim(db, ledger.Outcome(second, "sending", ""), first, "<x>")
+        assert not db.in_transaction
+    finally:
+        db.close()
+
+
+def test_each_share_of_the_pending_rows_is_its_own_and_together_they_are_all(tmp_path):
+    """Worker processes read `pending(..., share=(k, n))`: disjoint, and none left out."""
+    send_id = open_with(tmp_path, 50)
+    db = state.connect(tmp_path)
+    try:
+        every = [r[0] for r in ledger.pending(db, send_id, 0, 100)]
+        shares = [[r[0] for r in ledger.pending(db, send_id, 0, 100, (k, 3))]
+                  for k in range(3)]
+    finally:
+        db.close()
+    together = [row for share in shares for row in share]
+    assert sorted(together) == every and all(shares) and len(set(together)) == len(every)
