@@ -47,18 +47,13 @@ _SETTLE = ("UPDATE recipients SET state = ?, reason = ?, updated_at = ?, "
            "WHERE id = ? AND state IN ('pending', 'sending')")
 
 
-def pending(db: sqlite3.Connection, send_id: int, after_id: int, limit: int,
-            share: tuple[int, int] | None = None) -> list[tuple]:
+def pending(db: sqlite3.Connection, send_id: int, after_id: int, limit: int) -> list[tuple]:
     """The next pending recipients (id, email, name) in list order, after `after_id`, that
-    are due now (a recipient put back with a retry time waits for it). `share` (k, n): only
-    those whose id is k modulo n, so n workers each read their own and none another's."""
-    where, extra = "", ()
-    if share is not None:
-        where, extra = " AND id % ? = ?", (share[1], share[0])
+    are due now (a recipient put back with a retry time waits for it)."""
     return db.execute(
         "SELECT id, email, name FROM recipients WHERE send_id = ? AND state = 'pending' "
-        f"AND id > ? AND (retry_at IS NULL OR retry_at <= ?){where} ORDER BY id LIMIT ?",
-        (send_id, after_id, time.time(), *extra, limit)).fetchall()
+        "AND id > ? AND (retry_at IS NULL OR retry_at <= ?) ORDER BY id LIMIT ?",
+        (send_id, after_id, time.time(), limit)).fetchall()
 
 
 def claim(db: sqlite3.Connection, recipient_id: int, message_id: str) -> bool:

@@ -21,7 +21,6 @@ from . import (
     check,
     delivery,
     delivery_chained,
-    delivery_forked,
     ledger,
     ledger_report,
     readers,
@@ -335,9 +334,6 @@ class Sender:
             backoff=self.backoff, progress=progress, stop=stop)
         if self.can.batch_size > 1:
             return delivery.start(batch_size=self.can.batch_size, **options)
-        if (connections > 1 and getattr(service, "process_per_connection", False)
-                and delivery_forked.available()):
-            return delivery_forked.ForkedDelivery(**options)
         return delivery_chained.ChainedDelivery(**options)
 
     def report(self, db: sqlite3.Connection, send_id: int) -> SendReport:

@@ -237,16 +237,3 @@ def test_an_answer_and_the_next_claim_are_recorded_together_or_not_at_all(tmp_pa
     finally:
         db.close()
 
-
-def test_each_share_of_the_pending_rows_is_its_own_and_together_they_are_all(tmp_path):
-    """Worker processes read `pending(..., share=(k, n))`: disjoint, and none left out."""
-    send_id = open_with(tmp_path, 50)
-    db = state.connect(tmp_path)
-    try:
-        every = [r[0] for r in ledger.pending(db, send_id, 0, 100)]
-        shares = [[r[0] for r in ledger.pending(db, send_id, 0, 100, (k, 3))]
-                  for k in range(3)]
-    finally:
-        db.close()
-    together = [row for share in shares for row in share]
-    assert sorted(together) == every and all(shares) and len(set(together)) == len(every)

@@ -16,8 +16,6 @@ class SmtpService(LocalService):
     name = "smtp"
     max_connections = 32
     reaches_readers = True
-    # Making messages is CPU-bound: 2+ connections run a process each (delivery_forked).
-    process_per_connection = True
 
     def transport(self, template: object = None) -> SmtpTransport:
         """One connection to the relay; its settings and password checked here."""
