@@ -27,8 +27,9 @@ class ChainedDelivery(Delivery):
         claimed = False  # whether `job`'s recipient is already ours (`sending`)
         while job is not None:
             if self.stop.is_set():
-                if claimed:  # claimed with the last answer, never handed over
-                    ledger.settle(db, job.recipient_id, "pending", "")
+                if claimed:  # claimed with the last answer, never handed over: not an attempt
+                    ledger.settle_many(db, [ledger.Outcome(job.recipient_id, "pending",
+                                                           counted=False)])
                 return
             following: list[Job | None] = []
 

@@ -165,4 +165,6 @@ def test_ctrl_c_to_the_whole_group_stops_every_worker_cleanly(letter):
         assert report["sent"] + report["pending"] == len(addresses)
         rows = ledger_rows(letter)
         assert not [e for e, (s, *_) in rows.items() if s in ("sending", "in_doubt")]
+        # A reader claimed ahead and given back was never tried: no attempt counted.
+        assert {a for s, _, a in rows.values() if s == "pending"} == {0}
         _resume_and_check(letter, smtp, addresses, 4)
