@@ -93,7 +93,7 @@ class ChainedDelivery(Delivery):
                 if not self._again(db, job, exc, attempt):
                     return None
                 continue
-            except transports.DeliveryError as exc:
+            except (transports.Fatal, transports.Unexpected) as exc:
                 self._stop_on(db, job, exc)
             except Exception as exc:  # a transport that broke its promise may have sent it
                 reason = f"unexpected error while sending: {transports.describe(exc)}"
@@ -116,7 +116,8 @@ class ChainedDelivery(Delivery):
         ledger.settle(db, job.recipient_id, "pending", exc.response)
         return not self.stop.wait(self.backoff * 2 ** (attempt - 1))
 
-    def _stop_on(self, db: sqlite3.Connection, job: Job, exc: transports.DeliveryError) -> None:
+    def _stop_on(self, db: sqlite3.Connection, job: Job,
+                 exc: transports.Fatal | transports.Unexpected) -> None:
         """Fatal or Unexpected: record the recipient as Delivery does, and stop the send."""
         if isinstance(exc, transports.Unexpected):
             ledger.settle(db, job.recipient_id, "in_doubt" if exc.handed_over else "pending",
