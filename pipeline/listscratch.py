@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import sqlite3
@@ -72,7 +73,7 @@ class _Loader:
 
     (Loading in a second thread while the export is read was tried: SQLite works without
     the interpreter's lock, but the two threads then wait on each other and the import
-    took 15 % longer.)
+    took 15 % longer. The reading and checking run in a second process instead: `listfeed`.)
     """
 
     def __init__(self, db: sqlite3.Connection):
@@ -80,13 +81,7 @@ class _Loader:
         self.extras: dict[str, None] = {}  # new columns, from the first row of an address
         self.duplicates = 0
 
-    def put(self, batch: list[tuple] | tuple[tuple, dict[str, str]]) -> None:
-        if isinstance(batch, list):
-            self._insert(batch)
-        else:
-            self._alone(*batch)
-
-    def _insert(self, batch: list[tuple]) -> None:
+    def insert(self, batch: list[tuple]) -> None:
         db = self.db
         before = db.total_changes
         whole = len(batch) - len(batch) % _PER_INSERT
@@ -96,7 +91,7 @@ class _Loader:
         db.executemany(_INSERT, batch[whole:])
         self.duplicates += len(batch) - (db.total_changes - before)
 
-    def _alone(self, row: tuple, attributes: dict[str, str]) -> None:
+    def alone(self, row: tuple, attributes: dict[str, str]) -> None:
         """A row that may bring new columns: they are the list's if it is not a duplicate."""
         new = [k for k in attributes if k not in COLUMNS and k not in self.extras]
         if self.db.execute(_INSERT, row).rowcount:
@@ -105,8 +100,40 @@ class _Loader:
             self.duplicates += 1
 
 
-def load(db: sqlite3.Connection, items: Iterator[tuple[int, Entry | Rejected]],
-              report: ImportReport) -> list[str]:
+# Rows ready to insert (ord, key, email, name, status, created_at, attributes as JSON,
+# bare), the rows refused among them, and the distinct attribute texts of the rows.
+Batch = tuple[list[tuple], list[Rejected], set[str]]
+
+
+def batches(items: Iterator[tuple[int, Entry | Rejected]]) -> Iterator[Batch]:
+    """The export's entries as batches of rows ready to insert, in the export's order.
+
+    This is the work that can run in another process (`listfeed`): it needs nothing of the
+    scratch database.
+    """
+    rows: list[tuple] = []
+    rejected: list[Rejected] = []
+    texts: set[str] = set()
+    order = 0
+    for _, entry in items:
+        if type(entry) is Rejected:
+            rejected.append(entry)  # type: ignore[arg-type]
+            if len(rejected) >= _BATCH:
+                yield rows, rejected, texts
+                rows, rejected, texts = [], [], set()
+            continue
+        order += 1
+        key, email, name, status, created, _, text = entry  # type: ignore[misc]
+        rows.append((order, key, email, name, status, created, text,
+                     QUOTABLE(f"{email}{name}{created}") is None))
+        texts.add(text)
+        if len(rows) >= _BATCH:
+            yield rows, rejected, texts
+            rows, rejected, texts = [], [], set()
+    yield rows, rejected, texts
+
+
+def load(db: sqlite3.Connection, prepared: Iterator[Batch], report: ImportReport) -> list[str]:
     """Load the rows to merge into the scratch database; the extra columns they bring.
 
     Rows go in by batches; a row that may bring a column not seen yet goes in alone, since
@@ -114,30 +141,26 @@ def load(db: sqlite3.Connection, items: Iterator[tuple[int, Entry | Rejected]],
     """
     loader = _Loader(db)
     known: set[str] = set()  # attributes (as JSON) whose names are all the loader's extras
-    batch: list[tuple] = []
-    order = 0
     db.execute("BEGIN")
-    for _, entry in items:
-        if type(entry) is Rejected:
-            report.rejected.append(entry)
+    for rows, rejected, texts in prepared:
+        report.rejected.extend(rejected)
+        if texts <= known:  # the usual batch: no row can bring a new column
+            loader.insert(rows)
             continue
-        order += 1
-        key, email, name, status, created, attributes, text = entry  # type: ignore[misc]
-        row = (order, key, email, name, status, created, text,
-               QUOTABLE(f"{email}{name}{created}") is None)
-        if text not in known:
-            if any(k not in COLUMNS and k not in loader.extras for k in attributes):
-                loader.put(batch)
-                loader.put((row, attributes))
-                batch = []
-                continue
-            if len(known) < _KNOWN_SETS:
-                known.add(text)
-        batch.append(row)
-        if len(batch) >= _BATCH:
-            loader.put(batch)
-            batch = []
-    loader.put(batch)
+        pending: list[tuple] = []
+        for row in rows:
+            text = row[6]
+            if text not in known:
+                attributes = json.loads(text)
+                if any(k not in COLUMNS and k not in loader.extras for k in attributes):
+                    loader.insert(pending)
+                    loader.alone(row, attributes)
+                    pending = []
+                    continue
+                if len(known) < _KNOWN_SETS:
+                    known.add(text)
+            pending.append(row)
+        loader.insert(pending)
     db.execute("COMMIT")
     report.duplicates += loader.duplicates
     return list(loader.extras)
