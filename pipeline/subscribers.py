@@ -224,12 +224,16 @@ class Layout:
         if (len(email) <= 254 and len(local) <= 64 and _PLAIN_ADDRESS(email)
                 and "--" not in domain and domain.rpartition(".")[2].lower() not in _SPECIAL_USE):
             address = f"{local}@{domain.lower()}"
+            if key == address:  # one string for both: a row sent between processes is smaller
+                key = address
         else:
             try:
                 address = normalize_email(email)
             except ValueError as exc:
                 return Rejected(line, email, str(exc))
             key = address.lower()
+            if key == address:
+                key = address
         if status not in STATUSES:
             return Rejected(line, email, f"unknown status {status!r} (kept, never sent to)",
                             status)
