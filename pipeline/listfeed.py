@@ -57,11 +57,10 @@ def _forked(source: Path, progress: Progress | None) -> Iterator[listscratch.Bat
             while True:
                 kind, payload = _receive(pipe)
                 if kind == "batch":
-                    (first, columns, rejected, texts), seen = payload
+                    batch, seen = payload
                     if progress is not None and seen is not None:
                         progress(*seen)
-                    yield list(zip(range(first, first + len(columns[0])), *columns, strict=True)) \
-                        if columns else [], rejected, texts
+                    yield batch
                 elif kind == "end":
                     ended = True
                     return
@@ -97,11 +96,8 @@ def _read(source: Path, write_end: int) -> None:
                 seen[0] = (rows, chars, size)
 
             try:
-                for rows, rejected, texts in listscratch.batches(entries(source, note)):
-                    # By columns, the order numbers as where they start: half the pickling.
-                    first = rows[0][0] if rows else 1
-                    columns = list(zip(*rows, strict=True))[1:]
-                    _send(pipe, "batch", ((first, columns, rejected, texts), seen[0]))
+                for batch in listscratch.batches(entries(source, note)):
+                    _send(pipe, "batch", (batch, seen[0]))
                 _send(pipe, "end", None)
             except BrokenPipeError:
                 raise

@@ -58,13 +58,28 @@ def _open() -> sqlite3.Connection:
 
 
 INCOMING = "incoming (ord, key, email, name, status, created_at, attributes, bare)"
-_INSERT = f"INSERT OR IGNORE INTO {INCOMING} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_PER_INSERT = 120  # rows per INSERT statement (8 values each: under SQLite's 999)
-_INSERT_MANY = (f"INSERT OR IGNORE INTO {INCOMING} VALUES "
-                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * _PER_INSERT))
-_BATCH = _PER_INSERT * 40
 # What CSV may quote for: every delimiter a list can have, the quote, line breaks.
 QUOTABLE = re.compile('[' + re.escape(csvrows.DELIMITERS) + '"\r\n]').search
+_FIELDS = 7  # an imported row's values; `bare` is worked out by SQLite from them
+
+
+def _values(first: int) -> str:
+    """One row's VALUES for the parameters ?first.. (key, email, name, status, created_at,
+    attributes after the order): `bare` as QUOTABLE says it of email, name, status and
+    created_at, worked out by SQLite while it inserts."""
+    ord_, key, email, name, status, created, attributes = (
+        f"?{first + i}" for i in range(_FIELDS))
+    text = f"({email} || {name} || {status} || {created})"
+    quotable = " OR ".join(f"instr({text}, char({ord(c)}))"
+                           for c in csvrows.DELIMITERS + '"\r\n')
+    return f"({ord_}, {key}, {email}, {name}, {status}, {created}, {attributes}, NOT ({quotable}))"
+
+
+_PER_INSERT = 140  # rows per INSERT statement (7 values each: under SQLite's 999)
+_INSERT = f"INSERT OR IGNORE INTO {INCOMING} VALUES {_values(1)}"
+_INSERT_MANY = (f"INSERT OR IGNORE INTO {INCOMING} VALUES "
+                + ",".join(_values(1 + _FIELDS * n) for n in range(_PER_INSERT)))
+_BATCH = _PER_INSERT * 35
 _KNOWN_SETS = 4096  # attribute sets remembered as bringing no new column
 
 
@@ -100,37 +115,48 @@ class _Loader:
             self.duplicates += 1
 
 
-# Rows ready to insert (ord, key, email, name, status, created_at, attributes as JSON,
-# bare), the rows refused among them, and the distinct attribute texts of the rows.
-Batch = tuple[list[tuple], list[Rejected], set[str]]
+# A batch of the export's rows, by columns (ready for `_rows`): the order of its first
+# row, then its keys, addresses, names, statuses, created_at and attributes as JSON; the
+# rows refused among them; the distinct attribute texts of the rows.
+Batch = tuple[int, list[tuple[str, ...]], list[Rejected], set[str]]
 
 
 def batches(items: Iterator[tuple[int, Entry | Rejected]]) -> Iterator[Batch]:
-    """The export's entries as batches of rows ready to insert, in the export's order.
+    """The export's entries as batches, in the export's order.
 
     This is the work that can run in another process (`listfeed`): it needs nothing of the
-    scratch database.
+    scratch database. By columns: a batch crosses a pipe in half the time.
     """
-    rows: list[tuple] = []
+    valid: list[Entry] = []
     rejected: list[Rejected] = []
-    texts: set[str] = set()
-    order = 0
+    first = 1
     for _, entry in items:
         if type(entry) is Rejected:
             rejected.append(entry)  # type: ignore[arg-type]
-            if len(rejected) >= _BATCH:
-                yield rows, rejected, texts
-                rows, rejected, texts = [], [], set()
-            continue
-        order += 1
-        key, email, name, status, created, _, text = entry  # type: ignore[misc]
-        rows.append((order, key, email, name, status, created, text,
-                     QUOTABLE(f"{email}{name}{created}") is None))
-        texts.add(text)
-        if len(rows) >= _BATCH:
-            yield rows, rejected, texts
-            rows, rejected, texts = [], [], set()
-    yield rows, rejected, texts
+            if len(rejected) < _BATCH:
+                continue
+        else:
+            valid.append(entry)  # type: ignore[arg-type]
+            if len(valid) < _BATCH:
+                continue
+        yield _by_columns(first, valid, rejected)
+        first += len(valid)
+        valid, rejected = [], []
+    yield _by_columns(first, valid, rejected)
+
+
+def _by_columns(first: int, valid: list[Entry], rejected: list[Rejected]) -> Batch:
+    if not valid:
+        return first, [], rejected, set()
+    key, email, name, status, created, _, text = zip(*valid, strict=True)
+    return first, [key, email, name, status, created, text], rejected, set(text)
+
+
+def _rows(first: int, columns: list[tuple[str, ...]]) -> list[tuple]:
+    """A batch's rows to insert: (ord, key, email, name, status, created_at, attributes)."""
+    if not columns:
+        return []
+    return list(zip(range(first, first + len(columns[0])), *columns, strict=True))
 
 
 def load(db: sqlite3.Connection, prepared: Iterator[Batch], report: ImportReport) -> list[str]:
@@ -142,14 +168,15 @@ def load(db: sqlite3.Connection, prepared: Iterator[Batch], report: ImportReport
     loader = _Loader(db)
     known: set[str] = set()  # attributes (as JSON) whose names are all the loader's extras
     db.execute("BEGIN")
-    for rows, rejected, texts in prepared:
+    for first, columns, rejected, texts in prepared:
         report.rejected.extend(rejected)
+        rows = _rows(first, columns)
         if texts <= known:  # the usual batch: no row can bring a new column
             loader.insert(rows)
             continue
         pending: list[tuple] = []
         for row in rows:
-            text = row[6]
+            text = row[-1]
             if text not in known:
                 attributes = json.loads(text)
                 if any(k not in COLUMNS and k not in loader.extras for k in attributes):
