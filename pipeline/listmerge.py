@@ -364,7 +364,11 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
     report = ImportReport(dry_run=dry_run)
     dest = _real(dest)
     with listscratch.scratch() as db:
-        extras = listscratch.load(db, listfeed.batches(source, progress), report)
+        feed = listfeed.batches(source, progress)
+        try:
+            extras = listscratch.load(db, feed, report)
+        finally:
+            feed.close()  # an error or Ctrl-C while loading: the reading process ends now
         if dry_run:
             _rewrite(dest, db, extras, report)
         else:
