@@ -60,26 +60,11 @@ def _open() -> sqlite3.Connection:
 INCOMING = "incoming (ord, key, email, name, status, created_at, attributes, bare)"
 # What CSV may quote for: every delimiter a list can have, the quote, line breaks.
 QUOTABLE = re.compile('[' + re.escape(csvrows.DELIMITERS) + '"\r\n]').search
-_FIELDS = 7  # an imported row's values; `bare` is worked out by SQLite from them
-
-
-def _values(first: int) -> str:
-    """One row's VALUES for the parameters ?first.. (key, email, name, status, created_at,
-    attributes after the order): `bare` as QUOTABLE says it of email, name, status and
-    created_at, worked out by SQLite while it inserts."""
-    ord_, key, email, name, status, created, attributes = (
-        f"?{first + i}" for i in range(_FIELDS))
-    text = f"({email} || {name} || {status} || {created})"
-    quotable = " OR ".join(f"instr({text}, char({ord(c)}))"
-                           for c in csvrows.DELIMITERS + '"\r\n')
-    return f"({ord_}, {key}, {email}, {name}, {status}, {created}, {attributes}, NOT ({quotable}))"
-
-
-_PER_INSERT = 140  # rows per INSERT statement (7 values each: under SQLite's 999)
-_INSERT = f"INSERT OR IGNORE INTO {INCOMING} VALUES {_values(1)}"
+_INSERT = f"INSERT OR IGNORE INTO {INCOMING} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_PER_INSERT = 120  # rows per INSERT statement (8 values each: under SQLite's 999)
 _INSERT_MANY = (f"INSERT OR IGNORE INTO {INCOMING} VALUES "
-                + ",".join(_values(1 + _FIELDS * n) for n in range(_PER_INSERT)))
-_BATCH = _PER_INSERT * 35
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * _PER_INSERT))
+_BATCH = _PER_INSERT * 40
 _KNOWN_SETS = 4096  # attribute sets remembered as bringing no new column
 
 
@@ -116,9 +101,10 @@ class _Loader:
 
 
 # A batch of the export's rows, by columns (ready for `_rows`): the order of its first
-# row, then its keys, addresses, names, statuses, created_at and attributes as JSON; the
-# rows refused among them; the distinct attribute texts of the rows.
-Batch = tuple[int, list[tuple[str, ...]], list[Rejected], set[str]]
+# row, then its keys, addresses, names, statuses, created_at, attributes as JSON and
+# whether each row is bare (None: every row is); the rows refused among them; the
+# distinct attribute texts of the rows.
+Batch = tuple[int, list[tuple | None], list[Rejected], set[str]]
 
 
 def batches(items: Iterator[tuple[int, Entry | Rejected]]) -> Iterator[Batch]:
@@ -149,14 +135,24 @@ def _by_columns(first: int, valid: list[Entry], rejected: list[Rejected]) -> Bat
     if not valid:
         return first, [], rejected, set()
     key, email, name, status, created, _, text = zip(*valid, strict=True)
-    return first, [key, email, name, status, created, text], rejected, set(text)
+    # Bare: no field holds a character CSV may quote for. Asked of the whole batch at
+    # once, and of each row only when the batch has such a character somewhere.
+    bare = None if QUOTABLE("".join(email) + "".join(name) + "".join(status)
+                            + "".join(created)) is None else tuple(
+        QUOTABLE(f"{e}{n}{s}{c}") is None
+        for e, n, s, c in zip(email, name, status, created, strict=True))
+    return first, [key, email, name, status, created, text, bare], rejected, set(text)
 
 
-def _rows(first: int, columns: list[tuple[str, ...]]) -> list[tuple]:
-    """A batch's rows to insert: (ord, key, email, name, status, created_at, attributes)."""
+def _rows(first: int, columns: list[tuple | None]) -> list[tuple]:
+    """A batch's rows to insert: (ord, key, email, name, status, created_at, attributes,
+    bare)."""
     if not columns:
         return []
-    return list(zip(range(first, first + len(columns[0])), *columns, strict=True))
+    *fields, bare = columns
+    count = len(fields[0])  # type: ignore[arg-type]
+    return list(zip(range(first, first + count), *fields,  # type: ignore[misc]
+                    itertools.repeat(True, count) if bare is None else bare, strict=True))
 
 
 def load(db: sqlite3.Connection, prepared: Iterator[Batch], report: ImportReport) -> list[str]:
@@ -176,7 +172,7 @@ def load(db: sqlite3.Connection, prepared: Iterator[Batch], report: ImportReport
             continue
         pending: list[tuple] = []
         for row in rows:
-            text = row[-1]
+            text = row[6]
             if text not in known:
                 attributes = json.loads(text)
                 if any(k not in COLUMNS and k not in loader.extras for k in attributes):

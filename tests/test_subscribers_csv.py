@@ -139,8 +139,8 @@ def test_new_lines_are_what_csv_writer_writes(rows, delimiter, ending, order):
        delimiter=st.sampled_from(csvrows.DELIMITERS),
        ending=st.sampled_from(["\n", "\r\n", "\r"]))
 def test_rows_loaded_by_the_import_are_written_as_csv_writer_writes(rows, delimiter, ending):
-    """Through the import's own load, where SQLite works out which rows need no quoting
-    (in statements of many rows and of one): the lines are csv.writer's."""
+    """Through the import's own batches and load (bare asked of a whole batch, then of
+    each row; statements of many rows and of one): the lines are csv.writer's."""
     entries = iter([(n, (f"k{n}", *row, {}, "{}")) for n, row in enumerate(rows)])
     report = listmerge.ImportReport()
     with listscratch.scratch() as db:
