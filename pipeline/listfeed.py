@@ -46,7 +46,13 @@ def _big(source: Path) -> bool:
 def _forked(source: Path, progress: Progress | None) -> Iterator[listscratch.Batch]:
     read_end, write_end = os.pipe()
     _widen(read_end)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: read here
+        os.close(read_end)
+        os.close(write_end)
+        yield from listscratch.batches(entries(source, progress))
+        return
     if pid == 0:  # the reading process: never returns
         os.close(read_end)
         _read(source, write_end)
@@ -89,7 +95,7 @@ def _read(source: Path, write_end: int) -> None:
     gc.freeze()  # what the process was forked with is never garbage: not scanned again
     code = 0
     try:
-        with open(write_end, "wb", buffering=0) as pipe:
+        with open(write_end, "wb", buffering=_PIPE_SIZE) as pipe:
             seen: list[tuple[int, int, int] | None] = [None]
 
             def note(rows: int, chars: int, size: int) -> None:
@@ -111,7 +117,9 @@ def _read(source: Path, write_end: int) -> None:
 
 def _send(pipe, kind: str, payload: object) -> None:
     body = pickle.dumps((kind, payload), pickle.HIGHEST_PROTOCOL)
-    pipe.write(len(body).to_bytes(_HEAD, "little") + body)
+    pipe.write(len(body).to_bytes(_HEAD, "little"))
+    pipe.write(body)
+    pipe.flush()
 
 
 def _portable(exc: BaseException) -> BaseException:
