@@ -221,3 +221,45 @@ def test_an_error_in_the_reading_process_names_the_file_and_line(tmp_path):
     assert err.strip().splitlines() == [
         f"error: {source}:3: no 'email' column in the header (found: mail address, name)"], err
     _untouched(folder, dest, old)
+
+
+def test_an_error_late_in_the_file_after_many_batches_is_one_line(tmp_path):
+    """UTF-16 cut in the middle of its last character: the reading process has sent most
+    of the rows when it fails; the import says so in one line naming the file, exit 2, and
+    the list is as it was — exactly what reading in one process says."""
+    folder, source, dest = _folder(tmp_path)
+    old = dest.read_bytes()
+    source.write_bytes(source.read_text("utf-8").encode("utf-16") + b"\x41")
+    run = _publish("subscribers", "import", str(source), cwd=folder)
+    _out, err = run.communicate(timeout=300)
+    assert run.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: cannot decode as utf-16")
+    _untouched(folder, dest, old)
+    small = tmp_path / "small.csv"
+    small.write_bytes("email\nx@example.org\n".encode("utf-16") + b"\x41")
+    alone = _publish("subscribers", "import", str(small), cwd=folder)
+    _out, err_small = alone.communicate(timeout=60)
+    assert alone.returncode == 2
+    assert err_small.replace(str(small), "F").split(":", 2)[2] == \
+        err.replace(str(source), "F").split(":", 2)[2]
+    _untouched(folder, dest, old)
+
+
+def test_two_big_imports_started_together_both_land(tmp_path):
+    """Two imports, each with its reading process, at once: both land, in either order,
+    and the list holds every row of both."""
+    folder, source, dest = _folder(tmp_path)
+    other = tmp_path / "other.csv"
+    with open(other, "w", encoding="utf-8") as out:
+        out.write("email,name\n")
+        for n in range(ROWS):
+            out.write(f"other{n}@example.org,Other {n}\n")
+    runs = [_publish("subscribers", "import", str(path), cwd=folder) for path in (source, other)]
+    for run in runs:
+        _out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+    emails = [line.split(",", 1)[0] for line in dest.read_text("utf-8").splitlines()[1:]]
+    assert len(emails) == 1 + 2 * ROWS and len(set(emails)) == len(emails)
+    assert {f"reader{n}@example.org" for n in range(ROWS)} <= set(emails)
+    assert {f"other{n}@example.org" for n in range(ROWS)} <= set(emails)
