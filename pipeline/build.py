@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import (
+    _regexcache,  # noqa: F401  first: what the modules below compile comes from kept code
     check,
     embeds,
     headline,
