@@ -42,7 +42,11 @@ _LOCK = threading.Lock()
 # (whether bytes, pattern, flags) -> the arguments of _sre.compile after the pattern
 _KEPT: dict[tuple, tuple] = {}
 _STATE = {"installed": False, "added": 0, "path": None}
-_MAX_ENTRIES = 5000  # a file that grew past this starts again (a run's own patterns stay)
+# The file's bound: the code of patterns this run did not use goes first, oldest first
+# (a library that builds a pattern differently in each process, from a set, must not
+# grow the file without end).
+_MAX_BYTES = 4_000_000
+_USED: set[tuple] = set()
 
 
 def _tag() -> str:
@@ -103,6 +107,7 @@ def _compile_kept(p, flags=0):
         return _ORIGINAL(p, flags)  # a parsed pattern (re.Scanner) or a debugging print
     key = (isinstance(p, bytes), p, int(flags))
     args = _KEPT.get(key)
+    _USED.add(key)
     if args is not None:
         try:
             return _from_args(p, args)
@@ -118,13 +123,25 @@ def _compile_kept(p, flags=0):
 _ORIGINAL = _compiler.compile if _compiler else None
 
 
+def _bounded(kept: dict[tuple, tuple], used: set[tuple]) -> dict[tuple, tuple]:
+    """`kept` with this run's patterns last, less the oldest unused ones past _MAX_BYTES."""
+    order = [key for key in kept if key not in used] + [key for key in kept if key in used]
+    sizes = [len(key[1]) + len(kept[key][1]) for key in order]
+    total = sum(sizes)
+    first = 0
+    while total > _MAX_BYTES and first < len(order) and order[first] not in used:
+        total -= sizes[first]
+        first += 1
+    return {key: kept[key] for key in order[first:]}
+
+
 def _save() -> None:
     """Write the kept code when this run added to it: a fresh file renamed over the old."""
     path = _STATE["path"]
     if not path or not _STATE["added"]:
         return
     with _LOCK:
-        entries = dict(_KEPT)
+        entries = _bounded(_KEPT, _USED)
     try:
         blob = marshal.dumps(entries)
     except ValueError:  # a pattern marshal cannot hold: keep nothing rather than fail
@@ -155,10 +172,7 @@ def install() -> None:
     if folder is None:
         return
     path = os.path.join(folder, f"regex-{_tag()}.marshal")
-    kept = _load(path)
-    if len(kept) > _MAX_ENTRIES:
-        kept = {}
-    _KEPT.update(kept)
+    _KEPT.update(_load(path))
     _STATE["path"] = path
     _compiler.compile = _compile_kept
     atexit.register(_save)

@@ -144,6 +144,7 @@ def _fetch_image_sizes(settings: Settings) -> bool:
 def render_issue(path: str | Path, settings: Settings) -> Built:
     """Every stage from Markdown to the finished email, in memory."""
     lazy.defer(*lazy.UNUSED_BY_BUILD)
+    lazy.entity_patterns_on_use()
     issue = issue_mod.load(path)
     folder = templates.templates_dir(settings.root, settings.templates_dir)
     look = tokens.load_tokens(settings.root / settings.templates_dir)
