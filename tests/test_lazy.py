@@ -162,4 +162,4 @@ def test_entity_patterns_compiled_on_use_format_as_compiled_at_once():
     assert patched.returncode == 0 and plain.returncode == 0, patched.stderr + plain.stderr
     assert patched.stdout == plain.stdout
     html_formatted = json.loads(patched.stdout)[1]
-    assert "&eacute;" in html_formatted and "&NotGreaterFullEqual;" in html_formatted
+    assert "&eacute;" in html_formatted and "&ngeqq; &ngeqq; &geqq;" in html_formatted
