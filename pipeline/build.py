@@ -59,6 +59,8 @@ class Built:
 
 @dataclass
 class BuildResult:
+    """A build written: what was built and the files it wrote."""
+
     built: Built
     out_dir: Path
     files: dict[str, Path]

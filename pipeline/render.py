@@ -27,6 +27,8 @@ _MSO = re.compile(r"<!--\[if")
 
 @dataclass
 class Email:
+    """The finished email, tokens still in place for each reader."""
+
     subject: str
     preheader: str
     html: str  # with %%token%% placeholders
