@@ -78,7 +78,17 @@ def _load(path: str) -> dict[tuple, tuple]:
         entries = marshal.loads(blob)
     except (OSError, EOFError, ValueError, TypeError):
         return {}
-    return entries if isinstance(entries, dict) else {}
+    if not isinstance(entries, dict):
+        return {}
+    return {key: args for key, args in entries.items() if _well_formed(key, args)}
+
+
+def _well_formed(key, args) -> bool:
+    """Whether an entry read has the shape this module writes (the code itself _sre checks
+    when it is used)."""
+    return (isinstance(key, tuple) and len(key) == 3 and isinstance(key[1], str | bytes)
+            and isinstance(key[2], int) and isinstance(args, tuple) and len(args) == 5
+            and isinstance(args[1], bytes))
 
 
 def _compiled_args(p, flags: int) -> tuple:
@@ -176,7 +186,6 @@ def install() -> None:
     _STATE["path"] = path
     _compiler.compile = _compile_kept
     atexit.register(_save)
-
 
 
 # Importing is installing: `pipeline.build` imports this module before any other.

@@ -118,6 +118,26 @@ def test_a_damaged_entry_behind_a_good_checksum_is_not_trusted_blindly(tmp_path)
     assert done.returncode == 0, done.stderr
 
 
+def test_entries_of_the_wrong_shape_behind_a_good_checksum_are_ignored(tmp_path):
+    """A file marshal reads and whose checksum holds, but not of the shape written: the
+    build is the same, nothing is printed, and the file is written whole again."""
+    first = build(SAMPLES["en"], tmp_path, tmp_path / "a")
+    (path,) = kept_files(tmp_path)
+    done = python(f"""
+        import marshal, zlib
+        tag, _, _ = marshal.loads(open({str(path)!r}, "rb").read())
+        entries = {{1: 2, (True,): (), (False, "a", 0): ("x",), (False, "(b)", 0): (0, "no")}}
+        blob = marshal.dumps(entries)
+        open({str(path)!r}, "wb").write(marshal.dumps((tag, zlib.crc32(blob), blob)))
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    again = run_publish("build", str(SAMPLES["en"]), "--out", str(tmp_path / "b"),
+                        env={"TMPDIR": str(tmp_path)})
+    assert again.returncode == 0 and again.stderr == ""
+    assert {n: (tmp_path / "b" / n).read_bytes() for n in ("email.html", "email.txt")} == first
+    assert len(path.read_bytes()) > 100_000
+
+
 def test_an_unsafe_folder_is_never_used(tmp_path):
     folder = tmp_path / f"publish-cache-{os.getuid()}"
     folder.mkdir(mode=0o777)
