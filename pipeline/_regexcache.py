@@ -169,10 +169,27 @@ def _save() -> None:
                 os.unlink(staging)
 
 
+# Patterns whose code must come out as `re` itself makes it before anything is kept: named
+# and numbered groups, flags, a character set, bytes.
+_PROBES = ((r"(?P<name>[a-z\u4e00-\u9fff]+)\s*(\d{2,})?$", 0), (rb"(?i)^\.[^\r\n]", 0),
+           (r"[^\W_](?=x)|(?<!y)z", 16))
+
+
+def _agrees() -> bool:
+    """Whether this interpreter's `re` internals are those this module was written for: a
+    CPython whose `_compiler` or `_sre` changed makes patterns the usual way."""
+    try:
+        return all(_from_args(p, _compiled_args(p, flags)) == _ORIGINAL(p, flags)
+                   and _from_args(p, _compiled_args(p, flags)).groupindex
+                   == _ORIGINAL(p, flags).groupindex for p, flags in _PROBES)
+    except Exception:
+        return False
+
+
 def install() -> None:
     """Answer `re.compile` from the kept code from now on in this process (idempotent)."""
     if (_STATE["installed"] or _compiler is None or _CODE_TYPE is None
-            or not hasattr(_compiler, "_code")):
+            or not hasattr(_compiler, "_code") or not _agrees()):
         return
     _STATE["installed"] = True
     try:

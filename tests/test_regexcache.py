@@ -179,3 +179,29 @@ def test_builds_at_once_leave_one_whole_file(tmp_path):
         assert len(kept._load(kept._STATE["path"])) > 300
     """, shared)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("internals", [
+    # `re` making of the probe patterns something other than `_code` and `_sre.compile`
+    # give (as a CPython whose internals changed would): the others are left alone
+    "_made = _compiler.compile\n"
+    "_compiler.compile = lambda p, flags=0: _made(p, flags | (re.I if '(?P<name>[a-z' in"
+    " str(p) else 0))",
+])
+def test_an_interpreter_whose_re_internals_differ_compiles_as_usual(tmp_path, internals):
+    """A CPython whose `re` internals are not those the cache was written for: nothing is
+    kept or answered from the cache, and every pattern is `re`'s own."""
+    done = python(f"""
+        import re
+        from re import _compiler
+        exec({internals!r})
+        original = _compiler.compile
+        import pipeline.build
+        from pipeline import _regexcache as kept
+        assert _compiler.compile is original, "the cache was installed"
+        assert not kept._STATE["installed"] or kept._STATE["path"] is None
+        assert re.compile("(?P<x>a+)b").groupindex == {{"x": 1}}
+        print("ok")
+    """, tmp_path)
+    assert done.stdout.strip() == "ok", done.stderr
+    assert kept_files(tmp_path) == []
