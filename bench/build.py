@@ -4,10 +4,11 @@ Usage: python bench/build.py [--runs 15] [--mjml PATH] [--no-compile] [--table-o
                              [--before DIR]
 
 Each round runs, one after the other, `publish build` of the bigger sample issue, the
-`mjml` node CLI on the MJML that build renders (same input to MJML, whole process), and
-`publish --help`; the median of each and the ratio build / mjml are printed with the
-machine and its load before and after. Then one line for a slow case: an issue holding a
-300 x 200-cell table, built once.
+`mjml` node CLI on the MJML that build renders (same input to MJML, whole process),
+`publish --help`, and `publish build` with an empty temporary directory (a first build:
+no compiled templates or regular expressions kept from an earlier run); the median of
+each and the ratio build / mjml are printed with the machine and its load before and after.
+Then one line for a slow case: an issue holding a 300 x 200-cell table, built once.
 
 The MJML CLI is looked for in bench/.node (install it there with
 `npm install --prefix bench/.node mjml@5`), else on PATH. `--before DIR` also builds with
@@ -77,12 +78,12 @@ def mjml_source(issue: Path) -> str:
 CPU: dict[str, list[float]] = {}  # label -> CPU seconds (user + system) of each run
 
 
-def timed(args: list[str], cwd: Path = ROOT, label: str = "") -> float:
+def timed(args: list[str], cwd: Path = ROOT, label: str = "", env: dict | None = None) -> float:
     """Wall seconds of one whole process; its CPU seconds are kept under `label`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(args, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "PUBLISH_IMAGE_SIZES": "local"})
+                   env={**os.environ, "PUBLISH_IMAGE_SIZES": "local", **(env or {})})
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -118,8 +119,9 @@ def paired(issue: Path, mjml: str | None, runs: int, out: Path,
     timed(build_cmd)  # warm the disk cache
     if mjml_cmd:
         timed(mjml_cmd)
-    builds, references, helps, befores = [], [], [], []
+    builds, references, helps, befores, firsts = [], [], [], [], []
     build_label, mjml_label = "publish build (cold process)", "mjml node CLI, same MJML"
+    first_label = "publish build, nothing kept (first run)"
     before_label = "publish build, --before checkout"
     if before:
         timed(before_cmd, cwd=before)
@@ -130,7 +132,10 @@ def paired(issue: Path, mjml: str | None, runs: int, out: Path,
         if mjml_cmd:
             references.append(timed(mjml_cmd, label=mjml_label))
         helps.append(timed([*PUBLISH, "--help"], label="publish --help"))
+        with tempfile.TemporaryDirectory() as empty:  # no compiled templates or patterns
+            firsts.append(timed(build_cmd, label=first_label, env={"TMPDIR": empty}))
     report(build_label, builds)
+    report(first_label, firsts)
     if befores:
         report(before_label, befores)
         cpu_ratio = statistics.median(CPU[build_label]) / statistics.median(CPU[before_label])

@@ -12,7 +12,8 @@ bad row every 1,000), then, alternating in each round, runs as whole processes:
 - `publish subscribers import` from any other checkout given with --also (say the code
   before a change), for before/after figures from the same run.
 
-Prints the median wall and CPU time (user + system of the process) of each, the ratios to
+Prints the median wall and CPU time (user + system of the process, and of the reading
+process a big import forks and waits for) of each, the ratios to
 the reference, the machine and its load before and after, and the SHA-256 of the list each
 checkout wrote (the same digest: the same bytes). --memory: the peak RSS of one import per
 size; flat memory means the file was streamed.

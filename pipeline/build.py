@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import (
+    _regexcache,  # noqa: F401  first: what the modules below compile comes from kept code
     check,
     embeds,
     headline,
@@ -58,6 +59,8 @@ class Built:
 
 @dataclass
 class BuildResult:
+    """A build written: what was built and the files it wrote."""
+
     built: Built
     out_dir: Path
     files: dict[str, Path]
@@ -143,6 +146,7 @@ def _fetch_image_sizes(settings: Settings) -> bool:
 def render_issue(path: str | Path, settings: Settings) -> Built:
     """Every stage from Markdown to the finished email, in memory."""
     lazy.defer(*lazy.UNUSED_BY_BUILD)
+    lazy.entity_patterns_on_use()
     issue = issue_mod.load(path)
     folder = templates.templates_dir(settings.root, settings.templates_dir)
     look = tokens.load_tokens(settings.root / settings.templates_dir)

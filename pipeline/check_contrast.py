@@ -36,6 +36,8 @@ _COLOUR_TOKEN = re.compile(r"#[0-9a-f]{3,8}\b|rgba?\([^)]*\)|\b[a-z]+\b", re.I)
 
 @dataclass
 class Rule:
+    """A stylesheet rule's colour declarations, for one selector."""
+
     selector: str
     specificity: tuple
     order: int
@@ -45,6 +47,8 @@ class Rule:
 
 @dataclass
 class Problem:
+    """Text that is hard to read in one view, for one colour pair."""
+
     rule: str
     message: str
     hint: str
@@ -211,6 +215,8 @@ def _supports_dark(tree) -> bool:
 
 @dataclass
 class _State:
+    """The colours and font a text run inherits at one element."""
+
     colour: colours.RGB
     background: colours.RGB | None  # None: an image is behind
     font_px: float

@@ -75,12 +75,16 @@ class Page:
 
 @dataclass(frozen=True)
 class Hit:
+    """A place a rule found: the element (None for the page) and what its message names."""
+
     element: object = None
     fields: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Rule:
+    """One check of a finished email: an id, a severity, its words, and how it finds hits."""
+
     id: str
     severity: str  # error | warning
     message: str  # may name the hit's fields: "<{tag}> does not work in email"

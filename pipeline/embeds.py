@@ -33,6 +33,8 @@ _IMAGE_EXT = re.compile(r"\.(png|jpe?g|gif|webp|avif)(\?|#|$)", re.I)
 
 @dataclass(frozen=True)
 class Card:
+    """An embed as the email shows it: a linked card of a kind, with a caption."""
+
     kind: str  # video | audio | youtube | demo | page | subscribe
     url: str
     caption: str
@@ -41,6 +43,8 @@ class Card:
 
 @dataclass
 class Swapped:
+    """The fragment with its embeds swapped for cards."""
+
     html: str
     cards: list[Card] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

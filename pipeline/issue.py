@@ -17,6 +17,8 @@ _LANG_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 @dataclass(frozen=True)
 class Person:
+    """An author or guest named in the front matter."""
+
     name: str
     user: str = ""
     guest: bool = False
@@ -26,6 +28,8 @@ class Person:
 
 @dataclass(frozen=True)
 class Issue:
+    """An issue file read: its front matter and its Markdown body."""
+
     path: Path
     slug: str
     title: str

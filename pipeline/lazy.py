@@ -168,3 +168,62 @@ def is_deferred(name: str) -> bool:
     """Whether `name` has a stand-in that has not loaded the real module yet."""
     module = sys.modules.get(name)
     return isinstance(module, _Deferred) and "_deferred_real" not in module.__dict__
+
+
+class _LazyPattern:
+    """A regular expression compiled on its first use (it answers as the pattern does)."""
+
+    def __init__(self, source, flags: int = 0):
+        self._source, self._flags, self._compiled = source, flags, None
+
+    def __getattr__(self, attr: str):
+        if self._compiled is None:
+            import re
+
+            self._compiled = re.compile(self._source, self._flags)
+        return getattr(self._compiled, attr)
+
+
+class _CompileLater(ModuleType):
+    """`re` with `compile` making _LazyPatterns; anything else is the real module's."""
+
+    def __init__(self, real: ModuleType):
+        super().__init__(real.__name__)
+        self._real = real
+
+    def compile(self, source, flags: int = 0) -> _LazyPattern:
+        return _LazyPattern(source, flags)
+
+    def __getattr__(self, attr: str):
+        return getattr(self._real, attr)
+
+
+def entity_patterns_on_use() -> None:
+    """BeautifulSoup's entity table without its two patterns until they are used.
+
+    The first `&name;` BeautifulSoup parses fills its table of HTML entities, and with it
+    two patterns over every character that has an entity name (~35 ms to compile, and
+    made from a set, so their text differs in each process and no cache can keep them).
+    Only its "html" output formatter uses them; ours writes "minimal". They are compiled
+    on first use instead (tests/test_lazy.py uses them).
+    """
+    from bs4 import dammit
+
+    meta = type(dammit.EntitySubstitution)
+    original = meta.__dict__.get("_populate_class_variables")
+    if original is None or getattr(original, "_compiles_later", False):
+        return  # another BeautifulSoup, or done already
+
+    def populate(cls) -> None:
+        with _LOCK:
+            if cls._CLASS_VARIABLES_POPULATED:
+                return
+            real = dammit.re
+            dammit.re = _CompileLater(real)
+            try:
+                original(cls)
+            finally:
+                dammit.re = real
+
+    populate._compiles_later = True
+    meta._populate_class_variables = populate

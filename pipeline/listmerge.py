@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from . import csvrows, listlock, listscratch
+from . import csvrows, listfeed, listlock, listscratch
 from .subscribers import (
     COLUMNS,
     Entry,
@@ -27,7 +27,6 @@ from .subscribers import (
     Rejected,
     broken_row,
     email_key,
-    entries,
     normalize_email,
 )
 
@@ -365,7 +364,11 @@ def import_file(source: Path, dest: Path, *, dry_run: bool = False,
     report = ImportReport(dry_run=dry_run)
     dest = _real(dest)
     with listscratch.scratch() as db:
-        extras = listscratch.load(db, entries(source, progress), report)
+        feed = listfeed.batches(source, progress)
+        try:
+            extras = listscratch.load(db, feed, report)
+        finally:
+            feed.close()  # an error or Ctrl-C while loading: the reading process ends now
         if dry_run:
             _rewrite(dest, db, extras, report)
         else:

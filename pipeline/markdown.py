@@ -213,6 +213,8 @@ def _parser():
 
 @dataclass
 class Rendered:
+    """The body as HTML, with what the author should look at."""
+
     html: str
     # (line of the body, 1-based, or None; message) for what the author should look at.
     warnings: list[tuple[int | None, str]] = field(default_factory=list)

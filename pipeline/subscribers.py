@@ -66,22 +66,35 @@ def list_path(root: Path, name: str = "main") -> Path:
 # top-level domain of letters that is not a special-use name, 254 characters in all (so
 # the domain is under its limit of 253). Anything else asks email-validator;
 # tests/test_subscribers_fast.py checks this against it over generated addresses.
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9_%+'=-]++(?:\.[A-Za-z0-9_%+'=-]++)*+"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)++[A-Za-z]{2,63}").fullmatch
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_%+'=-]++(?:\.[A-Za-z0-9_%+'=-]++)*+").fullmatch
+_PLAIN_DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)++[A-Za-z]{2,63}").fullmatch
 # email-validator refuses these top-level names (special use).
 _SPECIAL_USE = frozenset(("arpa", "invalid", "local", "localhost", "onion", "test"))
+# Domains as written -> in lower case when plain, else None. An export has few domains
+# for many addresses: each is checked once (up to this many are remembered).
+_DOMAINS: dict[str, str | None] = {}
+_DOMAINS_KEPT = 16384
+
+
+def _plain_domain(domain: str) -> str | None:
+    """A plain domain in lower case, or None (remembered in `_DOMAINS`)."""
+    lowered: str | None = domain.lower()
+    if not _PLAIN_DOMAIN(domain) or "--" in domain or \
+            lowered.rpartition(".")[2] in _SPECIAL_USE:  # type: ignore[union-attr]
+        lowered = None
+    if len(_DOMAINS) < _DOMAINS_KEPT:
+        _DOMAINS[domain] = lowered
+    return lowered
 
 
 def _plain(value: str) -> str | None:
     """The normalised form of a plain ASCII address, or None to ask email-validator."""
-    if len(value) > 254 or not _PLAIN_ADDRESS(value):
-        return None
     local, _, domain = value.rpartition("@")
-    domain = domain.lower()
-    if len(local) > 64 or "--" in domain or domain.rpartition(".")[2] in _SPECIAL_USE:
+    if len(value) > 254 or len(local) > 64 or not _PLAIN_LOCAL(local):
         return None
-    return f"{local}@{domain}"
+    lowered = _DOMAINS[domain] if domain in _DOMAINS else _plain_domain(domain)
+    return None if lowered is None else f"{local}@{lowered}"
 
 
 def normalize_email(raw: str) -> str:
@@ -221,15 +234,20 @@ class Layout:
         if key.endswith(_DELETION_REQUEST):
             status = "unsubscribed"
         local, _, domain = email.rpartition("@")
-        if (len(email) <= 254 and len(local) <= 64 and _PLAIN_ADDRESS(email)
-                and "--" not in domain and domain.rpartition(".")[2].lower() not in _SPECIAL_USE):
-            address = f"{local}@{domain.lower()}"
+        lowered = _DOMAINS[domain] if domain in _DOMAINS else _plain_domain(domain)
+        if (lowered is not None and len(email) <= 254 and len(local) <= 64
+                and _PLAIN_LOCAL(local)):
+            address = f"{local}@{lowered}"
+            if key == address:  # one string for both: a row sent between processes is smaller
+                key = address
         else:
             try:
                 address = normalize_email(email)
             except ValueError as exc:
                 return Rejected(line, email, str(exc))
             key = address.lower()
+            if key == address:
+                key = address
         if status not in STATUSES:
             return Rejected(line, email, f"unknown status {status!r} (kept, never sent to)",
                             status)

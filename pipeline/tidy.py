@@ -31,6 +31,8 @@ _LAYOUT_CSS = re.compile(
 
 @dataclass
 class Tidied:
+    """The fragment made email-safe, with its image count and warnings."""
+
     html: str
     images: int = 0
     warnings: list[str] = field(default_factory=list)

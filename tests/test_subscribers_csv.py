@@ -132,3 +132,25 @@ def test_new_lines_are_what_csv_writer_writes(rows, delimiter, ending, order):
         writer.writerow([values.get(c, "") for c in columns])
     assert out.getvalue() == want.getvalue()
     assert merge.report.added == len(rows)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(FIELD, FIELD, FIELD, FIELD), min_size=1, max_size=300),
+       delimiter=st.sampled_from(csvrows.DELIMITERS),
+       ending=st.sampled_from(["\n", "\r\n", "\r"]))
+def test_rows_loaded_by_the_import_are_written_as_csv_writer_writes(rows, delimiter, ending):
+    """Through the import's own batches and load (bare asked of a whole batch, then of
+    each row; statements of many rows and of one): the lines are csv.writer's."""
+    entries = iter([(n, (f"k{n}", *row, {}, "{}")) for n, row in enumerate(rows)])
+    report = listmerge.ImportReport()
+    with listscratch.scratch() as db:
+        listscratch.load(db, listscratch.batches(entries), report)
+        bare = [flag for flag, in db.execute("SELECT bare FROM incoming ORDER BY ord")]
+        merge = listmerge._Merge(db, [], listmerge.ImportReport())
+        merge.columns, merge.table.delimiter, merge.ending = subscribers.COLUMNS, delimiter, ending
+        out = io.StringIO(newline="")
+        merge._new_rows(out, needs_break=False)
+    assert bare == [listscratch.QUOTABLE("".join(row)) is None for row in rows]
+    want = io.StringIO(newline="")
+    csv.writer(want, delimiter=delimiter, lineterminator=ending).writerows(rows)
+    assert out.getvalue() == want.getvalue()

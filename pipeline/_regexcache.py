@@ -1,0 +1,209 @@
+"""Compiled regular expressions kept between runs, as Python keeps compiled modules.
+
+A cold build compiles ~420 regular expressions (premailer's cssutils, pygments' lexers,
+BeautifulSoup's entity table, markdown-it, Jinja2, PyYAML and our own passes): about a
+quarter of its CPU time, spent again by every process on the same patterns. `re` turns a
+pattern into a list of integers for the `_sre` engine (parsing, then optimising the
+character sets, the slow part) and hands that list to `_sre.compile`. `install` keeps
+those lists in one file per interpreter: a pattern seen before goes straight to
+`_sre.compile` with the list it compiled to, which is the same pattern object `re` would
+have made (tests/test_regexcache.py compares them).
+
+The file is keyed by the interpreter's exact version and `_sre`'s code format, lives in a
+folder of the temporary directory only the user may read or write (as Jinja2's compiled
+templates do), and is replaced whole (write, then rename) when a run compiled patterns it
+did not hold, with a checksum of what it holds. A file that is damaged (the checksum),
+foreign (the key) or unwritable only costs the compiling.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import marshal
+import os
+import stat
+import sys
+import tempfile
+import threading
+import zlib
+from array import array
+
+try:  # CPython 3.11+: the parser and code generator behind re.compile
+    import _sre
+    from re import _compiler, _parser
+except ImportError:  # another implementation: nothing to keep
+    _sre = _compiler = _parser = None
+
+# The code is kept as the bytes of an array of _sre's code units (marshal reads bytes at
+# memory speed, a list of 100,000 integers ten times slower).
+_CODE_TYPE = next((t for t in "IL" if _sre and array(t).itemsize == _sre.CODESIZE), None)
+_LOCK = threading.Lock()
+# (whether bytes, pattern, flags) -> the arguments of _sre.compile after the pattern
+_KEPT: dict[tuple, tuple] = {}
+_STATE = {"installed": False, "added": 0, "path": None}
+# The file's bound: the code of patterns this run did not use goes first, oldest first
+# (a library that builds a pattern differently in each process, from a set, must not
+# grow the file without end).
+_MAX_BYTES = 4_000_000
+_USED: set[tuple] = set()
+
+
+def _tag() -> str:
+    return f"{sys.implementation.cache_tag}-{_sre.MAGIC}-{_sre.CODESIZE}-{sys.hexversion:x}"
+
+
+def _folder() -> str | None:
+    """A folder of the temporary directory that only this user owns and may enter."""
+    if not hasattr(os, "getuid"):
+        return None
+    folder = os.path.join(tempfile.gettempdir(), f"publish-cache-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, stat.S_IRWXU)
+    info = os.lstat(folder)
+    if (info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode)
+            or stat.S_IMODE(info.st_mode) != stat.S_IRWXU):
+        return None
+    return folder
+
+
+def _load(path: str) -> dict[tuple, tuple]:
+    """The kept entries, or none when the file is missing, foreign or damaged."""
+    try:
+        with open(path, "rb") as file:
+            data = marshal.load(file)
+        tag, checksum, blob = data
+        if tag != _tag() or zlib.crc32(blob) != checksum:
+            return {}
+        entries = marshal.loads(blob)
+    except (OSError, EOFError, ValueError, TypeError):
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {key: args for key, args in entries.items() if _well_formed(key, args)}
+
+
+def _well_formed(key, args) -> bool:
+    """Whether an entry read has the shape this module writes (the code itself _sre checks
+    when it is used)."""
+    return (isinstance(key, tuple) and len(key) == 3 and isinstance(key[1], str | bytes)
+            and isinstance(key[2], int) and isinstance(args, tuple) and len(args) == 5
+            and isinstance(args[1], bytes))
+
+
+def _compiled_args(p, flags: int) -> tuple:
+    """What `re` hands `_sre.compile` for `p` after the pattern itself, with the code as
+    bytes (as re._compiler.compile makes it)."""
+    parsed = _parser.parse(p, flags)
+    code = _compiler._code(parsed, flags)
+    groupindex = dict(parsed.state.groupdict)
+    indexgroup = [None] * parsed.state.groups
+    for name, index in groupindex.items():
+        indexgroup[index] = name
+    return (flags | parsed.state.flags, array(_CODE_TYPE, code).tobytes(),
+            parsed.state.groups - 1, groupindex, tuple(indexgroup))
+
+
+def _from_args(p, args: tuple):
+    final_flags, code, groups, groupindex, indexgroup = args
+    ops = array(_CODE_TYPE)
+    ops.frombytes(code)
+    return _sre.compile(p, final_flags, ops.tolist(), groups, dict(groupindex), indexgroup)
+
+
+def _compile_kept(p, flags=0):
+    """`re._compiler.compile`, answering from the kept code when it can."""
+    if not isinstance(p, str | bytes) or flags & _compiler.SRE_FLAG_DEBUG:
+        return _ORIGINAL(p, flags)  # a parsed pattern (re.Scanner) or a debugging print
+    key = (isinstance(p, bytes), p, int(flags))
+    args = _KEPT.get(key)
+    _USED.add(key)
+    if args is not None:
+        try:
+            return _from_args(p, args)
+        except Exception:  # a damaged entry (_sre checks the code it is given)
+            pass
+    args = _compiled_args(p, flags)
+    with _LOCK:
+        _KEPT[key] = args
+        _STATE["added"] += 1
+    return _from_args(p, args)
+
+
+_ORIGINAL = _compiler.compile if _compiler else None
+
+
+def _bounded(kept: dict[tuple, tuple], used: set[tuple]) -> dict[tuple, tuple]:
+    """`kept` with this run's patterns last, less the oldest unused ones past _MAX_BYTES."""
+    order = [key for key in kept if key not in used] + [key for key in kept if key in used]
+    sizes = [len(key[1]) + len(kept[key][1]) for key in order]
+    total = sum(sizes)
+    first = 0
+    while total > _MAX_BYTES and first < len(order) and order[first] not in used:
+        total -= sizes[first]
+        first += 1
+    return {key: kept[key] for key in order[first:]}
+
+
+def _save() -> None:
+    """Write the kept code when this run added to it: a fresh file renamed over the old."""
+    path = _STATE["path"]
+    if not path or not _STATE["added"]:
+        return
+    with _LOCK:
+        entries = _bounded(_KEPT, _USED)
+    try:
+        blob = marshal.dumps(entries)
+    except ValueError:  # a pattern marshal cannot hold: keep nothing rather than fail
+        return
+    data = marshal.dumps((_tag(), zlib.crc32(blob), blob))
+    folder = os.path.dirname(path)
+    with contextlib.suppress(OSError):
+        fd, staging = tempfile.mkstemp(prefix=".regex-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(staging, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(staging)
+
+
+# Patterns whose code must come out as `re` itself makes it before anything is kept: named
+# and numbered groups, flags, a character set, bytes.
+_PROBES = ((r"(?P<name>[a-z\u4e00-\u9fff]+)\s*(\d{2,})?$", 0), (rb"(?i)^\.[^\r\n]", 0),
+           (r"[^\W_](?=x)|(?<!y)z", 16))
+
+
+def _agrees() -> bool:
+    """Whether this interpreter's `re` internals are those this module was written for: a
+    CPython whose `_compiler` or `_sre` changed makes patterns the usual way."""
+    try:
+        return all(_from_args(p, _compiled_args(p, flags)) == _ORIGINAL(p, flags)
+                   and _from_args(p, _compiled_args(p, flags)).groupindex
+                   == _ORIGINAL(p, flags).groupindex for p, flags in _PROBES)
+    except Exception:
+        return False
+
+
+def install() -> None:
+    """Answer `re.compile` from the kept code from now on in this process (idempotent)."""
+    if (_STATE["installed"] or _compiler is None or _CODE_TYPE is None
+            or not hasattr(_compiler, "_code") or not _agrees()):
+        return
+    _STATE["installed"] = True
+    try:
+        folder = _folder()
+    except OSError:
+        folder = None
+    if folder is None:
+        return
+    path = os.path.join(folder, f"regex-{_tag()}.marshal")
+    _KEPT.update(_load(path))
+    _STATE["path"] = path
+    _compiler.compile = _compile_kept
+    atexit.register(_save)
+
+
+# Importing is installing: `pipeline.build` imports this module before any other.
+install()
