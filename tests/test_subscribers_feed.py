@@ -167,13 +167,19 @@ def test_a_big_import_reads_in_a_second_process_and_lands_whole(tmp_path):
     assert len(lines) == ROWS + 2 and lines[-1] == f"reader{last}@example.org,Reader {last},active,"
 
 
-@pytest.mark.parametrize("trial", range(3))
-def test_a_killed_reading_process_leaves_the_list_and_says_so(tmp_path, trial):
+def _import_under_way(tmp_path, trial: int):
+    """A big import started, its reading process found, and 0.2 s x `trial` gone by."""
     folder, source, dest = _folder(tmp_path)
     old = dest.read_bytes()
     run = _publish("subscribers", "import", str(source), cwd=folder)
     reader = _reader_of(run)
     time.sleep(0.2 * trial)
+    return folder, dest, old, run, reader
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_a_killed_reading_process_leaves_the_list_and_says_so(tmp_path, trial):
+    folder, dest, old, run, reader = _import_under_way(tmp_path, trial)
     os.kill(reader, signal.SIGKILL)
     _out, err = run.communicate(timeout=300)
     assert run.returncode == 1, err
@@ -184,11 +190,7 @@ def test_a_killed_reading_process_leaves_the_list_and_says_so(tmp_path, trial):
 
 @pytest.mark.parametrize("trial", range(3))
 def test_a_killed_import_leaves_the_list_and_no_reading_process(tmp_path, trial):
-    folder, source, dest = _folder(tmp_path)
-    old = dest.read_bytes()
-    run = _publish("subscribers", "import", str(source), cwd=folder)
-    reader = _reader_of(run)
-    time.sleep(0.2 * trial)
+    folder, dest, old, run, reader = _import_under_way(tmp_path, trial)
     run.kill()
     run.communicate(timeout=60)
     assert _gone(reader), "the reading process outlived the import"
