@@ -239,23 +239,35 @@ class Delivery:
     def _deliver_one(self, db: sqlite3.Connection, transport: transports.Transport, job: Job,
                      while_waiting: Callable[[], None]) -> None:
         """Hand one message over and settle the recipient; raises Stop to end the send."""
+        ended = self._attempt(db, transport, job, while_waiting)
+        if ended is not None:
+            ledger.settle(db, ended.recipient_id, ended.state, ended.reason)
+
+    def _attempt(self, db: sqlite3.Connection, transport: transports.Transport, job: Job,
+                 while_waiting: Callable[[], None], claimed: bool = False
+                 ) -> ledger.Outcome | None:
+        """Hand one message over in up to MAX_ATTEMPTS attempts (`claimed`: the first
+        attempt's claim is already made). A plain ending (sent, refused, in doubt) is
+        returned for the caller to record; any other is recorded here (None returned), or
+        raises Stop to end the send."""
         if job.error:
             raise Stop(f"cannot make the message to {job.address}: {job.error}")
         if job.refused:
             ledger.settle(db, job.recipient_id, "failed", job.refused)
-            return
+            return None
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            self.limiter.wait()
-            if self.stop.is_set() or not ledger.claim(db, job.recipient_id, job.message_id):
-                return
+            if not claimed:
+                self.limiter.wait()
+                if self.stop.is_set() or not ledger.claim(db, job.recipient_id,
+                                                          job.message_id):
+                    return None
+            claimed = False
             try:
                 answer = transport.deliver(self.sender, job.address, job.data, while_waiting)
             except transports.InDoubt as exc:
-                ledger.settle(db, job.recipient_id, "in_doubt", exc.response)
-                return
+                return ledger.Outcome(job.recipient_id, "in_doubt", exc.response)
             except transports.Rejected as exc:
-                ledger.settle(db, job.recipient_id, "failed", exc.response)
-                return
+                return ledger.Outcome(job.recipient_id, "failed", exc.response)
             except transports.Unexpected as exc:
                 outcome = "in_doubt" if exc.handed_over else "pending"
                 ledger.settle(db, job.recipient_id, outcome, exc.response)
@@ -271,17 +283,17 @@ class Delivery:
                 if attempt == MAX_ATTEMPTS:
                     ledger.settle(db, job.recipient_id, "failed",
                                   f"{exc.response} (gave up after {attempt} attempts)")
-                    return
+                    return None
                 ledger.settle(db, job.recipient_id, "pending", exc.response)
                 if self.stop.wait(self.backoff * 2 ** (attempt - 1)):
-                    return
+                    return None
                 continue
             except Exception as exc:  # a transport that broke its promise may have sent it
                 reason = f"unexpected error while sending: {transports.describe(exc)}"
                 ledger.settle(db, job.recipient_id, "in_doubt", reason)
                 raise Stop(f"{reason} (to {job.address})", exc) from None
-            ledger.settle(db, job.recipient_id, "sent", answer)
-            return
+            return ledger.Outcome(job.recipient_id, "sent", answer)
+        return None
 
 
 @contextlib.contextmanager

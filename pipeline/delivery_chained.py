@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable
 
 from . import ledger, transports
-from .delivery import MAX_ATTEMPTS, Delivery, Job, Stop
+from .delivery import Delivery, Job
 
 
 class ChainedDelivery(Delivery):
@@ -39,7 +38,7 @@ class ChainedDelivery(Delivery):
                     with contextlib.suppress(Exception):
                         following.append(self._next(db))
 
-            ended = self._hand_over(db, transport, job, render_next, claimed)
+            ended = self._attempt(db, transport, job, render_next, claimed)
             self._count()
             upcoming = following[0] if following else None
             if ended is None:  # already recorded
@@ -66,62 +65,3 @@ class ChainedDelivery(Delivery):
             ledger.settle_many(db, [ended])
             return False
         return ledger.settle_and_claim(db, ended, upcoming.recipient_id, upcoming.message_id)
-
-    def _hand_over(self, db: sqlite3.Connection, transport: transports.Transport, job: Job,
-                   while_waiting: Callable[[], None], claimed: bool) -> ledger.Outcome | None:
-        """Hand one message over, in up to MAX_ATTEMPTS attempts, as `Delivery._deliver_one`
-        does (`claimed`: the first attempt's claim is already made). A plain ending (sent,
-        refused, in doubt) is returned, to be recorded with the next claim; any other is
-        recorded here (None returned), or raises Stop."""
-        if job.error or job.refused:
-            self._deliver_one(db, transport, job, while_waiting)
-            return None
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if not claimed:
-                self.limiter.wait()
-                if self.stop.is_set() or not ledger.claim(db, job.recipient_id,
-                                                          job.message_id):
-                    return None
-            claimed = False
-            try:
-                answer = transport.deliver(self.sender, job.address, job.data, while_waiting)
-            except transports.InDoubt as exc:
-                return ledger.Outcome(job.recipient_id, "in_doubt", exc.response)
-            except transports.Rejected as exc:
-                return ledger.Outcome(job.recipient_id, "failed", exc.response)
-            except transports.Temporary as exc:
-                if not self._again(db, job, exc, attempt):
-                    return None
-                continue
-            except (transports.Fatal, transports.Unexpected) as exc:
-                self._stop_on(db, job, exc)
-            except Exception as exc:  # a transport that broke its promise may have sent it
-                reason = f"unexpected error while sending: {transports.describe(exc)}"
-                ledger.settle(db, job.recipient_id, "in_doubt", reason)
-                raise Stop(f"{reason} (to {job.address})", exc) from None
-            return ledger.Outcome(job.recipient_id, "sent", answer)
-        return None
-
-    def _again(self, db: sqlite3.Connection, job: Job, exc: transports.Temporary,
-               attempt: int) -> bool:
-        """After a failure for now: whether to try again (after the back-off); the
-        recipient recorded as `Delivery._deliver_one` records it."""
-        if isinstance(exc, transports.Unreachable) and attempt == MAX_ATTEMPTS:
-            ledger.settle(db, job.recipient_id, "pending", exc.response)
-            raise Stop(f"{exc.response}; stopped, run the same command to continue") from None
-        if attempt == MAX_ATTEMPTS:
-            ledger.settle(db, job.recipient_id, "failed",
-                          f"{exc.response} (gave up after {attempt} attempts)")
-            return False
-        ledger.settle(db, job.recipient_id, "pending", exc.response)
-        return not self.stop.wait(self.backoff * 2 ** (attempt - 1))
-
-    def _stop_on(self, db: sqlite3.Connection, job: Job,
-                 exc: transports.Fatal | transports.Unexpected) -> None:
-        """Fatal or Unexpected: record the recipient as Delivery does, and stop the send."""
-        if isinstance(exc, transports.Unexpected):
-            ledger.settle(db, job.recipient_id, "in_doubt" if exc.handed_over else "pending",
-                          exc.response)
-            raise Stop(f"{exc.response} (to {job.address})", exc) from None
-        ledger.settle(db, job.recipient_id, "pending", exc.response)
-        raise Stop(exc.response) from None
