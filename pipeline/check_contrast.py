@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -109,7 +110,23 @@ def _inline(element) -> dict[str, tuple[str, bool]]:
     return found
 
 
+_MATCHERS = threading.local()  # lxml's compiled XPath is not shared between threads
+
+
 def _matcher(selector: str):
+    """The compiled XPath for a selector, kept per thread (the templates' selectors are
+    the same from build to build); None when it cannot be evaluated statically."""
+    kept = getattr(_MATCHERS, "kept", None)
+    if kept is None:
+        kept = _MATCHERS.kept = {}
+    if selector not in kept:
+        if len(kept) >= 1024:
+            kept.clear()
+        kept[selector] = _compiled(selector)
+    return kept[selector]
+
+
+def _compiled(selector: str):
     from lxml.etree import XPath, XPathError
 
     xpath = _xpath_of(selector)
@@ -152,29 +169,32 @@ def _presentational(tree) -> list[tuple[object, str, str, tuple]]:
     return found
 
 
-def _declared(tree, rules: list[Rule], dark: bool, presentational: list) -> dict:
-    """Each element's winning value per property."""
-    candidates: dict = {}
+def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict]:
+    """Each element's winning value per property, in light mode and with the dark-mode
+    rules applied on top: each selector is matched once for both."""
+    light: dict = {}
+    dark: dict = {}
 
-    def offer(element, prop: str, value: str, key: tuple) -> None:
+    def offer(candidates: dict, element, prop: str, value: str, key: tuple) -> None:
         best = candidates.setdefault(element, {})
         if prop not in best or key >= best[prop][0]:
             best[prop] = (key, value)
 
     for rule in rules:
-        if rule.dark_only and not dark:
-            continue
         matcher = _matcher(rule.selector)
         if matcher is None:
             continue
+        views = (dark,) if rule.dark_only else (light, dark)
         for element in matcher(tree):
             for prop, (value, important) in rule.declarations.items():
-                offer(element, prop, value, (3 if important else 1, rule.specificity,
-                                             rule.order))
+                key = (3 if important else 1, rule.specificity, rule.order)
+                for candidates in views:
+                    offer(candidates, element, prop, value, key)
     for element, prop, value, key in presentational:
-        offer(element, prop, value, key)
-    return {element: {prop: value for prop, (_k, value) in props.items()}
-            for element, props in candidates.items()}
+        offer(light, element, prop, value, key)
+        offer(dark, element, prop, value, key)
+    return tuple({element: {prop: value for prop, (_k, value) in props.items()}
+                  for element, props in candidates.items()} for candidates in (light, dark))
 
 
 def _background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
@@ -319,6 +339,19 @@ def _tree(html: str):
         return lxml.html.document_fromstring(html.encode("utf-8"))
 
 
+@lru_cache(maxsize=4096)  # a page repeats a few colour and font combinations
+def _verdict(fg: colours.RGB, bg: colours.RGB, font_px: float, bold: bool,
+             invert: bool) -> tuple[float, str, str, float] | None:
+    """(ratio, fg hex, bg hex, ratio needed) when the pair is too faint, else None."""
+    if invert:
+        fg, bg = colours.inverted(fg), colours.inverted(bg)
+    ratio = colours.contrast(fg, bg)
+    need = colours.needed(font_px, bold)
+    if ratio >= need:
+        return None
+    return ratio, colours.hex_colour(fg), colours.hex_colour(bg), need
+
+
 def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
     """Low-contrast text, grouped by view and colour pair, worst first."""
     if not html.strip():
@@ -327,8 +360,7 @@ def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
     rules = _stylesheet_rules(tree)
     found: dict[tuple, Problem] = {}
     presentational = _presentational(tree)
-    light = _declared(tree, rules, False, presentational)
-    dark = _declared(tree, rules, True, presentational)
+    light, dark = _declared(tree, rules, presentational)
     supports_dark = _supports_dark(tree)
     dark_page = supports_dark or not _has_own_background(tree, light)
     views = [
@@ -338,20 +370,22 @@ def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
          LINK["dark"] if supports_dark else LINK["light"], False),
         ("inverted-contrast", light, LIGHT_CANVAS, (0.0, 0.0, 0.0), LINK["light"], True),
     ]
+    runs: dict[tuple, list] = {}  # the light and inverted views read the same runs
     for view, declared, canvas, text, link, invert in views:
-        for element, fg, bg, font_px, bold in _runs(tree, declared, canvas, text, link):
+        key = (id(declared), canvas, text, link)
+        if key not in runs:
+            runs[key] = _runs(tree, declared, canvas, text, link)
+        for element, fg, bg, font_px, bold in runs[key]:
             if bg is None:
                 continue
-            if invert:
-                fg, bg = colours.inverted(fg), colours.inverted(bg)
-            ratio = colours.contrast(fg, bg)
-            need = colours.needed(font_px, bold)
-            if ratio >= need:
+            verdict = _verdict(fg, bg, font_px, bold, invert)
+            if verdict is None:
                 continue
-            key = (view, colours.hex_colour(fg), colours.hex_colour(bg), need)
+            key = (view, *verdict[1:])
             if key in found:
                 found[key].count += 1
                 continue
+            ratio, _fg, _bg, need = verdict
             found[key] = Problem(
                 view,
                 f"text is {ratio:.2f}:1 {VIEWS[view]} (needs {need:g}:1): {key[1]} on "
