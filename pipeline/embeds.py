@@ -194,10 +194,28 @@ def _line_needle(element) -> str:
     return source["src"] if source is not None else f"<{element.name}"
 
 
-def _replace_with_html(element, markup: str) -> None:
-    from bs4 import BeautifulSoup
+_CARD_TREES: dict[str, object] = {}  # a card's markup -> its parsed tree, never changed
 
-    element.replace_with(BeautifulSoup(markup, "html.parser"))
+
+def _replace_with_html(element, markup: str) -> None:
+    """Put a copy of the parsed `markup` in `element`'s place. The same cards come back
+    save after save in the preview, so each markup is parsed once; the tree kept is only
+    ever copied (keyed by the whole markup, so an edited card is parsed anew)."""
+    import copy
+
+    tree = _CARD_TREES.get(markup)
+    if tree is None:
+        from bs4 import BeautifulSoup
+
+        tree = BeautifulSoup(markup, "html.parser")
+        if len(_CARD_TREES) >= 256:
+            _CARD_TREES.clear()
+        _CARD_TREES[markup] = tree
+    copies = [copy.copy(node) for node in tree.contents]
+    if copies:
+        element.replace_with(*copies)
+    else:
+        element.extract()
 
 
 MAX_DEPTH = 48

@@ -2,14 +2,18 @@
 a cold `publish build` of the same text writes.
 
 A running preview keeps state from save to save (the rules premailer read from the
-templates' stylesheet, compiled templates and patterns, the check's parsed colour rules).
-Sequences of edits to real posts (hypothesis picks them) are saved one after another into
-one preview; after each save its email and text must equal, byte for byte, those of a
-fresh process building the same file, and an edit that breaks the build must break both.
+templates' stylesheet, compiled templates and patterns, the check's parsed colour rules,
+its compiled selectors and its contrast verdict per colour pair and font).
+Sequences of edits to real posts (hypothesis picks them, among them colours, embeds and
+repeated headings, which those caches key on) are saved one after another into one
+preview; after each save its email and text must equal, byte for byte, those of a fresh
+process building the same file, its findings must be the same, and an edit that breaks
+the build must break both.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -24,7 +28,16 @@ POSTS = sorted([p for p in (CORPUS / "hf-blog").glob("*.md") if p.name != "MANIF
                or SAMPLES.values())
 PIECES = ["", "word", "Ünïcødé 中文字 テスト", "**bold** and _it_", "[a link](https://x.example/)",
           "`code`", "\n\n## A heading\n\n", "\n\n- one\n- two\n\n", "<b>raw</b>", "&amp; &lt;",
-          "\n\n```python\nprint('hi')\n```\n\n", "![img](https://x.example/a.png)", "> quote"]
+          "\n\n```python\nprint('hi')\n```\n\n", "![img](https://x.example/a.png)", "> quote",
+          # what the check's contrast verdicts and the embed cards depend on
+          '<span style="color:#999">faint</span>', '<p style="color:#fff;background:#eee">pale</p>',
+          '<font color="#aaaaaa">old</font>', '<h2 style="font-size:30px;color:#888">big</h2>',
+          '<div style="background-color:#111">dark <a href="https://x.example/">link</a></div>',
+          '\n\n<iframe src="https://www.youtube.com/embed/abcdefgh" title="A talk"></iframe>\n\n',
+          '\n\n<video src="https://x.example/v.mp4" poster="/p.png"></video>\n\n',
+          '\n\n<figure><iframe src="https://x.hf.space"></iframe><figcaption>Démo 中文'
+          '</figcaption></figure>\n\n',
+          "\n\n## Same heading\n\n## Same heading\n\n"]
 
 edit = st.tuples(st.sampled_from(["insert", "delete", "duplicate", "replace"]),
                  st.integers(0, 10_000), st.one_of(st.sampled_from(PIECES), st.text(max_size=30)))
@@ -49,15 +62,16 @@ def apply(text: str, change: tuple[str, int, str]) -> str:
     return head + sep + "\n\n".join(blocks)
 
 
-def cold(folder: Path, issue: Path) -> tuple[bytes, bytes] | None:
+def cold(folder: Path, issue: Path) -> tuple[bytes, bytes, list] | None:
     out = folder.parent / "cold-out"
     if out.exists():
         shutil.rmtree(out)
-    done = run_publish("--root", str(folder), "build", str(issue), "--out", str(out))
+    done = run_publish("--root", str(folder), "build", str(issue), "--out", str(out), "--json")
     if done.returncode != 0:
         assert done.returncode == 2, done.stderr  # bad input, never a crash
         return None
-    return (out / "email.html").read_bytes(), (out / "email.txt").read_bytes()
+    findings = json.loads(done.stdout)["findings"]
+    return (out / "email.html").read_bytes(), (out / "email.txt").read_bytes(), findings
 
 
 @settings(max_examples=6, deadline=None,
@@ -80,5 +94,5 @@ def test_rebuilds_on_save_equal_cold_builds(tmp_path_factory, post, edits):
             assert watched.snapshot.error
             continue
         assert not watched.snapshot.error, watched.snapshot.error
-        assert (watched.snapshot.html.encode("utf-8"),
-                watched.snapshot.text.encode("utf-8")) == expected
+        assert (watched.snapshot.html.encode("utf-8"), watched.snapshot.text.encode("utf-8"),
+                watched.snapshot.summary["findings"]) == expected
