@@ -96,3 +96,32 @@ def test_rebuilds_on_save_equal_cold_builds(tmp_path_factory, post, edits):
         assert not watched.snapshot.error, watched.snapshot.error
         assert (watched.snapshot.html.encode("utf-8"), watched.snapshot.text.encode("utf-8"),
                 watched.snapshot.summary["findings"]) == expected
+
+
+def test_saves_that_change_an_embed_a_colour_or_the_language_equal_cold_builds(tmp_path):
+    """Each kept result is keyed by all it depends on: a card whose caption, thumbnail or
+    language changes, or text whose colour changes, is never shown as it was before."""
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    issue = folder / "issues" / "edited.md"
+    head = "---\ntitle: Kept between saves\n{lang}---\n\n"
+    body = ('Some words in a paragraph for the reader.\n\n'
+            '<iframe src="https://www.youtube.com/embed/abcdefgh" title="{caption}"></iframe>'
+            '\n\n<video src="https://x.example/v.mp4" poster="{poster}"></video>\n\n'
+            '<p><span style="color:{colour}">Text in a colour of its own.</span></p>\n')
+    saves = [dict(lang="", caption="A talk", poster="/p.png", colour="#999"),
+             dict(lang="", caption="Another talk", poster="/p.png", colour="#999"),
+             dict(lang="", caption="Another talk", poster="/q.png", colour="#111"),
+             dict(lang="lang: zh\n", caption="演讲", poster="/q.png", colour="#111"),
+             dict(lang="", caption="A talk", poster="/p.png", colour="#999")]
+    issue.write_text((head + body).format(**saves[0]), "utf-8")
+    watched = preview.Preview(issue, settings_mod.load(folder, env={}))
+    seen = set()
+    for save in saves:
+        issue.write_text((head + body).format(**save), "utf-8")
+        watched.rebuild()
+        assert not watched.snapshot.error, watched.snapshot.error
+        expected = cold(folder, issue)
+        assert (watched.snapshot.html.encode("utf-8"), watched.snapshot.text.encode("utf-8"),
+                watched.snapshot.summary["findings"]) == expected
+        seen.add(watched.snapshot.html)
+    assert len(seen) == 4  # each change showed (the last save is the first again)
