@@ -59,3 +59,16 @@ def test_a_float_from_the_stylesheet_is_aligned_too():
     aligned = _aligns(render.inline_css(document, ".r { float: right }"))
     assert aligned == [None, "right"]
     assert json.dumps(aligned)  # plain values, not cssutils objects
+
+
+def test_builds_in_threads_at_once_align_the_same():
+    """The preview builds in its own thread beside `publish build`s; the kept floats are
+    shared by all of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    documents = [_document(STYLES[n:] + STYLES[:n]) for n in range(len(STYLES))]
+    expected = [_aligns(render.inline_css(d, "")) for d in documents]
+    with ThreadPoolExecutor(4) as pool:
+        for _round in range(3):
+            got = list(pool.map(lambda d: _aligns(render.inline_css(d, "")), documents))
+            assert got == expected
