@@ -16,7 +16,6 @@ background is the nearest one behind the text. WCAG AA needs 4.5:1, or 3:1 for l
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from dataclasses import dataclass, field
@@ -69,12 +68,27 @@ def _stylesheet_rules(tree) -> list[Rule]:
 @lru_cache(maxsize=16)
 def _rules_of(style_texts: tuple[str, ...]) -> list[Rule]:
     """The colour rules of the head's style blocks; the same blocks from build to build
-    (they come from the templates), so parsed once per process. Callers do not change
-    the list."""
-    import cssutils
+    (they come from the templates), so parsed once per process and kept between runs
+    (_csscache). Callers do not change the list."""
+    from . import _csscache
 
-    cssutils.log.setLevel(logging.CRITICAL)
-    rules: list[Rule] = []
+    fields = _csscache.kept("contrast-rules", style_texts, lambda: _parsed(style_texts),
+                            _rule_fields)
+    return [Rule(selector, tuple(specificity), order, dict(declarations), dark)
+            for selector, specificity, order, declarations, dark in fields]
+
+
+def _rule_fields(fields) -> bool:
+    return isinstance(fields, list) and all(
+        isinstance(f, tuple) and len(f) == 5 and isinstance(f[0], str)
+        and isinstance(f[1], tuple) and isinstance(f[3], dict) for f in fields)
+
+
+def _parsed(style_texts: tuple[str, ...]) -> list[tuple]:
+    from . import _csscache
+
+    cssutils = _csscache.quiet_cssutils()
+    rules: list[tuple] = []
     for text in style_texts:
         sheet = cssutils.parseString(text, validate=False)
         stack = [(rule, False) for rule in sheet.cssRules]
@@ -94,8 +108,8 @@ def _rules_of(style_texts: tuple[str, ...]) -> list[Rule]:
             if not declarations:
                 continue
             for selector in rule.selectorList:
-                rules.append(Rule(selector.selectorText, selector.specificity, len(rules),
-                                  declarations, dark))
+                rules.append((selector.selectorText, tuple(selector.specificity), len(rules),
+                              declarations, dark))
     return rules
 
 

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
 
+from . import _csscache
 from .errors import InputError, PublishError
 from .issue import Issue, Person
 from .plaintext import underline
@@ -235,25 +235,42 @@ def mjml_to_html(mjml_source: str) -> str:
         raise PublishError(f"MJML could not render the email: {exc}") from None
 
 
-@lru_cache(maxsize=1)
-def _quiet_cssutils() -> None:
-    """Tell cssutils, which premailer parses CSS with, to neither validate nor log.
+def _pairs_of(style) -> bool:
+    return isinstance(style, list) and all(
+        isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) for x in p)
+        for p in style)
 
-    premailer validates every inline style it merges (whatever `disable_validation` says),
-    and validation only logs: it compiles some 150 regular expressions (~0.1 s of a cold
-    build) to write messages nobody reads. Without profiles cssutils knows no property
-    names and validates nothing; what it parses and writes is the same.
-    """
-    import logging
 
-    import cssutils
+def _rules_shape(found) -> bool:
+    rules, leftover = found
+    return (isinstance(rules, list) and isinstance(leftover, list) and all(
+        isinstance(r, tuple) and len(r) == 3 and isinstance(r[0], tuple)
+        and all(isinstance(n, int) for n in r[0]) and isinstance(r[1], str)
+        and isinstance(r[2], str) for r in rules))
 
-    cssutils.log.setLevel(logging.CRITICAL)
-    cssutils.profile.removeProfile(all=True)
+
+def _kept_pairs(original):
+    """premailer's `csstext_to_pairs` answered from the kept results (_csscache)."""
+
+    def csstext_to_pairs(csstext, validate=True):
+        def compute():
+            _csscache.quiet_cssutils()
+            return list(original(csstext, validate=validate))
+
+        if not isinstance(csstext, str):
+            return compute()
+        return _csscache.kept("premailer-pairs", (csstext, bool(validate)), compute,
+                              _pairs_of)
+
+    csstext_to_pairs.kept = True
+    # premailer's own function takes the lock it hangs on itself, by this name
+    csstext_to_pairs._lock = getattr(original, "_lock", None)
+    return csstext_to_pairs
 
 
 class _FloatsKept:
-    """cssutils as premailer's module sees it, with each image style's float read once.
+    """cssutils as premailer's module sees it, with each image style's float kept
+    (_csscache): read once, not in every build.
 
     premailer parses the whole style of every <img style> only to read its `float` (for
     Outlook's align attribute): about a millisecond each, and the same few image styles
@@ -269,45 +286,63 @@ class _FloatsKept:
     def parseStyle(self, css_text: str):
         from types import SimpleNamespace
 
-        return SimpleNamespace(float=_style_float(css_text))
-
-
-@lru_cache(maxsize=1024)
-def _style_float(css_text: str) -> str:
-    import cssutils
-
-    return cssutils.parseStyle(css_text).float
+        return SimpleNamespace(float=_float_of(css_text))
 
 
 @lru_cache(maxsize=1)
 def _inliner_class():
-    """premailer, keeping the rules it reads from a stylesheet for the next email.
+    """premailer, with what it reads with cssutils kept between runs (_csscache).
 
-    The stylesheet is the templates' (the same from build to build, and from save to save
-    in the preview); reading its rules is about a fifth of premailer's time. They are
-    kept per stylesheet text and premailer option that shapes them.
+    The stylesheet is the templates' (the same from build to build, and from save to
+    save in the preview), and the inline styles MJML writes repeat from issue to issue:
+    a build whose every style was seen before neither imports cssutils nor parses CSS.
+    premailer has no hook for its style pairs, so the two names it calls them by are
+    pointed at the kept ones (the same function, answered from the file).
     """
-    import premailer.premailer as premailer_module
-    from premailer import Premailer
+    from . import lazy
+
+    lazy.defer("cssutils")  # premailer imports it; loaded only when a result is computed
+    from premailer import Premailer, merge_style
+    from premailer import premailer as premailer_module
+
+    for module in (premailer_module, merge_style):
+        if not getattr(module.csstext_to_pairs, "kept", False):
+            module.csstext_to_pairs = _kept_pairs(module.csstext_to_pairs)
 
     if not isinstance(premailer_module.cssutils, _FloatsKept):
         premailer_module.cssutils = _FloatsKept(premailer_module.cssutils)
 
     class Inliner(Premailer):
-        kept: ClassVar[dict[tuple, tuple[list, list]]] = {}
-
         def _parse_style_rules(self, css_body, ruleset_index):
-            key = (css_body, ruleset_index, self.strip_important, self.disable_validation)
-            found = self.kept.get(key)
-            if found is None:
-                found = super()._parse_style_rules(css_body, ruleset_index)
-                if len(self.kept) >= 16:
-                    self.kept.clear()
-                self.kept[key] = found
-            rules, leftover = found
+            # What premailer does with the leftover rules (media queries) is only used
+            # when it writes them back into the head; with these options it never does,
+            # so only their number is kept.
+            if not (self.disable_leftover_css and self.keep_style_tags
+                    and isinstance(css_body, str)):
+                return super()._parse_style_rules(css_body, ruleset_index)
+
+            def compute():
+                _csscache.quiet_cssutils()
+                rules, leftover = super(Inliner, self)._parse_style_rules(
+                    css_body, ruleset_index)
+                return (list(rules),
+                        [item if isinstance(item, tuple) else "@media" for item in leftover])
+
+            key = (css_body, ruleset_index, bool(self.strip_important),
+                   bool(self.disable_validation), bool(self.exclude_pseudoclasses),
+                   bool(self.include_star_selectors))
+            rules, leftover = _csscache.kept("premailer-rules", key, compute, _rules_shape)
             return list(rules), list(leftover)  # premailer extends what it is given
 
     return Inliner
+
+
+def _float_of(style: str) -> str:
+    def compute():
+        value = _csscache.quiet_cssutils().parseStyle(style).float
+        return value if isinstance(value, str) else ""
+
+    return _csscache.kept("float", style, compute, lambda v: isinstance(v, str))
 
 
 def inline_css(document: str, css: str) -> str:
@@ -318,8 +353,6 @@ def inline_css(document: str, css: str) -> str:
     MJML's responsive columns need, and saves most of premailer's time. premailer also
     drops the doctype, without which clients render in quirks mode; it is put back.
     """
-    _quiet_cssutils()
-
     document = document.replace("<style", '<style data-premailer="ignore"')
     inliner = _inliner_class()(
         document,
