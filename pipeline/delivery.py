@@ -244,26 +244,34 @@ class Delivery:
             ledger.settle(db, ended.recipient_id, ended.state, ended.reason)
 
     def _attempt(self, db: sqlite3.Connection, transport: transports.Transport, job: Job,
-                 while_waiting: Callable[[], None], claimed: bool = False
-                 ) -> ledger.Outcome | None:
+                 while_waiting: Callable[[], None], claimed: bool = False,
+                 on_envelope: Callable[[], bool] | None = None) -> ledger.Outcome | None:
         """Hand one message over in up to MAX_ATTEMPTS attempts (`claimed`: the first
-        attempt's claim is already made). A plain ending (sent, refused, in doubt) is
-        returned for the caller to record; any other is recorded here (None returned), or
-        raises Stop to end the send."""
+        attempt's claim is already made; `on_envelope`: it is made by this, which the
+        transport calls before the data goes, see `SmtpTransport.deliver`). A plain ending
+        (sent, refused, in doubt) is returned for the caller to record; any other is
+        recorded here (None returned), or raises Stop to end the send."""
         if job.error:
             raise Stop(f"cannot make the message to {job.address}: {job.error}")
         if job.refused:
             ledger.settle(db, job.recipient_id, "failed", job.refused)
             return None
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            if not claimed:
+            if not claimed and on_envelope is None:
                 self.limiter.wait()
                 if self.stop.is_set() or not ledger.claim(db, job.recipient_id,
                                                           job.message_id):
                     return None
             claimed = False
             try:
-                answer = transport.deliver(self.sender, job.address, job.data, while_waiting)
+                if on_envelope is not None:
+                    answer = transport.deliver(self.sender, job.address, job.data,
+                                               while_waiting, on_envelope=on_envelope)
+                else:
+                    answer = transport.deliver(self.sender, job.address, job.data,
+                                               while_waiting)
+            except transports.Withdrawn:
+                return None
             except transports.InDoubt as exc:
                 return ledger.Outcome(job.recipient_id, "in_doubt", exc.response)
             except transports.Rejected as exc:
@@ -287,6 +295,7 @@ class Delivery:
                 ledger.settle(db, job.recipient_id, "pending", exc.response)
                 if self.stop.wait(self.backoff * 2 ** (attempt - 1)):
                     return None
+                on_envelope = None  # the next attempt claims for itself
                 continue
             except Exception as exc:  # a transport that broke its promise may have sent it
                 reason = f"unexpected error while sending: {transports.describe(exc)}"

@@ -21,6 +21,7 @@ from .transports import (
     Temporary,
     Unexpected,
     Unreachable,
+    Withdrawn,
     describe,
     envelope_address,
 )
@@ -30,6 +31,9 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 class SmtpTransport:
     """One reused SMTP connection; reconnects when the server closes it."""
+
+    # `deliver` takes `on_envelope`: the caller's last word before the data may go.
+    announces_envelope = True
 
     def __init__(self, host: str, port: int, *, security: str = "starttls", username: str = "",
                  password: str = "", timeout: float = 30.0, local_hostname: str | None = None):
@@ -103,7 +107,12 @@ class SmtpTransport:
             raise smtplib.SMTPAuthenticationError(code, reply)
 
     def deliver(self, sender: str, recipient: str, data: bytes,
-                while_waiting: Callable[[], None] | None = None) -> str:
+                while_waiting: Callable[[], None] | None = None,
+                on_envelope: Callable[[], bool] | None = None) -> str:
+        """As `transports.Transport.deliver`. `on_envelope` runs once MAIL, RCPT and DATA
+        are on their way (pipelined; else before them), while the server reads them, and
+        before anything of the message leaves: False withdraws the message (the connection
+        is dropped, its transaction unfinished: `Withdrawn`); what it raises is raised."""
         handed_over = False
 
         def handing_over() -> None:
@@ -111,7 +120,10 @@ class SmtpTransport:
             handed_over = True
 
         try:
-            return self._deliver(sender, recipient, data, while_waiting, handing_over)
+            return self._deliver(sender, recipient, data, while_waiting, handing_over,
+                                 on_envelope)
+        except _CallerFailed as failed:
+            raise failed.__cause__ from None
         except DeliveryError:
             raise
         except Exception as exc:
@@ -124,7 +136,8 @@ class SmtpTransport:
 
     def _deliver(self, sender: str, recipient: str, data: bytes,
                  while_waiting: Callable[[], None] | None,
-                 handing_over: Callable[[], None]) -> str:
+                 handing_over: Callable[[], None],
+                 on_envelope: Callable[[], bool] | None = None) -> str:
         try:
             sender, recipient = envelope_address(sender), envelope_address(recipient)
         except ValueError as exc:
@@ -141,7 +154,7 @@ class SmtpTransport:
             raise Rejected(f"{self.host} cannot take a non-ASCII address (it does not "
                            "offer SMTPUTF8)")
         try:
-            replies = _envelope(conn, commands)
+            replies = _envelope(conn, commands, on_envelope and self._checked(on_envelope))
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise Temporary(f"connection lost before DATA: {type(exc).__name__}") from None
@@ -181,6 +194,19 @@ class SmtpTransport:
         self._drop()
         raise InDoubt(f"unreadable reply to DATA: {_text(code, reply)}")
 
+    def _checked(self, on_envelope: Callable[[], bool]) -> Callable[[], None]:
+        """`on_envelope`, the transaction abandoned (connection dropped) unless it says yes."""
+        def check() -> None:
+            try:
+                going_on = on_envelope()
+            except BaseException as exc:
+                self._drop()
+                raise _CallerFailed() from exc
+            if not going_on:
+                self._drop()
+                raise Withdrawn("withdrawn after its envelope; nothing handed over")
+        return check
+
     def _end_empty_data(self) -> None:
         """A server that said 354 after refusing MAIL or RCPT gets an empty message to end it."""
         with contextlib.suppress(smtplib.SMTPException, OSError):
@@ -216,6 +242,10 @@ class SmtpTransport:
             self._drop()
 
 
+class _CallerFailed(Exception):
+    """What `on_envelope` raised, carried past the transport's own error handling."""
+
+
 def _commands(sender: str, recipient: str, options: str) -> list[str]:
     return [f"MAIL FROM:<{sender}>{options}", f"RCPT TO:<{recipient}>", "DATA"]
 
@@ -243,12 +273,18 @@ def _needs_dot_stuffing(data: bytes) -> bool:
     return b"\n." in data
 
 
-def _envelope(conn: smtplib.SMTP, commands: list[str]) -> list[tuple[int, bytes]]:
+def _envelope(conn: smtplib.SMTP, commands: list[str],
+              sent: Callable[[], None] | None = None) -> list[tuple[int, bytes]]:
     """MAIL, RCPT and DATA: in one round trip when the server pipelines (RFC 2920), else
-    one at a time until one is refused. The replies read."""
+    one at a time until one is refused. The replies read; `sent` runs once the commands
+    are on their way (before the first, without pipelining)."""
     if conn.has_extn("pipelining"):
         _send(conn, "".join(c + "\r\n" for c in commands).encode("utf-8"))
+        if sent is not None:
+            sent()
         return [_read_reply(conn) for _ in commands]
+    if sent is not None:
+        sent()
     replies = []
     for command in commands:
         conn.send((command + "\r\n").encode("utf-8"))

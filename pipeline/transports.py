@@ -49,6 +49,11 @@ class Fatal(DeliveryError):
     """Nothing more can be sent now (authentication failed, the server is unreachable)."""
 
 
+class Withdrawn(DeliveryError):
+    """The caller withdrew the message after its envelope went out, before its data: the
+    transaction was abandoned, nothing was handed over."""
+
+
 class Unexpected(DeliveryError):
     """An error no rule covers: the send stops. `handed_over`: the server may have it."""
 

@@ -22,14 +22,15 @@ from tests.test_send import ledger as ledger_rows
 from tests.test_send_attacks import _wait_for
 
 # `publish send`, SIGKILLed by itself at one step of a connection's N-th message
-# (KILL_STEP, KILL_AFTER): inside the transaction that records an answer with the next
-# claim, or just after that commit (the next message not yet handed over). The real
+# (KILL_STEP, KILL_AFTER): just before the transaction that records an answer with the
+# next claim (the next envelope already out), inside it, or just after that commit (the
+# next message not yet handed over). The real
 # functions run; the kill only lands between them.
 KILLED_AT_STEP = """
 import os, signal, sys
 from pipeline import cli, ledger_recipients as lr, state
 step, after = os.environ["KILL_STEP"], int(os.environ["KILL_AFTER"])
-calls = [0]
+calls, chains = [0], [0]
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
@@ -53,6 +54,9 @@ def connect(*args, **kwargs):
     return db
 
 def settle_and_claim(*args):
+    chains[0] += 1
+    if step == "before-commit" and chains[0] == after:
+        die()
     moved = real_chain(*args)
     if step == "after-commit" and calls[0] == after:
         die()
@@ -123,6 +127,39 @@ def test_sigkill_in_and_after_the_one_commit_leaves_one_in_doubt_per_connection(
         got = {smtp.recorder.received[e] for e in left}
         if connections == 1:
             assert got == ({1} if step == "in-commit" else {0})
+        _resume_and_check(letter, smtp, addresses, connections)
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_sigkill_after_the_next_envelope_before_the_commit(letter, connections):
+    """The next message's MAIL, RCPT and DATA go out before the commit that claims it;
+    killed there, the server has that envelope and no data: nobody gets that message, its
+    reader is still pending, and only the message whose answer was lost is in doubt."""
+    addresses = _readers(letter, 60)
+    with SmtpServer() as smtp:
+        enveloped: list[str] = []
+        real_rcpt = smtp.recorder.handle_RCPT
+
+        async def handle_rcpt(server, session, envelope, address, rcpt_options):
+            enveloped.append(address)
+            return await real_rcpt(server, session, envelope, address, rcpt_options)
+
+        smtp.recorder.handle_RCPT = handle_rcpt
+        proc = _send(letter, {**smtp_env(smtp), "KILL_STEP": "before-commit",
+                              "KILL_AFTER": "7"},
+                     "--connections", str(connections), script=KILLED_AT_STEP)
+        proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL
+        rows = ledger_rows(letter)
+        left = [e for e, (state, *_) in rows.items() if state in ("sending", "in_doubt")]
+        assert 1 <= len(left) <= connections
+        assert all(smtp.recorder.received[e] <= 1 for e in left)
+        if connections == 1:  # the other connections may be anywhere in a message
+            assert smtp.recorder.received[left[0]] == 1  # sent, its answer not recorded
+            following = addresses[addresses.index(left[0]) + 1]
+            _wait_for(lambda: following in enveloped, "the next envelope")
+            assert smtp.recorder.received[following] == 0
+            assert rows[following][0] == "pending"
         _resume_and_check(letter, smtp, addresses, connections)
 
 
