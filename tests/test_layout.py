@@ -219,3 +219,39 @@ def test_blocked_images_do_not_widen_the_email(hard_letter, auditor, served_imag
                                                      report.scroll_width)
     finally:
         served_images.blocked = False
+
+
+OPENINGS = {
+    "paragraph": "Plain words open this issue; a heading comes later.\n\n## Later on\n\nMore.\n",
+    "heading": "## Introduction\n\nPlain words under the heading.\n\n## Later on\n\nMore.\n",
+    "heading in raw HTML": ('<div>\n<h3>Inside a block of its own</h3>\n\n<p>Words.</p>\n'
+                            '</div>\n\n## Later on\n\nMore.\n'),
+}
+_GAP_JS = """() => {
+  const byline = document.querySelector('.byline').getBoundingClientRect();
+  const body = document.querySelector('#later-on').parentElement;
+  const first = body.firstElementChild;
+  const inner = first.querySelector('h3');
+  return {gap: first.getBoundingClientRect().top - byline.bottom,
+          later: getComputedStyle(document.querySelector('#later-on')).marginTop,
+          inner: inner ? getComputedStyle(inner).marginTop : null};
+}"""
+
+
+def test_an_issue_that_opens_with_a_heading_sits_as_close_to_the_byline(auditor, tmp_path,
+                                                                        repo_settings):
+    """The section's padding is the space under the byline: an opening heading's own top
+    margin is not added to it (it was ~40 px more), while every other heading, and one
+    opening a block of raw HTML, keeps its margin."""
+    page = auditor.pages[375]
+    page.emulate_media(color_scheme="light")
+    measured = {}
+    for name, body in OPENINGS.items():
+        text = f"---\ntitle: Openings\nauthors: [Ada]\n---\n\n{body}"
+        path = write_issue(tmp_path, f"{len(measured)}.md", text)
+        page.set_content(build.render_issue(path, repo_settings).html, wait_until="load")
+        measured[name] = page.evaluate(_GAP_JS)
+    gaps = {name: m["gap"] for name, m in measured.items()}
+    assert abs(gaps["heading"] - gaps["paragraph"]) <= 2, gaps
+    assert all(m["later"] == "28px" for m in measured.values()), measured
+    assert measured["heading in raw HTML"]["inner"] == "24px", measured
