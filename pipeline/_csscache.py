@@ -21,7 +21,6 @@ import contextlib
 import marshal
 import os
 import sys
-import tempfile
 import threading
 import zlib
 from collections.abc import Callable
@@ -72,16 +71,7 @@ def _tag() -> str:
 
 
 def _load(path: str) -> dict[tuple, object]:
-    try:
-        with open(path, "rb") as file:
-            tag, checksum, blob = marshal.load(file)
-        if tag != _tag() or zlib.crc32(blob) != checksum:
-            return {}
-        entries = marshal.loads(blob)
-    except (OSError, EOFError, ValueError, TypeError):
-        return {}
-    if not isinstance(entries, dict):
-        return {}
+    entries = _regexcache.read_entries(path, _tag())
     return {key: value for key, value in entries.items()
             if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str)}
 
@@ -122,20 +112,7 @@ def _save() -> None:
             total -= sizes[first]
             first += 1
         entries = {k: _KEPT[k] for k in order[first:]}
-    try:
-        blob = marshal.dumps(entries)
-    except ValueError:
-        return
-    data = marshal.dumps((_tag(), zlib.crc32(blob), blob))
-    with contextlib.suppress(OSError):
-        fd, staging = tempfile.mkstemp(prefix=".css-", dir=os.path.dirname(path))
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(staging, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(staging)
+    _regexcache.write_entries(path, _tag(), entries, ".css-")
 
 
 def kept(kind: str, key, compute: Callable[[], object],

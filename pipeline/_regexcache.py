@@ -67,19 +67,44 @@ def _folder() -> str | None:
     return folder
 
 
-def _load(path: str) -> dict[tuple, tuple]:
-    """The kept entries, or none when the file is missing, foreign or damaged."""
+def read_entries(path: str, tag: str) -> dict:
+    """The entries of a kept file written with `tag`, or none when the file is missing,
+    foreign (another tag) or damaged (checksum, shape)."""
     try:
         with open(path, "rb") as file:
             data = marshal.load(file)
-        tag, checksum, blob = data
-        if tag != _tag() or zlib.crc32(blob) != checksum:
+        found_tag, checksum, blob = data
+        if found_tag != tag or zlib.crc32(blob) != checksum:
             return {}
         entries = marshal.loads(blob)
     except (OSError, EOFError, ValueError, TypeError):
         return {}
-    if not isinstance(entries, dict):
-        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def write_entries(path: str, tag: str, entries: dict, prefix: str) -> None:
+    """Replace the kept file whole: written beside it, then renamed over (a reader sees the
+    old file or the new one). Entries marshal cannot hold, or a failing write, keep
+    nothing new."""
+    try:
+        blob = marshal.dumps(entries)
+    except ValueError:
+        return
+    data = marshal.dumps((tag, zlib.crc32(blob), blob))
+    with contextlib.suppress(OSError):
+        fd, staging = tempfile.mkstemp(prefix=prefix, dir=os.path.dirname(path))
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(staging, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(staging)
+
+
+def _load(path: str) -> dict[tuple, tuple]:
+    """The kept entries, or none when the file is missing, foreign or damaged."""
+    entries = read_entries(path, _tag())
     return {key: args for key, args in entries.items() if _well_formed(key, args)}
 
 
@@ -152,21 +177,7 @@ def _save() -> None:
         return
     with _LOCK:
         entries = _bounded(_KEPT, _USED)
-    try:
-        blob = marshal.dumps(entries)
-    except ValueError:  # a pattern marshal cannot hold: keep nothing rather than fail
-        return
-    data = marshal.dumps((_tag(), zlib.crc32(blob), blob))
-    folder = os.path.dirname(path)
-    with contextlib.suppress(OSError):
-        fd, staging = tempfile.mkstemp(prefix=".regex-", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(staging, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(staging)
+    write_entries(path, _tag(), entries, ".regex-")
 
 
 # Patterns whose code must come out as `re` itself makes it before anything is kept: named

@@ -139,11 +139,12 @@ def test_entries_of_the_wrong_shape_behind_a_good_checksum_are_ignored(tmp_path)
 
 
 def test_an_unsafe_folder_is_never_used(tmp_path):
+    """Neither the kept patterns nor the kept CSS results (_csscache, same folder)."""
     folder = tmp_path / f"publish-cache-{os.getuid()}"
     folder.mkdir(mode=0o777)
     folder.chmod(0o777)  # anyone could write code into it
     first = build(SAMPLES["en"], tmp_path, tmp_path / "a")
-    assert kept_files(tmp_path) == []
+    assert list(folder.iterdir()) == []
     folder.rmdir()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
@@ -172,12 +173,13 @@ def test_builds_at_once_leave_one_whole_file(tmp_path):
                                 range(len(issues))))
     assert results == [alone[issue] for issue in issues]
     (path,) = kept_files(shared)
-    left = sorted(p.name for p in path.parent.iterdir())
-    assert path.name in left and not [n for n in left if n.startswith(".")]  # no staging left
-    done = python("""
+    (css,) = shared.glob("publish-cache-*/css-*.marshal")  # _csscache's, written at once too
+    assert sorted(path.parent.iterdir()) == sorted([path, css])  # no staging left
+    done = python(f"""
         import pipeline.build
-        from pipeline import _regexcache as kept
+        from pipeline import _csscache, _regexcache as kept
         assert len(kept._load(kept._STATE["path"])) > 300
+        assert len(_csscache._load({str(css)!r})) > 10
     """, shared)
     assert done.returncode == 0, done.stderr
 
