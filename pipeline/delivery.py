@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from . import ledger, state, transports
 from .errors import PublishError
@@ -84,6 +85,16 @@ def start(*, batch_size: int = 1, **options) -> Delivery:
 
         return BatchDelivery(batch_size=batch_size, **options)
     return Delivery(**options)
+
+
+class EnvelopeCommit(Protocol):
+    """The commit a transport makes once the next message's envelope is out, before its
+    data (see delivery_chained): the last answer recorded with the next claim."""
+
+    def __call__(self) -> bool: ...
+
+    def settle_if_not_yet(self) -> None:
+        """The last answer alone, when no envelope went out."""
 
 
 class Delivery:
@@ -245,7 +256,7 @@ class Delivery:
 
     def _attempt(self, db: sqlite3.Connection, transport: transports.Transport, job: Job,
                  while_waiting: Callable[[], None], claimed: bool = False,
-                 on_envelope: Callable[[], bool] | None = None) -> ledger.Outcome | None:
+                 on_envelope: EnvelopeCommit | None = None) -> ledger.Outcome | None:
         """Hand one message over in up to MAX_ATTEMPTS attempts (`claimed`: the first
         attempt's claim is already made; `on_envelope`: it is made by this, which the
         transport calls before the data goes, see `SmtpTransport.deliver`). A plain ending
@@ -284,6 +295,9 @@ class Delivery:
                 ledger.settle(db, job.recipient_id, "pending", exc.response)
                 raise Stop(exc.response) from None
             except transports.Temporary as exc:
+                if on_envelope is not None:  # no envelope went: the next attempt claims
+                    on_envelope.settle_if_not_yet()  # the answer in hand, before waiting
+                    on_envelope = None
                 if isinstance(exc, transports.Unreachable) and attempt == MAX_ATTEMPTS:
                     ledger.settle(db, job.recipient_id, "pending", exc.response)
                     raise Stop(f"{exc.response}; stopped, run the same command to continue"
@@ -295,7 +309,6 @@ class Delivery:
                 ledger.settle(db, job.recipient_id, "pending", exc.response)
                 if self.stop.wait(self.backoff * 2 ** (attempt - 1)):
                     return None
-                on_envelope = None  # the next attempt claims for itself
                 continue
             except Exception as exc:  # a transport that broke its promise may have sent it
                 reason = f"unexpected error while sending: {transports.describe(exc)}"

@@ -205,3 +205,32 @@ def test_ctrl_c_to_the_whole_group_stops_every_worker_cleanly(letter):
         # A reader claimed ahead and given back was never tried: no attempt counted.
         assert {a for s, _, a in rows.values() if s == "pending"} == {0}
         _resume_and_check(letter, smtp, addresses, 4)
+
+
+def test_an_answer_is_recorded_before_the_next_reader_is_retried(letter):
+    """The server takes the 3rd message, hangs up before its reply and stops listening:
+    that reader is in doubt, and the next one's envelope never goes out (no connection).
+    The answer in hand is recorded before the back-off, not after the retries, so a kill
+    during them can never leave two readers of one connection in doubt."""
+    addresses = _readers(letter, 6)
+    with SmtpServer() as smtp:
+        smtp.recorder.drop_during_data.add(addresses[2])
+
+        def stop_listening(recipient: str, total: int) -> None:
+            if recipient == addresses[2]:
+                smtp.controller.server.close()  # connections from now on are refused
+
+        smtp.recorder.on_message = stop_listening
+        # back-offs of 30 and 60 s: the retries outlast the wait below by far
+        proc = _send(letter, {**smtp_env(smtp), "PUBLISH_RETRY_BACKOFF": "30"},
+                     "--connections", "1")
+        try:
+            _wait_for(lambda: ledger_rows(letter).get(addresses[2], ("",))[0] == "in_doubt",
+                      "the dropped message recorded in doubt during the back-off",
+                      timeout=20)
+            assert proc.poll() is None, "recorded only when the send ended"
+            rows = ledger_rows(letter)
+            assert rows[addresses[3]][0] == "pending"  # not claimed: its envelope never went
+        finally:
+            proc.kill()
+            proc.communicate(timeout=60)
