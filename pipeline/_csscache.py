@@ -105,13 +105,7 @@ def _save() -> None:
     if not path or not _STATE["added"]:
         return
     with _LOCK:
-        order = [k for k in _KEPT if k not in _USED] + [k for k in _KEPT if k in _USED]
-        sizes = [_size(k, _KEPT[k]) for k in order]
-        total, first = sum(sizes), 0
-        while total > _MAX_BYTES and first < len(order):
-            total -= sizes[first]
-            first += 1
-        entries = {k: _KEPT[k] for k in order[first:]}
+        entries = _regexcache.bounded(_KEPT, _USED, _MAX_BYTES, _size)
     _regexcache.write_entries(path, _tag(), entries, ".css-")
 
 

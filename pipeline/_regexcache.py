@@ -28,6 +28,7 @@ import tempfile
 import threading
 import zlib
 from array import array
+from collections.abc import Callable
 
 try:  # CPython 3.11+: the parser and code generator behind re.compile
     import _sre
@@ -159,13 +160,14 @@ def _compile_kept(p, flags=0):
 _ORIGINAL = _compiler.compile if _compiler else None
 
 
-def _bounded(kept: dict[tuple, tuple], used: set[tuple]) -> dict[tuple, tuple]:
-    """`kept` with this run's patterns last, less the oldest unused ones past _MAX_BYTES."""
+def bounded(kept: dict, used: set, limit: int, size: Callable[[object, object], int]) -> dict:
+    """`kept` with this run's entries last, less the oldest unused ones past `limit` bytes
+    (`size(key, value)` each)."""
     order = [key for key in kept if key not in used] + [key for key in kept if key in used]
-    sizes = [len(key[1]) + len(kept[key][1]) for key in order]
+    sizes = [size(key, kept[key]) for key in order]
     total = sum(sizes)
     first = 0
-    while total > _MAX_BYTES and first < len(order) and order[first] not in used:
+    while total > limit and first < len(order) and order[first] not in used:
         total -= sizes[first]
         first += 1
     return {key: kept[key] for key in order[first:]}
@@ -177,7 +179,7 @@ def _save() -> None:
     if not path or not _STATE["added"]:
         return
     with _LOCK:
-        entries = _bounded(_KEPT, _USED)
+        entries = bounded(_KEPT, _USED, _MAX_BYTES, lambda key, args: len(key[1]) + len(args[1]))
     write_entries(path, _tag(), entries, ".regex-")
 
 
