@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import marshal
 import os
 import sys
@@ -34,6 +35,9 @@ _KEPT: dict[tuple, object] = {}
 _USED: set[tuple] = set()
 _STATE: dict = {"loaded": False, "added": 0, "path": None, "tag": None}
 _MAX_BYTES = 2_000_000
+# In one process (a preview session, where every edit may add a style), the results held
+# in memory: past this many, the least recently used tenth is let go.
+_MAX_HELD = 40_000
 # The modules whose code turns CSS into the kept results (their source is in the tag).
 _OUR_SOURCES = ("_csscache.py", "render.py", "check_contrast.py")
 _DISTRIBUTIONS = ("cssutils", "premailer")
@@ -121,7 +125,9 @@ def kept(kind: str, key, compute: Callable[[], object],
         _ensure_loaded()
         full = (kind, key)
         _USED.add(full)
-        found = _KEPT.get(full)
+        found = _KEPT.pop(full, None)
+        if found is not None:
+            _KEPT[full] = found  # the dict's order is the order of last use
     if found is not None:
         try:
             if well_formed(found):
@@ -137,7 +143,16 @@ def kept(kind: str, key, compute: Callable[[], object],
         with _LOCK:
             _KEPT[full] = value
             _STATE["added"] += 1
+            if len(_KEPT) > _MAX_HELD:
+                _let_go(len(_KEPT) - _MAX_HELD + _MAX_HELD // 10)
     return value
+
+
+def _let_go(count: int) -> None:
+    """Forget the `count` least recently used results (they are computed again if asked)."""
+    for full in list(itertools.islice(_KEPT, count)):
+        del _KEPT[full]
+        _USED.discard(full)
 
 
 @lru_cache(maxsize=1)

@@ -227,3 +227,37 @@ def test_an_edited_stylesheet_is_parsed_anew(tmp_path):
     assert "#123456" not in before and "#123456" in after
     (tmp_path / f"publish-cache-{os.getuid()}").rename(tmp_path / "moved")
     assert built(tmp_path / "c") == after  # nothing kept: the same email
+
+
+def test_a_long_session_holds_a_bounded_number_of_results(tmp_path):
+    """A preview session adds a result for every new inline style an edit makes: memory
+    holds at most the bound, the recently used results stay answered, the others are
+    computed again when asked, and the file written at exit is still read back."""
+    done = python("""
+        from pipeline import _csscache as cache
+        cache._MAX_HELD = 100
+        computed = []
+
+        def ask(n):
+            return cache.kept("pairs", f"color: #{n:06x}",
+                              lambda: computed.append(n) or [("color", f"#{n:06x}")],
+                              lambda found: isinstance(found, list))
+
+        ask(0)
+        for n in range(1, 1000):
+            ask(n)
+            ask(0)  # in use all along
+            assert len(cache._KEPT) <= 100 and len(cache._USED) <= 100
+        computed.clear()
+        assert ask(0) == [("color", "#000000")] and ask(999) == [("color", "#0003e7")]
+        assert computed == []
+        assert ask(5) == [("color", "#000005")] and computed == [5]
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(kept_files(tmp_path)) == 1
+    done = python("""
+        from pipeline import _csscache as cache
+        assert cache.kept("pairs", "color: #000000", lambda: 1 / 0, lambda f: True) == [
+            ("color", "#000000")]
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
