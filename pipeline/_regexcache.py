@@ -26,6 +26,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 import zlib
 from array import array
 from collections.abc import Callable
@@ -42,7 +43,8 @@ _CODE_TYPE = next((t for t in "IL" if _sre and array(t).itemsize == _sre.CODESIZ
 _LOCK = threading.Lock()
 # (whether bytes, pattern, flags) -> the arguments of _sre.compile after the pattern
 _KEPT: dict[tuple, tuple] = {}
-_STATE = {"installed": False, "added": 0, "path": None}
+_STATE = {"installed": False, "added": 0, "path": None,
+          "compiling": 0.0, "loading": 0.0}  # seconds spent on new patterns, on the file
 # The file's bound: the code of patterns this run did not use goes first, oldest first
 # (a library that builds a pattern differently in each process, from a set, must not
 # grow the file without end). A build uses ~250 KB of it, the samples and the corpus
@@ -145,15 +147,18 @@ def _compile_kept(p, flags=0):
     key = (isinstance(p, bytes), p, int(flags))
     args = _KEPT.get(key)
     _USED.add(key)
-    if args is not None:
+    if args is not None and _well_formed(key, args):  # checked on use, not for the whole file
         try:
             return _from_args(p, args)
         except Exception:  # a damaged entry (_sre checks the code it is given)
             pass
+    started = time.perf_counter()
     args = _compiled_args(p, flags)
+    spent = time.perf_counter() - started
     with _LOCK:
         _KEPT[key] = args
         _STATE["added"] += 1
+        _STATE["compiling"] += spent
     return _from_args(p, args)
 
 
@@ -173,31 +178,53 @@ def bounded(kept: dict, used: set, limit: int, size: Callable[[object, object], 
     return {key: kept[key] for key in order[first:]}
 
 
+# Writing the file back costs about twice reading it (measured: ~7 ms for 1 MB, ~3.5 to
+# read it); a run whose new patterns took less to compile than that leaves it as it is.
+_WRITE_COST = 2.0
+
+
+def worth_writing(compiling: float, loading: float) -> bool:
+    """Whether writing the file back saves the next runs more than it costs this one:
+    the new entries took `compiling` seconds to make, the file `loading` to read. A
+    library that builds one cheap pattern from a set (its text differs in each process)
+    would otherwise have every run rewrite the whole file for it."""
+    return compiling > _WRITE_COST * loading
+
+
 def _save() -> None:
-    """Write the kept code when this run added to it: a fresh file renamed over the old."""
+    """Write the kept code when this run added to it enough to be worth keeping (see
+    `worth_writing`): a fresh file renamed over the old."""
     path = _STATE["path"]
-    if not path or not _STATE["added"]:
+    if not path or not _STATE["added"] or not worth_writing(_STATE["compiling"],
+                                                              _STATE["loading"]):
         return
     with _LOCK:
-        entries = bounded(_KEPT, _USED, _MAX_BYTES, lambda key, args: len(key[1]) + len(args[1]))
+        well_formed = {key: args for key, args in _KEPT.items() if _well_formed(key, args)}
+        entries = bounded(well_formed, _USED, _MAX_BYTES,
+                          lambda key, args: len(key[1]) + len(args[1]))
     write_entries(path, _tag(), entries, ".regex-")
 
 
 # Patterns whose code must come out as `re` itself makes it before anything is kept: named
 # and numbered groups, flags, a character set, bytes.
-_PROBES = ((r"(?P<name>[a-z\u4e00-\u9fff]+)\s*(\d{2,})?$", 0), (rb"(?i)^\.[^\r\n]", 0),
-           (r"[^\W_](?=x)|(?<!y)z", 16))
+# (The first one's character set, in three runs of which two are past U+00FF, takes
+# _sre's big charset form; a wide range such as U+4E00-U+9FFF would cost ~1 ms more at
+# each start for nothing more.)
+_PROBES = ((r"(?P<name>[a-z\u0100-\u017f\u4e00-\u4e0f]+)\s*(\d{2,})?$", 0),
+           (rb"(?i)^\.[^\r\n]", 0), (r"[^\W_](?=x)|(?<!y)z", 16))
 
 
 def _agrees() -> bool:
     """Whether this interpreter's `re` internals are those this module was written for: a
     CPython whose `_compiler` or `_sre` changed makes patterns the usual way."""
     try:
-        return all(_from_args(p, _compiled_args(p, flags)) == _ORIGINAL(p, flags)
-                   and _from_args(p, _compiled_args(p, flags)).groupindex
-                   == _ORIGINAL(p, flags).groupindex for p, flags in _PROBES)
+        for p, flags in _PROBES:
+            made, fresh = _from_args(p, _compiled_args(p, flags)), _ORIGINAL(p, flags)
+            if made != fresh or made.groupindex != fresh.groupindex:
+                return False
     except Exception:
         return False
+    return True
 
 
 def install() -> None:
@@ -213,7 +240,9 @@ def install() -> None:
     if folder is None:
         return
     path = os.path.join(folder, f"regex-{_tag()}.marshal")
-    _KEPT.update(_load(path))
+    started = time.perf_counter()
+    _KEPT.update(read_entries(path, _tag()))  # each entry's shape is checked when it is used
+    _STATE["loading"] = time.perf_counter() - started
     _STATE["path"] = path
     _compiler.compile = _compile_kept
     atexit.register(_save)

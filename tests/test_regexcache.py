@@ -174,12 +174,14 @@ def test_builds_at_once_leave_one_whole_file(tmp_path):
     assert results == [alone[issue] for issue in issues]
     (path,) = kept_files(shared)
     (css,) = shared.glob("publish-cache-*/css-*.marshal")  # _csscache's, written at once too
-    assert sorted(path.parent.iterdir()) == sorted([path, css])  # no staging left
+    (code,) = shared.glob("publish-cache-*/code-*.marshal")  # _codecache's, likewise
+    assert sorted(path.parent.iterdir()) == sorted([path, css, code])  # no staging left
     done = python(f"""
         import pipeline.build
-        from pipeline import _csscache, _regexcache as kept
+        from pipeline import _codecache, _csscache, _regexcache as kept
         assert len(kept._load(kept._STATE["path"])) > 300
         assert len(_csscache._load({str(css)!r})) > 10
+        assert len(kept.read_entries({str(code)!r}, _codecache._tag())) > 50
     """, shared)
     assert done.returncode == 0, done.stderr
 
