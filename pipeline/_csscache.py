@@ -11,7 +11,8 @@ The file lives beside the kept regular expressions (a folder of the temporary di
 only the user may enter, see _regexcache), is named and tagged after the interpreter, the
 installed cssutils and premailer and the source of the modules that compute the results
 (any change and another file is used; the files of all but the three latest versions are
-removed), carries a checksum, is bounded in size and replaced whole (write, then rename). A damaged, foreign or unwritable file only costs the parsing.
+removed), carries a checksum, is bounded in size and replaced whole (write, then rename).
+A damaged, foreign or unwritable file only costs the parsing.
 """
 
 from __future__ import annotations

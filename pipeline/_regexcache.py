@@ -41,20 +41,25 @@ except ImportError:  # another implementation: nothing to keep
 # memory speed, a list of 100,000 integers ten times slower).
 _CODE_TYPE = next((t for t in "IL" if _sre and array(t).itemsize == _sre.CODESIZE), None)
 _LOCK = threading.Lock()
-# (whether bytes, pattern, flags) -> the arguments of _sre.compile after the pattern
-_KEPT: dict[tuple, tuple] = {}
+# (whether bytes, pattern, flags) -> the arguments of _sre.compile after the pattern,
+# marshalled apart (a run decodes the few hundred it uses, not every entry of the file)
+_KEPT: dict[tuple, bytes] = {}
 _STATE = {"installed": False, "added": 0, "path": None,
           "compiling": 0.0, "loading": 0.0}  # seconds spent on new patterns, on the file
 # The file's bound: the code of patterns this run did not use goes first, oldest first
 # (a library that builds a pattern differently in each process, from a set, must not
 # grow the file without end). A build uses ~250 KB of it, the samples and the corpus
-# ~320 KB; every MB more costs ~6 ms to read at each start.
-_MAX_BYTES = 1_000_000
+# ~320 KB; every MB more costs 3-6 ms to read at each start.
+_MAX_BYTES = 600_000
+# The layout of the file's entries (in its tag and name: a file of another layout, as
+# an older version writes it, is neither read nor overwritten).
+_FORMAT = 2
 _USED: set[tuple] = set()
 
 
 def _tag() -> str:
-    return f"{sys.implementation.cache_tag}-{_sre.MAGIC}-{_sre.CODESIZE}-{sys.hexversion:x}"
+    return (f"{sys.implementation.cache_tag}-{_sre.MAGIC}-{_sre.CODESIZE}-{sys.hexversion:x}"
+            f"-f{_FORMAT}")
 
 
 def _folder() -> str | None:
@@ -107,16 +112,28 @@ def write_entries(path: str, tag: str, entries: dict, prefix: str) -> None:
 
 
 def _load(path: str) -> dict[tuple, tuple]:
-    """The kept entries, or none when the file is missing, foreign or damaged."""
-    entries = read_entries(path, _tag())
+    """The kept entries, decoded, or none when the file is missing, foreign or damaged."""
+    entries = {key: _decoded(value) for key, value in read_entries(path, _tag()).items()}
     return {key: args for key, args in entries.items() if _well_formed(key, args)}
+
+
+def _decoded(value):
+    """The arguments an entry holds marshalled, or None when it holds none."""
+    try:
+        return marshal.loads(value) if isinstance(value, bytes) else None
+    except (EOFError, ValueError, TypeError):
+        return None
+
+
+def _key_well_formed(key) -> bool:
+    return (isinstance(key, tuple) and len(key) == 3 and isinstance(key[1], str | bytes)
+            and isinstance(key[2], int))
 
 
 def _well_formed(key, args) -> bool:
     """Whether an entry read has the shape this module writes (the code itself _sre checks
     when it is used)."""
-    return (isinstance(key, tuple) and len(key) == 3 and isinstance(key[1], str | bytes)
-            and isinstance(key[2], int) and isinstance(args, tuple) and len(args) == 5
+    return (_key_well_formed(key) and isinstance(args, tuple) and len(args) == 5
             and isinstance(args[1], bytes))
 
 
@@ -145,7 +162,7 @@ def _compile_kept(p, flags=0):
     if not isinstance(p, str | bytes) or flags & _compiler.SRE_FLAG_DEBUG:
         return _ORIGINAL(p, flags)  # a parsed pattern (re.Scanner) or a debugging print
     key = (isinstance(p, bytes), p, int(flags))
-    args = _KEPT.get(key)
+    args = _decoded(_KEPT.get(key))
     _USED.add(key)
     if args is not None and _well_formed(key, args):  # checked on use, not for the whole file
         try:
@@ -156,7 +173,7 @@ def _compile_kept(p, flags=0):
     args = _compiled_args(p, flags)
     spent = time.perf_counter() - started
     with _LOCK:
-        _KEPT[key] = args
+        _KEPT[key] = marshal.dumps(args)
         _STATE["added"] += 1
         _STATE["compiling"] += spent
     return _from_args(p, args)
@@ -199,9 +216,10 @@ def _save() -> None:
                                                               _STATE["loading"]):
         return
     with _LOCK:
-        well_formed = {key: args for key, args in _KEPT.items() if _well_formed(key, args)}
+        well_formed = {key: value for key, value in _KEPT.items()
+                       if _key_well_formed(key) and isinstance(value, bytes)}
         entries = bounded(well_formed, _USED, _MAX_BYTES,
-                          lambda key, args: len(key[1]) + len(args[1]))
+                          lambda key, value: len(key[1]) + len(value))
     write_entries(path, _tag(), entries, ".regex-")
 
 
