@@ -13,7 +13,10 @@ makes of that source (tests/test_codecache.py compares every kept entry with it)
 The file is kept as the regular expressions are (see _regexcache): a folder of the
 temporary directory only the user may enter, tagged with the interpreter's bytecode
 version, a checksum, bounded, replaced whole, and written back only when what this run
-compiled anew cost more than writing it would.
+compiled anew cost more than writing it would. Its code is run as Python runs a module's
+`__pycache__` file or Jinja2 its cached templates (`_jinja2-cache-<uid>`, beside it):
+trusted because no one else may write there; the checksum catches damage, and an entry
+that is not a code object is compiled again.
 """
 
 from __future__ import annotations
