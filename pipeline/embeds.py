@@ -41,13 +41,45 @@ class Card:
     thumbnail: str = ""
 
 
-@dataclass
 class Swapped:
-    """The fragment with its embeds swapped for cards."""
+    """The fragment with its embeds swapped for cards.
 
-    html: str
-    cards: list[Card] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    Its text (`html`) is written only when asked for: the build hands the tree itself to
+    the next pass (`take_tree`), which would otherwise parse the text just written.
+    """
+
+    def __init__(self, html: str | None = None, cards: list[Card] | None = None,
+                 warnings: list[str] | None = None):
+        self._html = html
+        self._tree = None
+        self.cards: list[Card] = cards if cards is not None else []
+        self.warnings: list[str] = warnings if warnings is not None else []
+
+    @property
+    def html(self) -> str:
+        if self._html is None:
+            if self._tree is None:
+                raise RuntimeError("the swapped fragment was handed on as a tree")
+            self._html = htmltree.serialize(self._tree)
+            self._tree = None
+        return self._html
+
+    @html.setter
+    def html(self, text: str) -> None:
+        self._html, self._tree = text, None
+
+    def take_tree(self):
+        """The swapped tree, as parsing its text would give it (htmltree.as_parsed), for
+        a pass that changes it; the text is not written. Once only: after it, `html` is
+        gone (the tree is the next pass's to change)."""
+        if self._tree is None:
+            return htmltree.parse(self.html)
+        tree, self._tree = self._tree, None
+        htmltree.forget()
+        return htmltree.as_parsed(tree)
+
+    def __repr__(self) -> str:
+        return f"Swapped(cards={self.cards!r}, warnings={self.warnings!r})"
 
 
 @dataclass(frozen=True)
@@ -264,7 +296,7 @@ def _gone(element) -> bool:
 def swap(fragment: str, ctx: EmbedContext) -> Swapped:
     """Replace every embed in an HTML fragment by an email-safe card; drop what cannot show."""
     soup = htmltree.parse(fragment)
-    result = Swapped(html="")
+    result = Swapped()
     nth: dict[str, int] = {}
     from bs4.element import CData, Comment, Declaration, Doctype, ProcessingInstruction
 
@@ -344,5 +376,5 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
         for attr in list(element.attrs):
             if attr in {"srcset", "sizes", "contenteditable"} or attr.lower().startswith("on"):
                 del element[attr]
-    result.html = htmltree.serialize(soup)
+    result._tree = soup  # written as text only when asked for (Swapped.html)
     return result

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from . import htmltree
+from .embeds import Swapped
 from .images import ImageSizes
 from .tokens import Tokens, packaged_tokens
 from .urls import absolute
@@ -298,12 +299,13 @@ def _fit_wide(soup, look: Tokens) -> None:
             table.wrap(box)
 
 
-def tidy(fragment: str, base_url: str, where: Callable[[str, int], str],
+def tidy(fragment: str | Swapped, base_url: str, where: Callable[[str, int], str],
          sizes: ImageSizes | None = None, look: Tokens | None = None) -> Tidied:
     """Fix images, links, anchors and wide content in an HTML fragment for email; `look`
-    gives the content width (publish's own tokens by default)."""
+    gives the content width (publish's own tokens by default). The fragment is text, or
+    the embeds pass's result, whose tree is taken as it is instead of written and parsed."""
     look = look or packaged_tokens()
-    soup = htmltree.parse(fragment)
+    soup = fragment.take_tree() if isinstance(fragment, Swapped) else htmltree.parse(fragment)
     out = Tidied(html="")
     _images(soup, base_url, where, out, sizes, look.content_width)
     _links(soup, base_url, where, out)

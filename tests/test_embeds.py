@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from bs4 import BeautifulSoup
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import templates
 from pipeline.embeds import EmbedContext, swap, youtube_id
@@ -121,3 +123,33 @@ def test_space_embeds_link_to_the_space_page():
     ]
     hrefs = {a["href"] for a in BeautifulSoup(result.html, "html.parser").find_all("a")}
     assert not [h for h in hrefs if "/+" in h or h.endswith("/embed")]
+
+
+PIECES = ['<video src="https://x.example/v.mp4" poster="/p.png"></video>',
+          '<figure><iframe src="https://x.hf.space"></iframe><figcaption>Démo 中文</figcaption>'
+          '</figure>', '<p>a <b>b</b>\n\n  c</p>', "<!-- note -->", "<script>x()</script>",
+          '<img src="/a.png" srcset="a 2x" onload="x()">', '<h2 id="Same">Same</h2>', "\n\n",
+          '<a href="#same">to it</a>', '<pre>  a\n\n  b </pre>', "<details><summary>S</summary>"
+          "<p>d</p></details>", '<table><tr><td style="width:900px">w</td></tr></table>',
+          '<ruby>字<rt>zi</rt></ruby>', '<my-widget src="/w.png">w</my-widget>', " &amp; "]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=10).map("".join))
+def test_the_tree_handed_to_tidy_gives_what_its_text_gives(fragment):
+    """The build hands the swapped tree to tidy without writing it out; tidy must then
+    write exactly what it writes for the text (and the text is still there if asked first)."""
+    from pipeline import htmltree, tidy
+
+    where = lambda needle, nth: f"issue.md:{needle}"  # noqa: E731
+    htmltree.forget()
+    handed = tidy.tidy(_swap(fragment), "https://letter.example/", where)
+    htmltree.forget()
+    text = _swap(fragment).html
+    htmltree.forget()
+    written = tidy.tidy(text, "https://letter.example/", where)
+    assert (handed.html, handed.images, handed.warnings) == (
+        written.html, written.images, written.warnings)
+    swapped = _swap(fragment)
+    assert swapped.html == text  # asked for first: the text, then the tree parsed from it
+    assert tidy.tidy(swapped, "https://letter.example/", where).html == written.html
