@@ -128,8 +128,9 @@ _MATCHERS = threading.local()  # lxml's compiled XPath is not shared between thr
 
 
 def _matcher(selector: str):
-    """The compiled XPath for a selector, kept per thread (the templates' selectors are
-    the same from build to build); None when it cannot be evaluated statically."""
+    """A function (tree, css_match.Index) -> the elements the selector matches, kept per
+    thread (the templates' selectors are the same from build to build); None when it
+    cannot be evaluated statically."""
     kept = getattr(_MATCHERS, "kept", None)
     if kept is None:
         kept = _MATCHERS.kept = {}
@@ -141,15 +142,23 @@ def _matcher(selector: str):
 
 
 def _compiled(selector: str):
+    """Simple selectors are matched in Python on the tree's index (css_match), the rest
+    by cssselect's XPath; both give the XPath's elements."""
     from lxml.etree import XPath, XPathError
+
+    from . import css_match
 
     xpath = _xpath_of(selector)
     if xpath is None:
         return None
+    simple = css_match.matcher(selector)
+    if simple is not None:
+        return lambda tree, index: simple(index)
     try:
-        return XPath(xpath)
+        compiled = XPath(xpath)
     except (XPathError, ValueError, TypeError):
         return None
+    return lambda tree, index: compiled(tree)
 
 
 @lru_cache(maxsize=1024)
@@ -186,8 +195,11 @@ def _presentational(tree) -> list[tuple[object, str, str, tuple]]:
 def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict]:
     """Each element's winning value per property, in light mode and with the dark-mode
     rules applied on top: each selector is matched once for both."""
+    from .css_match import Index
+
     light: dict = {}
     dark: dict = {}
+    index = Index(tree)
 
     def offer(candidates: dict, element, prop: str, value: str, key: tuple) -> None:
         best = candidates.setdefault(element, {})
@@ -199,7 +211,7 @@ def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict
         if matcher is None:
             continue
         views = (dark,) if rule.dark_only else (light, dark)
-        for element in matcher(tree):
+        for element in matcher(tree, index):
             for prop, (value, important) in rule.declarations.items():
                 key = (3 if important else 1, rule.specificity, rule.order)
                 for candidates in views:
