@@ -114,14 +114,19 @@ def _parsed(style_texts: tuple[str, ...]) -> list[tuple]:
 
 
 def _inline(element) -> dict[str, tuple[str, bool]]:
+    return dict(_inline_style(element.get("style") or ""))
+
+
+@lru_cache(maxsize=4096)  # MJML and the templates repeat the same few styles
+def _inline_style(style: str) -> tuple[tuple[str, tuple[str, bool]], ...]:
     found = {}
-    for part in (element.get("style") or "").split(";"):
+    for part in style.split(";"):
         name, colon, value = part.partition(":")
         name = name.strip().lower()
         if colon and name in PROPERTIES:
             important = "!important" in value.lower()
             found[name] = (re.sub(r"!\s*important", "", value, flags=re.I).strip(), important)
-    return found
+    return tuple(found.items())
 
 
 _MATCHERS = threading.local()  # lxml's compiled XPath is not shared between threads
@@ -182,8 +187,9 @@ def _presentational(tree) -> list[tuple[object, str, str, tuple]]:
     for element in tree.iter():
         if not isinstance(element.tag, str):
             continue
-        if element.get("style"):
-            for prop, (value, important) in _inline(element).items():
+        style = element.get("style")
+        if style:
+            for prop, (value, important) in _inline_style(style):
                 found.append((element, prop, value, (4 if important else 2, (1, 0, 0, 0), 0)))
         if element.get("bgcolor"):
             found.append((element, "background-color", element.get("bgcolor"), (0, (0,), 0)))
@@ -223,6 +229,7 @@ def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict
                   for element, props in candidates.items()} for candidates in (light, dark))
 
 
+@lru_cache(maxsize=1024)
 def _background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
     """A background value's colour; "image" when it paints an image; None when none."""
     value = value.strip().lower()
@@ -237,6 +244,7 @@ def _background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
     return None
 
 
+@lru_cache(maxsize=1024)
 def _font_px(value: str, parent_px: float) -> float:
     value = value.strip().lower()
     for unit, scale in (("px", 1.0), ("pt", 4 / 3), ("em", parent_px), ("rem", 16.0)):
@@ -259,60 +267,60 @@ def _supports_dark(tree) -> bool:
     return bool(re.search(r"color-scheme\s*:[^;}]*dark", _style_text(tree))) or "dark" in metas
 
 
-@dataclass
-class _State:
-    """The colours and font a text run inherits at one element."""
-
-    colour: colours.RGB
-    background: colours.RGB | None  # None: an image is behind
-    font_px: float
-    bold: bool
+@lru_cache(maxsize=4096)
+def _over(top: colours.RGB, alpha: float, under: colours.RGB) -> colours.RGB:
+    return colours.over(top, alpha, under)
 
 
 def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB,
           link: colours.RGB) -> list[tuple]:
-    """(element, fg, bg, font px, bold) for every visible text run, in document order."""
+    """(element, fg, bg, font px, bold) for every visible text run, in document order.
+
+    What a run inherits (colour, background, font size, boldness; background None where
+    an image is behind) is passed down as arguments; an element that declares nothing
+    of its own only changes it by its tag.
+    """
     runs: list[tuple] = []
 
-    def visit(element, state: _State) -> None:
-        own = declared.get(element, _NONE)
-        if own.get("display", "").strip().lower() == "none" or element.tag in _SKIP:
+    def visit(element, colour, background, parent_px: float, bold: bool) -> None:
+        tag = element.tag
+        if tag in _SKIP:
             return
-        colour = state.colour
-        if element.tag == "a" and element.get("href"):
+        own = declared.get(element)
+        if own and own.get("display", "").strip().lower() == "none":
+            return
+        inherited_background = background
+        if tag == "a" and element.get("href"):
             colour = link
-        parsed = colours.parse(own["color"]) if "color" in own else None
-        if parsed is not None:
-            colour = colours.over(parsed[0], parsed[1], state.background or canvas)
-        background = state.background
-        for prop in ("background", "background-color"):
-            if prop in own:
-                found = _background_colour(own[prop])
-                if found == "image":
-                    background = None
-                elif found is not None and background is not None:
-                    rgb, alpha = found
-                    background = colours.over(rgb, alpha, background)
-        font_px = state.font_px
-        if element.tag in _HEADING_EM:
-            font_px = 16.0 * _HEADING_EM[element.tag]
-        if "font-size" in own:
-            font_px = _font_px(own["font-size"], state.font_px)
-        bold = state.bold or element.tag in _BOLD_TAGS
-        weight = own.get("font-weight", "").strip().lower()
-        if weight:
-            bold = weight in ("bold", "bolder") or (weight.isdigit() and int(weight) >= 700)
+        font_px = 16.0 * _HEADING_EM[tag] if tag in _HEADING_EM else parent_px
+        bold = bold or tag in _BOLD_TAGS
+        if own:
+            if "color" in own:
+                parsed = colours.parse(own["color"])
+                if parsed is not None:
+                    colour = _over(parsed[0], parsed[1], inherited_background or canvas)
+            for prop in ("background", "background-color"):
+                if prop in own:
+                    found = _background_colour(own[prop])
+                    if found == "image":
+                        background = None
+                    elif found is not None and background is not None:
+                        background = _over(found[0], found[1], background)
+            if "font-size" in own:
+                font_px = _font_px(own["font-size"], parent_px)
+            weight = own.get("font-weight", "").strip().lower()
+            if weight:
+                bold = weight in ("bold", "bolder") or (weight.isdigit() and int(weight) >= 700)
         run = (element, colour, background, font_px, bold)
         if (element.text or "").strip():
             runs.append(run)
-        inner = _State(colour, background, font_px, bold)
         for child in element:
             if isinstance(child.tag, str):
-                visit(child, inner)
+                visit(child, colour, background, font_px, bold)
             if (child.tail or "").strip():
                 runs.append(run)
 
-    visit(tree, _State(text, canvas, 16.0, False))
+    visit(tree, text, canvas, 16.0, False)
     return runs
 
 
