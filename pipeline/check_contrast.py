@@ -386,11 +386,15 @@ def _verdict(fg: colours.RGB, bg: colours.RGB, font_px: float, bold: bool,
     return ratio, colours.hex_colour(fg), colours.hex_colour(bg), need
 
 
-def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
-    """Low-contrast text, grouped by view and colour pair, worst first."""
+def problems(html: str, limit_per_view: int = 5, *, tree=None) -> list[Problem]:
+    """Low-contrast text, grouped by view and colour pair, worst first. `tree` is the
+    email's tree when the caller has parsed it (`parsed`)."""
     if not html.strip():
         return []
-    tree = _tree(html)
+    if tree is None:
+        tree = parsed(html)
+    if tree is None:
+        return []
     rules = _stylesheet_rules(tree)
     found: dict[tuple, Problem] = {}
     presentational = _presentational(tree)
@@ -435,3 +439,14 @@ def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
                 problem.message += f", {problem.count} places"
             kept.append(problem)
     return kept
+
+
+def parsed(html: str):
+    """The lxml tree of a finished email, or None when there is no document to read (no
+    text, or only a comment): what the check's rules and this pass read."""
+    from lxml.etree import ParserError
+
+    try:
+        return _tree(html)
+    except ParserError:
+        return None
