@@ -117,8 +117,19 @@ def _inline(element) -> dict[str, tuple[str, bool]]:
     return dict(_inline_style(element.get("style") or ""))
 
 
-@lru_cache(maxsize=4096)  # MJML and the templates repeat the same few styles
+# What is kept between runs is bounded in number (lru_cache) and in size: a value longer
+# than this (a data: URI in a background, a pasted style) is worked out each time.
+KEEP_LIMIT = 1024
+
+
 def _inline_style(style: str) -> tuple[tuple[str, tuple[str, bool]], ...]:
+    if len(style) > KEEP_LIMIT:
+        return _inline_style_kept.__wrapped__(style)
+    return _inline_style_kept(style)
+
+
+@lru_cache(maxsize=4096)  # MJML and the templates repeat the same few styles
+def _inline_style_kept(style: str) -> tuple[tuple[str, tuple[str, bool]], ...]:
     found = {}
     for part in style.split(";"):
         name, colon, value = part.partition(":")
@@ -229,8 +240,14 @@ def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict
                   for element, props in candidates.items()} for candidates in (light, dark))
 
 
-@lru_cache(maxsize=1024)
 def _background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
+    if len(value) > KEEP_LIMIT:
+        return _background_colour_kept.__wrapped__(value)
+    return _background_colour_kept(value)
+
+
+@lru_cache(maxsize=1024)
+def _background_colour_kept(value: str) -> tuple[colours.RGB, float] | str | None:
     """A background value's colour; "image" when it paints an image; None when none."""
     value = value.strip().lower()
     if "url(" in value or "gradient" in value:
@@ -244,8 +261,14 @@ def _background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
     return None
 
 
-@lru_cache(maxsize=1024)
 def _font_px(value: str, parent_px: float) -> float:
+    if len(value) > KEEP_LIMIT:
+        return _font_px_kept.__wrapped__(value, parent_px)
+    return _font_px_kept(value, parent_px)
+
+
+@lru_cache(maxsize=1024)
+def _font_px_kept(value: str, parent_px: float) -> float:
     value = value.strip().lower()
     for unit, scale in (("px", 1.0), ("pt", 4 / 3), ("em", parent_px), ("rem", 16.0)):
         if value.endswith(unit):

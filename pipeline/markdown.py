@@ -93,8 +93,14 @@ def _code_style(palette: str, background: str):
 def highlight(code: str, lang: str, look: Tokens | None = None) -> str:
     """A `<pre>` with inline-styled spans, or plain escaped code for unknown languages."""
     look = look or packaged_tokens()
-    return _highlighted(code, _language(lang), code_block_style(look),
-                        look.code["palette"], look.code["background"])
+    args = (code, _language(lang), code_block_style(look), look.code["palette"],
+            look.code["background"])
+    if len(code) > KEEP_CODE:
+        return _highlighted.__wrapped__(*args)
+    return _highlighted(*args)
+
+
+KEEP_CODE = 16 * 1024  # longer blocks are coloured each time: at most 256 x 16 KB kept
 
 
 @lru_cache(maxsize=256)  # the same blocks come back at every save of a preview

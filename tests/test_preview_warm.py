@@ -125,3 +125,71 @@ def test_saves_that_change_an_embed_a_colour_or_the_language_equal_cold_builds(t
                 watched.snapshot.summary["findings"]) == expected
         seen.add(watched.snapshot.html)
     assert len(seen) == 4  # each change showed (the last save is the first again)
+
+
+def test_what_a_long_preview_session_keeps_is_bounded(tmp_path):
+    """Saves that bring new code blocks, styles and colours each time never grow what the
+    running preview keeps past its bounds, and a huge value is never kept at all."""
+    from pipeline import markdown
+
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    issue = folder / "issues" / "edited.md"
+    head = "---\ntitle: A long session\n---\n\nOpening words for the reader.\n\n"
+    issue.write_text(head, "utf-8")
+    watched = preview.Preview(issue, settings_mod.load(folder, env={}))
+    for save in range(3):  # each save: 100 new code blocks and 20 new styles
+        blocks = "".join(f"```python\nx = {save * 1000 + n}\n```\n\n" for n in range(100))
+        spans = "".join(f'<span style="color:#{save:02x}{n:04x}">w</span>' for n in range(20))
+        issue.write_text(head + blocks + f"<p>{spans}</p>\n", "utf-8")
+        watched.rebuild()
+        assert not watched.snapshot.error, watched.snapshot.error
+        for cache in KEPT():
+            info = cache.cache_info()
+            assert info.currsize <= info.maxsize, cache
+    assert markdown._highlighted.cache_info().currsize == 256  # full, and no further
+    # a value over the size bound is worked out at each save, never kept
+    huge_code = "x = 1\n" * 3_000  # over the 16 KB bound
+    huge_style = "color:#777;font-family:" + ",".join(f"Font{n}" for n in range(3000))
+    for n in range(2):
+        issue.write_text(head + f"```python\n{huge_code}# {n}\n```\n\n"
+                         f'<p>a <span style="{huge_style},Last{n}">pale</span></p>\n', "utf-8")
+        watched.rebuild()
+        assert not watched.snapshot.error, watched.snapshot.error
+        assert "pale" in watched.snapshot.text and f"# {n}" in watched.snapshot.text
+    strings = list(_kept_strings())
+    assert any("x = 2099" in text for text in strings)  # the reading sees the kept keys
+    assert max(len(text) for text in strings) <= 16 * 1024  # neither huge value is kept
+
+
+def test_the_contrast_pass_keeps_a_bounded_number_of_styles():
+    from pipeline import check_contrast
+
+    for page in range(3):
+        spans = "".join(f'<span style="color:#{page:02x}{n:04x};background:#{n:04x}{page:02x};'
+                        f'font-size:{n % 40 + 1}.{page}px">w</span>' for n in range(2000))
+        check_contrast.problems(f"<html><body><p>{spans}</p></body></html>")
+        for cache in KEPT():
+            info = cache.cache_info()
+            assert info.currsize <= info.maxsize, cache
+    assert check_contrast._inline_style_kept.cache_info().currsize == 4096
+
+
+def KEPT():
+    """The caches a running preview keeps between saves."""
+    from pipeline import check_contrast, markdown
+
+    return (markdown._highlighted, check_contrast._inline_style_kept,
+            check_contrast._background_colour_kept, check_contrast._font_px_kept,
+            check_contrast._over, check_contrast._verdict)
+
+
+def _kept_strings():
+    """Every string the bounded caches hold in their keys, read through gc."""
+    import gc
+
+    for cache in KEPT()[:4]:
+        for referent in gc.get_referents(cache):
+            if isinstance(referent, dict):
+                for key in referent:
+                    parts = key if isinstance(key, tuple | list) else (key,)
+                    yield from (part for part in parts if isinstance(part, str))
