@@ -3,7 +3,8 @@ a cold `publish build` of the same text writes.
 
 A running preview keeps state from save to save (the rules premailer read from the
 templates' stylesheet, compiled templates and patterns, the check's parsed colour rules,
-its compiled selectors and its contrast verdict per colour pair and font).
+its compiled selectors and its contrast verdict per colour pair and font, what it read of
+each inline style, background and font size, each code block's colours).
 Sequences of edits to real posts (hypothesis picks them, among them colours, embeds and
 repeated headings, which those caches key on) are saved one after another into one
 preview; after each save its email and text must equal, byte for byte, those of a fresh
@@ -37,7 +38,16 @@ PIECES = ["", "word", "Ünïcødé 中文字 テスト", "**bold** and _it_", "[
           '\n\n<video src="https://x.example/v.mp4" poster="/p.png"></video>\n\n',
           '\n\n<figure><iframe src="https://x.hf.space"></iframe><figcaption>Démo 中文'
           '</figcaption></figure>\n\n',
-          "\n\n## Same heading\n\n## Same heading\n\n"]
+          "\n\n## Same heading\n\n## Same heading\n\n",
+          # what the kept code colours, style readings and selector matches key on
+          "\n\n```js\nlet x = 1;\n```\n\n", "\n\n```python\nprint('hi')  # 中文\n```\n\n",
+          "\n\n    indented = True\n\n", '<td bgcolor="#eeeeee">cell</td>',
+          '<div class="muted  card-caption" style="background:#f0f0f0">grey</div>',
+          '<span style="font-size:2em;font-weight:700;color:#aaa">big</span>',
+          '<p style="color:rgba(0,0,0,.4)">alpha</p>', "<pre>  kept   spaces\n\n</pre>",
+          "<ruby>字<rt>zì</rt></ruby> TK", '<a href="#nowhere">here</a>',
+          '<div style="display:none">hidden</div>', '<p role="x" style="background:#333">'
+          'dark</p>']
 
 edit = st.tuples(st.sampled_from(["insert", "delete", "duplicate", "replace"]),
                  st.integers(0, 10_000), st.one_of(st.sampled_from(PIECES), st.text(max_size=30)))
@@ -74,7 +84,7 @@ def cold(folder: Path, issue: Path) -> tuple[bytes, bytes, list] | None:
     return (out / "email.html").read_bytes(), (out / "email.txt").read_bytes(), findings
 
 
-@settings(max_examples=6, deadline=None,
+@settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(post=st.sampled_from(POSTS), edits=st.lists(edit, min_size=1, max_size=3))
 def test_rebuilds_on_save_equal_cold_builds(tmp_path_factory, post, edits):
