@@ -14,21 +14,24 @@ holds every finding to what the soup gives, on every post and on generated pages
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 _WORDS = re.compile(r"\S+")
 _ASCII_SPACES = "\x20\x0a\x09\x0c\x0d"
 
 
-@lru_cache(maxsize=1)
-def _rules() -> tuple[dict, frozenset, frozenset]:
-    """(multi-valued attributes by tag, whitespace-keeping tags, string-container tags),
-    from the BeautifulSoup builder the rules were written against."""
-    from bs4.builder import HTMLTreeBuilder
+# As BeautifulSoup's HTML builders have them (tests/test_check_tree.py compares): attributes
+# holding a list of words, by tag ("*": every tag); tags inside which strings of only
+# spaces are kept; tags whose strings are of their own kind (not an element's text).
+LIST_ATTRIBUTES = {
+    "*": {"class", "accesskey", "dropzone"}, "a": {"rel", "rev"}, "link": {"rel", "rev"},
+    "td": {"headers"}, "th": {"headers"}, "form": {"accept-charset"}, "object": {"archive"},
+    "area": {"rel"}, "icon": {"sizes"}, "iframe": {"sandbox"}, "output": {"for"}}
+KEEP_SPACES = frozenset({"pre", "textarea"})
+STRING_BOXES = frozenset({"rt", "rp", "style", "script", "template"})
 
-    return (dict(HTMLTreeBuilder.DEFAULT_CDATA_LIST_ATTRIBUTES),
-            frozenset(HTMLTreeBuilder.DEFAULT_PRESERVE_WHITESPACE_TAGS),
-            frozenset(HTMLTreeBuilder.DEFAULT_STRING_CONTAINERS))
+
+def _rules() -> tuple[dict, frozenset, frozenset]:
+    return LIST_ATTRIBUTES, KEEP_SPACES, STRING_BOXES
 
 
 class Element:

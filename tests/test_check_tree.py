@@ -111,3 +111,13 @@ ADDRESSES = ["", "1 Main St, City", "1 Main St,\n\n  City", "1 Main St,   City",
        st.sampled_from(ADDRESSES))
 def test_generated_pages_are_checked_as_the_soup_checked_them(body, head, tail, address):
     same_findings(head + body + tail, postal_address=address)
+
+
+def test_the_tables_are_beautifulsoups():
+    from bs4.builder import HTMLTreeBuilder
+
+    from pipeline import check_tree
+
+    assert dict(HTMLTreeBuilder.DEFAULT_CDATA_LIST_ATTRIBUTES) == check_tree.LIST_ATTRIBUTES
+    assert set(HTMLTreeBuilder.DEFAULT_PRESERVE_WHITESPACE_TAGS) == check_tree.KEEP_SPACES
+    assert set(HTMLTreeBuilder.DEFAULT_STRING_CONTAINERS) == check_tree.STRING_BOXES
