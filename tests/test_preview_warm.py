@@ -186,18 +186,18 @@ def test_the_contrast_pass_keeps_a_bounded_number_of_styles():
 
 def KEPT():
     """The caches a running preview keeps between saves."""
-    from pipeline import check_contrast, markdown
+    from pipeline import check_contrast, language, markdown
 
     return (markdown._highlighted, check_contrast._inline_style_kept,
             check_contrast._background_colour_kept, check_contrast._font_px_kept,
-            check_contrast._over, check_contrast._verdict)
+            language._html_text_kept, check_contrast._over, check_contrast._verdict)
 
 
 def _kept_strings():
     """Every string the bounded caches hold in their keys, read through gc."""
     import gc
 
-    for cache in KEPT()[:4]:
+    for cache in KEPT()[:5]:  # those keyed by text
         for referent in gc.get_referents(cache):
             if isinstance(referent, dict):
                 for key in referent:
