@@ -178,7 +178,7 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     size_warning = sizes.warning(str(issue.path))
     if size_warning:
         tidied.warnings.append(size_warning)
-    opening = headline.split(issue.title, tidied.html)
+    opening = headline.split(issue.title, tidied)  # its tree, written out once
     text_body = plaintext.from_html(opening.fragment, strings)
     email = render.render(issue, opening.fragment, text_body, settings, folder, strings, lang,
                           headline=opening.headline, look=look)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from . import htmltree
+from .handover import Fragment
 from .tokens import Tokens, packaged_tokens
 from .urls import absolute, host
 
@@ -41,42 +42,14 @@ class Card:
     thumbnail: str = ""
 
 
-class Swapped:
-    """The fragment with its embeds swapped for cards.
-
-    Its text (`html`) is written only when asked for: the build hands the tree itself to
-    the next pass (`take_tree`), which would otherwise parse the text just written.
-    """
+class Swapped(Fragment):
+    """The fragment with its embeds swapped for cards (its tree handed on: handover)."""
 
     def __init__(self, html: str | None = None, cards: list[Card] | None = None,
                  warnings: list[str] | None = None):
-        self._html = html
-        self._tree = None
+        super().__init__(html)
         self.cards: list[Card] = cards if cards is not None else []
         self.warnings: list[str] = warnings if warnings is not None else []
-
-    @property
-    def html(self) -> str:
-        if self._html is None:
-            if self._tree is None:
-                raise RuntimeError("the swapped fragment was handed on as a tree")
-            self._html = htmltree.serialize(self._tree)
-            self._tree = None
-        return self._html
-
-    @html.setter
-    def html(self, text: str) -> None:
-        self._html, self._tree = text, None
-
-    def take_tree(self):
-        """The swapped tree, as parsing its text would give it (htmltree.as_parsed), for
-        a pass that changes it; the text is not written. Once only: after it, `html` is
-        gone (the tree is the next pass's to change)."""
-        if self._tree is None:
-            return htmltree.parse(self.html)
-        tree, self._tree = self._tree, None
-        htmltree.forget()
-        return htmltree.as_parsed(tree)
 
     def __repr__(self) -> str:
         return f"Swapped(cards={self.cards!r}, warnings={self.warnings!r})"
@@ -376,5 +349,5 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
         for attr in list(element.attrs):
             if attr in {"srcset", "sizes", "contenteditable"} or attr.lower().startswith("on"):
                 del element[attr]
-    result._tree = soup  # written as text only when asked for (Swapped.html)
+    result.keep_tree(soup)  # written as text only when asked for (Swapped.html)
     return result

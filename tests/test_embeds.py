@@ -153,3 +153,32 @@ def test_the_tree_handed_to_tidy_gives_what_its_text_gives(fragment):
     swapped = _swap(fragment)
     assert swapped.html == text  # asked for first: the text, then the tree parsed from it
     assert tidy.tidy(swapped, "https://letter.example/", where).html == written.html
+
+
+HEADINGS = ["<h1>The same title</h1>", "<h1>The same title, and more words</h1>",
+            "<h2>The same title</h2>", "<h1>Another <a name='x'></a>title</h1>",
+            "<h1><img src='/i.png'> The same title</h1>", "\n", "<p>words first</p>", ""]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(HEADINGS),
+       st.lists(st.sampled_from(PIECES), min_size=0, max_size=8).map("".join))
+def test_the_tree_handed_to_the_headline_gives_what_its_text_gives(heading, rest):
+    """The build hands tidy's tree to the headline pass, which writes it out once (after
+    dropping a heading that repeats the title): the same headline, fragment and text as
+    from the text written in between."""
+    from pipeline import headline, htmltree, plaintext, tidy
+
+    where = lambda needle, nth: f"issue.md:{needle}"  # noqa: E731
+    fragment = heading + rest
+    htmltree.forget()
+    handed = headline.split("The same title", tidy.tidy(_swap(fragment), "https://x.example/",
+                                                        where))
+    handed_text = plaintext.from_html(handed.fragment, STRINGS)
+    htmltree.forget()
+    text = tidy.tidy(_swap(fragment), "https://x.example/", where).html
+    htmltree.forget()
+    written = headline.split("The same title", text)
+    written_text = plaintext.from_html(written.fragment, STRINGS)
+    assert (handed.headline, handed.fragment, handed.dropped, handed_text) == (
+        written.headline, written.fragment, written.dropped, written_text)
