@@ -9,7 +9,8 @@ appear inside the email frame. Prints the median, min and max.
 --rebuild measures only what the running server does on each save (Preview.rebuild:
 settings, build, check, .eml), in this process after a first build, wall and CPU.
 --code runs another checkout's `pipeline` (an older commit) for a before/after pair.
---issue rebuilds that file (a corpus post, say) instead of the bigger sample.
+--issue rebuilds that file (a corpus post, say) instead of the bigger sample; --stages
+adds each stage's thread CPU per save (its median and fastest).
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def letter_copy(tmp: str, code: Path, issue: Path | None = None) -> tuple[Path, 
     return folder, max((folder / "issues").glob("*.md"), key=lambda p: p.stat().st_size)
 
 
-def rebuilds(runs: int, code: Path, issue: Path | None = None) -> None:
+def rebuilds(runs: int, code: Path, issue: Path | None = None, stages: bool = False) -> None:
     """The server's own rebuild after each save, without the browser."""
     from pipeline import preview, settings
+
+    spent = timed_stages() if stages else {}
 
     os.environ["PUBLISH_IMAGE_SIZES"] = "local"  # each rebuild reads the settings again
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,12 +62,44 @@ def rebuilds(runs: int, code: Path, issue: Path | None = None) -> None:
             if n >= 2:  # the first rebuilds fill per-process caches
                 walls.append(time.perf_counter() - start)
                 cpus.append(time.process_time() - cpu)
+            elif n == 1:
+                spent.clear()
             assert not watched.snapshot.error, watched.snapshot.error
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; code: {code}")
     print(f"rebuild on save ({issue.name}): median {statistics.median(walls) * 1000:.1f} ms "
           f"(min {min(walls) * 1000:.1f}), CPU median {statistics.median(cpus) * 1000:.1f} ms "
           f"(min {min(cpus) * 1000:.1f}), n={runs}")
+    for name, times in sorted(spent.items(), key=lambda item: -min(item[1])):
+        print(f"  {name:26} thread CPU per save: median {statistics.median(times) * 1000:6.1f} "
+              f"ms, min {min(times) * 1000:6.1f}")
+
+
+STAGES = ("build.render_issue", "check.check_html", "check_contrast.problems",
+          "embeds.swap", "tidy.tidy", "headline.split", "plaintext.from_html",
+          "markdown.render", "language.choose", "render.render", "render.inline_css",
+          "render.mjml_to_html", "build.preview_eml")
+
+
+def timed_stages() -> dict[str, list[float]]:
+    """Wrap each stage (module.function, as the build calls it) to record its thread CPU."""
+    import importlib
+
+    spent: dict[str, list[float]] = {}
+    for name in STAGES:
+        module_name, function = name.split(".")
+        module = importlib.import_module(f"pipeline.{module_name}")
+        original = getattr(module, function)
+
+        def wrapped(*args, _original=original, _name=name, **kwargs):
+            start = time.thread_time()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent.setdefault(_name, []).append(time.thread_time() - start)
+
+        setattr(module, function, wrapped)
+    return spent
 
 
 def main() -> None:
@@ -74,13 +109,15 @@ def main() -> None:
                         help="time only the server's rebuild, without the browser")
     parser.add_argument("--code", type=Path, default=ROOT,
                         help="the checkout whose pipeline is measured")
+    parser.add_argument("--stages", action="store_true",
+                        help="with --rebuild: also the thread CPU of each stage")
     parser.add_argument("--issue", type=Path, default=None,
                         help="with --rebuild: the issue to rebuild (default: the bigger sample)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.code.resolve()))
     if args.rebuild:
         rebuilds(args.runs, args.code.resolve(),
-                 args.issue.resolve() if args.issue else None)
+                 args.issue.resolve() if args.issue else None, args.stages)
         return
     runs = args.runs
     from playwright.sync_api import sync_playwright

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from . import colours
+from . import contrast_values as values
+from .contrast_values import PROPERTIES
 
-PROPERTIES = ("color", "background-color", "background", "display", "font-size", "font-weight")
 LIGHT_CANVAS = (255.0, 255.0, 255.0)
 DARK_CANVAS = (18.0, 18.0, 18.0)  # what Chromium and Apple Mail paint behind a dark page
 LINK = {"light": (0.0, 0.0, 238.0), "dark": (158.0, 158.0, 255.0)}
@@ -31,7 +32,6 @@ _SKIP = {"head", "style", "script", "title", "template", "noscript"}
 _BOLD_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6", "b", "strong", "th"}
 _HEADING_EM = {"h1": 2.0, "h2": 1.5, "h3": 1.17, "h4": 1.0, "h5": 0.83, "h6": 0.67}
 _DARK_MEDIA = re.compile(r"prefers-color-scheme\s*:\s*dark", re.I)
-_COLOUR_TOKEN = re.compile(r"#[0-9a-f]{3,8}\b|rgba?\([^)]*\)|\b[a-z]+\b", re.I)
 
 
 @dataclass
@@ -114,30 +114,7 @@ def _parsed(style_texts: tuple[str, ...]) -> list[tuple]:
 
 
 def _inline(element) -> dict[str, tuple[str, bool]]:
-    return dict(_inline_style(element.get("style") or ""))
-
-
-# What is kept between runs is bounded in number (lru_cache) and in size: a value longer
-# than this (a data: URI in a background, a pasted style) is worked out each time.
-KEEP_LIMIT = 1024
-
-
-def _inline_style(style: str) -> tuple[tuple[str, tuple[str, bool]], ...]:
-    if len(style) > KEEP_LIMIT:
-        return _inline_style_kept.__wrapped__(style)
-    return _inline_style_kept(style)
-
-
-@lru_cache(maxsize=4096)  # MJML and the templates repeat the same few styles
-def _inline_style_kept(style: str) -> tuple[tuple[str, tuple[str, bool]], ...]:
-    found = {}
-    for part in style.split(";"):
-        name, colon, value = part.partition(":")
-        name = name.strip().lower()
-        if colon and name in PROPERTIES:
-            important = "!important" in value.lower()
-            found[name] = (re.sub(r"!\s*important", "", value, flags=re.I).strip(), important)
-    return tuple(found.items())
+    return dict(values.inline_style(element.get("style") or ""))
 
 
 _MATCHERS = threading.local()  # lxml's compiled XPath is not shared between threads
@@ -200,7 +177,7 @@ def _presentational(tree) -> list[tuple[object, str, str, tuple]]:
             continue
         style = element.get("style")
         if style:
-            for prop, (value, important) in _inline_style(style):
+            for prop, (value, important) in values.inline_style(style):
                 found.append((element, prop, value, (4 if important else 2, (1, 0, 0, 0), 0)))
         if element.get("bgcolor"):
             found.append((element, "background-color", element.get("bgcolor"), (0, (0,), 0)))
@@ -240,59 +217,10 @@ def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict
                   for element, props in candidates.items()} for candidates in (light, dark))
 
 
-def _background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
-    if len(value) > KEEP_LIMIT:
-        return _background_colour_kept.__wrapped__(value)
-    return _background_colour_kept(value)
-
-
-@lru_cache(maxsize=1024)
-def _background_colour_kept(value: str) -> tuple[colours.RGB, float] | str | None:
-    """A background value's colour; "image" when it paints an image; None when none."""
-    value = value.strip().lower()
-    if "url(" in value or "gradient" in value:
-        return "image"
-    for token in _COLOUR_TOKEN.findall(value):
-        if token == "transparent":
-            return None
-        parsed = colours.parse(token)
-        if parsed is not None:
-            return parsed
-    return None
-
-
-def _font_px(value: str, parent_px: float) -> float:
-    if len(value) > KEEP_LIMIT:
-        return _font_px_kept.__wrapped__(value, parent_px)
-    return _font_px_kept(value, parent_px)
-
-
-@lru_cache(maxsize=1024)
-def _font_px_kept(value: str, parent_px: float) -> float:
-    value = value.strip().lower()
-    for unit, scale in (("px", 1.0), ("pt", 4 / 3), ("em", parent_px), ("rem", 16.0)):
-        if value.endswith(unit):
-            try:
-                return float(value[: -len(unit)]) * scale
-            except ValueError:
-                return parent_px
-    if value.endswith("%"):
-        try:
-            return float(value[:-1]) / 100 * parent_px
-        except ValueError:
-            return parent_px
-    return parent_px
-
-
 def _supports_dark(tree) -> bool:
     metas = " ".join(m.get("content", "") for m in tree.iter("meta")
                      if "color-scheme" in (m.get("name") or "").lower())
     return bool(re.search(r"color-scheme\s*:[^;}]*dark", _style_text(tree))) or "dark" in metas
-
-
-@lru_cache(maxsize=4096)
-def _over(top: colours.RGB, alpha: float, under: colours.RGB) -> colours.RGB:
-    return colours.over(top, alpha, under)
 
 
 def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB,
@@ -321,16 +249,16 @@ def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB,
             if "color" in own:
                 parsed = colours.parse(own["color"])
                 if parsed is not None:
-                    colour = _over(parsed[0], parsed[1], inherited_background or canvas)
+                    colour = values.over(parsed[0], parsed[1], inherited_background or canvas)
             for prop in ("background", "background-color"):
                 if prop in own:
-                    found = _background_colour(own[prop])
+                    found = values.background_colour(own[prop])
                     if found == "image":
                         background = None
                     elif found is not None and background is not None:
-                        background = _over(found[0], found[1], background)
+                        background = values.over(found[0], found[1], background)
             if "font-size" in own:
-                font_px = _font_px(own["font-size"], parent_px)
+                font_px = values.font_px(own["font-size"], parent_px)
             weight = own.get("font-weight", "").strip().lower()
             if weight:
                 bold = weight in ("bold", "bolder") or (weight.isdigit() and int(weight) >= 700)
@@ -359,7 +287,7 @@ def _has_own_background(tree, declared: dict) -> bool:
                    None) if body is not None else None
     for element in (tree, body, wrapper):
         own = declared.get(element, {}) if element is not None else {}
-        if any(_background_colour(own.get(p, "")) not in (None, "image")
+        if any(values.background_colour(own.get(p, "")) not in (None, "image")
                for p in ("background", "background-color")):
             return True
     return False

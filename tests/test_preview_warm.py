@@ -172,7 +172,7 @@ def test_what_a_long_preview_session_keeps_is_bounded(tmp_path):
 
 
 def test_the_contrast_pass_keeps_a_bounded_number_of_styles():
-    from pipeline import check_contrast
+    from pipeline import check_contrast, contrast_values
 
     for page in range(3):
         spans = "".join(f'<span style="color:#{page:02x}{n:04x};background:#{n:04x}{page:02x};'
@@ -181,16 +181,16 @@ def test_the_contrast_pass_keeps_a_bounded_number_of_styles():
         for cache in KEPT():
             info = cache.cache_info()
             assert info.currsize <= info.maxsize, cache
-    assert check_contrast._inline_style_kept.cache_info().currsize == 4096
+    assert contrast_values.inline_style_kept.cache_info().currsize == 4096
 
 
 def KEPT():
     """The caches a running preview keeps between saves."""
-    from pipeline import check_contrast, language, markdown
+    from pipeline import check_contrast, contrast_values, language, markdown
 
-    return (markdown._highlighted, check_contrast._inline_style_kept,
-            check_contrast._background_colour_kept, check_contrast._font_px_kept,
-            language._html_text_kept, check_contrast._over, check_contrast._verdict)
+    return (markdown._highlighted, contrast_values.inline_style_kept,
+            contrast_values.background_colour_kept, contrast_values.font_px_kept,
+            language._html_text_kept, contrast_values.over, check_contrast._verdict)
 
 
 def _kept_strings():
