@@ -1,7 +1,7 @@
 """Live reload: time from saving the issue to the refreshed email in the preview page.
 
 Usage: python bench/preview.py [--runs 15]
-       python bench/preview.py --rebuild [--runs 15] [--code DIR]
+       python bench/preview.py --rebuild [--runs 15] [--code DIR] [--issue FILE]
 Starts `publish preview` on a copy of the bigger sample, opens it in headless Chromium
 (Debian's chromium), then repeatedly edits the issue and waits for the new sentence to
 appear inside the email frame. Prints the median, min and max.
@@ -9,6 +9,8 @@ appear inside the email frame. Prints the median, min and max.
 --rebuild measures only what the running server does on each save (Preview.rebuild:
 settings, build, check, .eml), in this process after a first build, wall and CPU.
 --code runs another checkout's `pipeline` (an older commit) for a before/after pair.
+--issue rebuilds that file (a corpus post, say) instead of the bigger sample; --stages
+adds each stage's thread CPU per save (its median and fastest).
 """
 
 from __future__ import annotations
@@ -28,39 +30,76 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def letter_copy(tmp: str, code: Path) -> tuple[Path, Path]:
+def letter_copy(tmp: str, code: Path, issue: Path | None = None) -> tuple[Path, Path]:
     folder = Path(tmp) / "letter"
     for name in ("email_templates", "issues", "assets"):
         shutil.copytree(code / name, folder / name)
     shutil.copy2(code / "publish.toml", folder / "publish.toml")
+    if issue is not None:
+        return folder, Path(shutil.copy2(issue, folder / "issues" / issue.name))
     return folder, max((folder / "issues").glob("*.md"), key=lambda p: p.stat().st_size)
 
 
-def rebuilds(runs: int, code: Path) -> None:
+def rebuilds(runs: int, code: Path, issue: Path | None = None, stages: bool = False) -> None:
     """The server's own rebuild after each save, without the browser."""
     from pipeline import preview, settings
 
+    spent = timed_stages() if stages else {}
+
     os.environ["PUBLISH_IMAGE_SIZES"] = "local"  # each rebuild reads the settings again
     with tempfile.TemporaryDirectory() as tmp:
-        folder, issue = letter_copy(tmp, code)
+        folder, issue = letter_copy(tmp, code, issue)
         watched = preview.Preview(issue, settings.load(folder, env={"PUBLISH_IMAGE_SIZES":
                                                                     "local"}))
-        original = issue.read_text("utf-8")
-        anchor = original.split("\n\n")[1].split()[0]
+        head, sep, body = issue.read_text("utf-8").partition("\n---\n")
+        anchor = body.split()[0]  # the first word of the body
         walls, cpus = [], []
         for n in range(runs + 2):
-            issue.write_text(original.replace(anchor, f"Reload{n} {anchor}", 1), "utf-8")
+            issue.write_text(head + sep + body.replace(anchor, f"Reload{n} {anchor}", 1),
+                             "utf-8")
             cpu, start = time.process_time(), time.perf_counter()
             watched.rebuild()
             if n >= 2:  # the first rebuilds fill per-process caches
                 walls.append(time.perf_counter() - start)
                 cpus.append(time.process_time() - cpu)
+            elif n == 1:
+                spent.clear()
             assert not watched.snapshot.error, watched.snapshot.error
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; code: {code}")
     print(f"rebuild on save ({issue.name}): median {statistics.median(walls) * 1000:.1f} ms "
           f"(min {min(walls) * 1000:.1f}), CPU median {statistics.median(cpus) * 1000:.1f} ms "
           f"(min {min(cpus) * 1000:.1f}), n={runs}")
+    for name, times in sorted(spent.items(), key=lambda item: -min(item[1])):
+        print(f"  {name:26} thread CPU per save: median {statistics.median(times) * 1000:6.1f} "
+              f"ms, min {min(times) * 1000:6.1f}")
+
+
+STAGES = ("build.render_issue", "check.check_html", "check_contrast.problems",
+          "embeds.swap", "tidy.tidy", "headline.split", "plaintext.from_html",
+          "markdown.render", "language.choose", "render.render", "render.inline_css",
+          "render.mjml_to_html", "build.preview_eml")
+
+
+def timed_stages() -> dict[str, list[float]]:
+    """Wrap each stage (module.function, as the build calls it) to record its thread CPU."""
+    import importlib
+
+    spent: dict[str, list[float]] = {}
+    for name in STAGES:
+        module_name, function = name.split(".")
+        module = importlib.import_module(f"pipeline.{module_name}")
+        original = getattr(module, function)
+
+        def wrapped(*args, _original=original, _name=name, **kwargs):
+            start = time.thread_time()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent.setdefault(_name, []).append(time.thread_time() - start)
+
+        setattr(module, function, wrapped)
+    return spent
 
 
 def main() -> None:
@@ -70,10 +109,15 @@ def main() -> None:
                         help="time only the server's rebuild, without the browser")
     parser.add_argument("--code", type=Path, default=ROOT,
                         help="the checkout whose pipeline is measured")
+    parser.add_argument("--stages", action="store_true",
+                        help="with --rebuild: also the thread CPU of each stage")
+    parser.add_argument("--issue", type=Path, default=None,
+                        help="with --rebuild: the issue to rebuild (default: the bigger sample)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.code.resolve()))
     if args.rebuild:
-        rebuilds(args.runs, args.code.resolve())
+        rebuilds(args.runs, args.code.resolve(),
+                 args.issue.resolve() if args.issue else None, args.stages)
         return
     runs = args.runs
     from playwright.sync_api import sync_playwright

@@ -178,12 +178,12 @@ def render_issue(path: str | Path, settings: Settings) -> Built:
     sizes = images.ImageSizes(settings.root, settings.base_url, settings.state_path,
                               timeout=min(images.TIMEOUT, settings.http_timeout_seconds),
                               network=_fetch_image_sizes(settings))
-    tidied = tidy.tidy(swapped.html, settings.base_url, where, sizes, look)
+    tidied = tidy.tidy(swapped, settings.base_url, where, sizes, look)  # its tree
     sizes.save()
     size_warning = sizes.warning(str(issue.path))
     if size_warning:
         tidied.warnings.append(size_warning)
-    opening = headline.split(issue.title, tidied.html)
+    opening = headline.split(issue.title, tidied)  # its tree, written out once
     text_body = plaintext.from_html(opening.fragment, strings)
     email = render.render(issue, opening.fragment, text_body, settings, folder, strings, lang,
                           headline=opening.headline, look=look)

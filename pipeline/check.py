@@ -86,18 +86,16 @@ def check_html(html: str, *, text: str = "", subject: str = "", preheader: str =
     `accept` holds caniemail features and rule ids to stay quiet about (the defaults in
     ACCEPTED when None); only warnings can be accepted, never an error.
     """
-    from bs4 import BeautifulSoup
-
-    from .check_contrast import problems
+    from .check_contrast import parsed, problems
     from .check_support import support
 
     accept = accept if accept is not None else set(ACCEPTED)
-    page = Page(html, BeautifulSoup(html, "lxml"), text, subject, preheader,
-                postal_address)
+    tree = parsed(html)  # one tree for the rules and the contrast pass
+    page = Page(html, tree, text, subject, preheader, postal_address)
     findings = [finding for rule in RULES for finding in _found(rule, page)]
     # text that is hard to read in light mode, in the email's own dark mode, or inverted
     findings += [Finding(p.rule, "warning", p.message, p.hint, snippet(p.element))
-                 for p in problems(html)]
+                 for p in problems(html, tree=tree)]
     findings += support(page, accept)
     return [f for f in findings if f.severity == "error" or f.rule not in accept]
 

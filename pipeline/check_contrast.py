@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from . import colours
+from . import contrast_values as values
+from .contrast_values import PROPERTIES
 
-PROPERTIES = ("color", "background-color", "background", "display", "font-size", "font-weight")
 LIGHT_CANVAS = (255.0, 255.0, 255.0)
 DARK_CANVAS = (18.0, 18.0, 18.0)  # what Chromium and Apple Mail paint behind a dark page
 LINK = {"light": (0.0, 0.0, 238.0), "dark": (158.0, 158.0, 255.0)}
@@ -31,7 +32,6 @@ _SKIP = {"head", "style", "script", "title", "template", "noscript"}
 _BOLD_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6", "b", "strong", "th"}
 _HEADING_EM = {"h1": 2.0, "h2": 1.5, "h3": 1.17, "h4": 1.0, "h5": 0.83, "h6": 0.67}
 _DARK_MEDIA = re.compile(r"prefers-color-scheme\s*:\s*dark", re.I)
-_COLOUR_TOKEN = re.compile(r"#[0-9a-f]{3,8}\b|rgba?\([^)]*\)|\b[a-z]+\b", re.I)
 
 
 @dataclass
@@ -114,22 +114,16 @@ def _parsed(style_texts: tuple[str, ...]) -> list[tuple]:
 
 
 def _inline(element) -> dict[str, tuple[str, bool]]:
-    found = {}
-    for part in (element.get("style") or "").split(";"):
-        name, colon, value = part.partition(":")
-        name = name.strip().lower()
-        if colon and name in PROPERTIES:
-            important = "!important" in value.lower()
-            found[name] = (re.sub(r"!\s*important", "", value, flags=re.I).strip(), important)
-    return found
+    return dict(values.inline_style(element.get("style") or ""))
 
 
 _MATCHERS = threading.local()  # lxml's compiled XPath is not shared between threads
 
 
 def _matcher(selector: str):
-    """The compiled XPath for a selector, kept per thread (the templates' selectors are
-    the same from build to build); None when it cannot be evaluated statically."""
+    """A function (tree, css_match.Index) -> the elements the selector matches, kept per
+    thread (the templates' selectors are the same from build to build); None when it
+    cannot be evaluated statically."""
     kept = getattr(_MATCHERS, "kept", None)
     if kept is None:
         kept = _MATCHERS.kept = {}
@@ -141,15 +135,23 @@ def _matcher(selector: str):
 
 
 def _compiled(selector: str):
+    """Simple selectors are matched in Python on the tree's index (css_match), the rest
+    by cssselect's XPath; both give the XPath's elements."""
     from lxml.etree import XPath, XPathError
+
+    from . import css_match
 
     xpath = _xpath_of(selector)
     if xpath is None:
         return None
+    simple = css_match.matcher(selector)
+    if simple is not None:
+        return lambda tree, index: simple(index)
     try:
-        return XPath(xpath)
+        compiled = XPath(xpath)
     except (XPathError, ValueError, TypeError):
         return None
+    return lambda tree, index: compiled(tree)
 
 
 @lru_cache(maxsize=1024)
@@ -173,8 +175,9 @@ def _presentational(tree) -> list[tuple[object, str, str, tuple]]:
     for element in tree.iter():
         if not isinstance(element.tag, str):
             continue
-        if element.get("style"):
-            for prop, (value, important) in _inline(element).items():
+        style = element.get("style")
+        if style:
+            for prop, (value, important) in values.inline_style(style):
                 found.append((element, prop, value, (4 if important else 2, (1, 0, 0, 0), 0)))
         if element.get("bgcolor"):
             found.append((element, "background-color", element.get("bgcolor"), (0, (0,), 0)))
@@ -186,8 +189,11 @@ def _presentational(tree) -> list[tuple[object, str, str, tuple]]:
 def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict]:
     """Each element's winning value per property, in light mode and with the dark-mode
     rules applied on top: each selector is matched once for both."""
+    from .css_match import Index
+
     light: dict = {}
     dark: dict = {}
+    index = Index(tree)
 
     def offer(candidates: dict, element, prop: str, value: str, key: tuple) -> None:
         best = candidates.setdefault(element, {})
@@ -199,7 +205,7 @@ def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict
         if matcher is None:
             continue
         views = (dark,) if rule.dark_only else (light, dark)
-        for element in matcher(tree):
+        for element in matcher(tree, index):
             for prop, (value, important) in rule.declarations.items():
                 key = (3 if important else 1, rule.specificity, rule.order)
                 for candidates in views:
@@ -211,96 +217,61 @@ def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict
                   for element, props in candidates.items()} for candidates in (light, dark))
 
 
-def _background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
-    """A background value's colour; "image" when it paints an image; None when none."""
-    value = value.strip().lower()
-    if "url(" in value or "gradient" in value:
-        return "image"
-    for token in _COLOUR_TOKEN.findall(value):
-        if token == "transparent":
-            return None
-        parsed = colours.parse(token)
-        if parsed is not None:
-            return parsed
-    return None
-
-
-def _font_px(value: str, parent_px: float) -> float:
-    value = value.strip().lower()
-    for unit, scale in (("px", 1.0), ("pt", 4 / 3), ("em", parent_px), ("rem", 16.0)):
-        if value.endswith(unit):
-            try:
-                return float(value[: -len(unit)]) * scale
-            except ValueError:
-                return parent_px
-    if value.endswith("%"):
-        try:
-            return float(value[:-1]) / 100 * parent_px
-        except ValueError:
-            return parent_px
-    return parent_px
-
-
 def _supports_dark(tree) -> bool:
     metas = " ".join(m.get("content", "") for m in tree.iter("meta")
                      if "color-scheme" in (m.get("name") or "").lower())
     return bool(re.search(r"color-scheme\s*:[^;}]*dark", _style_text(tree))) or "dark" in metas
 
 
-@dataclass
-class _State:
-    """The colours and font a text run inherits at one element."""
-
-    colour: colours.RGB
-    background: colours.RGB | None  # None: an image is behind
-    font_px: float
-    bold: bool
-
-
 def _runs(tree, declared: dict, canvas: colours.RGB, text: colours.RGB,
           link: colours.RGB) -> list[tuple]:
-    """(element, fg, bg, font px, bold) for every visible text run, in document order."""
+    """(element, fg, bg, font px, bold) for every visible text run, in document order.
+
+    What a run inherits (colour, background, font size, boldness; background None where
+    an image is behind) is passed down as arguments; an element that declares nothing
+    of its own only changes it by its tag.
+    """
     runs: list[tuple] = []
 
-    def visit(element, state: _State) -> None:
-        own = declared.get(element, _NONE)
-        if own.get("display", "").strip().lower() == "none" or element.tag in _SKIP:
+    def visit(element, colour, background, parent_px: float, bold: bool) -> None:
+        tag = element.tag
+        if tag in _SKIP:
             return
-        colour = state.colour
-        if element.tag == "a" and element.get("href"):
+        own = declared.get(element)
+        if own and own.get("display", "").strip().lower() == "none":
+            return
+        inherited_background = background
+        if tag == "a" and element.get("href"):
             colour = link
-        parsed = colours.parse(own["color"]) if "color" in own else None
-        if parsed is not None:
-            colour = colours.over(parsed[0], parsed[1], state.background or canvas)
-        background = state.background
-        for prop in ("background", "background-color"):
-            if prop in own:
-                found = _background_colour(own[prop])
-                if found == "image":
-                    background = None
-                elif found is not None and background is not None:
-                    rgb, alpha = found
-                    background = colours.over(rgb, alpha, background)
-        font_px = state.font_px
-        if element.tag in _HEADING_EM:
-            font_px = 16.0 * _HEADING_EM[element.tag]
-        if "font-size" in own:
-            font_px = _font_px(own["font-size"], state.font_px)
-        bold = state.bold or element.tag in _BOLD_TAGS
-        weight = own.get("font-weight", "").strip().lower()
-        if weight:
-            bold = weight in ("bold", "bolder") or (weight.isdigit() and int(weight) >= 700)
+        font_px = 16.0 * _HEADING_EM[tag] if tag in _HEADING_EM else parent_px
+        bold = bold or tag in _BOLD_TAGS
+        if own:
+            if "color" in own:
+                parsed = colours.parse(own["color"])
+                if parsed is not None:
+                    colour = values.over(parsed[0], parsed[1], inherited_background or canvas)
+            for prop in ("background", "background-color"):
+                if prop in own:
+                    found = values.background_colour(own[prop])
+                    if found == "image":
+                        background = None
+                    elif found is not None and background is not None:
+                        background = values.over(found[0], found[1], background)
+            if "font-size" in own:
+                font_px = values.font_px(own["font-size"], parent_px)
+            weight = own.get("font-weight", "").strip().lower()
+            if weight:
+                bold = weight in ("bold", "bolder") or (weight.isdigit() and int(weight) >= 700)
         run = (element, colour, background, font_px, bold)
         if (element.text or "").strip():
             runs.append(run)
-        inner = _State(colour, background, font_px, bold)
         for child in element:
             if isinstance(child.tag, str):
-                visit(child, inner)
+                visit(child, colour, background, font_px, bold)
             if (child.tail or "").strip():
                 runs.append(run)
 
-    visit(tree, _State(text, canvas, 16.0, False))
+    visit(tree, text, canvas, 16.0, False)
     return runs
 
 
@@ -316,7 +287,7 @@ def _has_own_background(tree, declared: dict) -> bool:
                    None) if body is not None else None
     for element in (tree, body, wrapper):
         own = declared.get(element, {}) if element is not None else {}
-        if any(_background_colour(own.get(p, "")) not in (None, "image")
+        if any(values.background_colour(own.get(p, "")) not in (None, "image")
                for p in ("background", "background-color")):
             return True
     return False
@@ -366,11 +337,15 @@ def _verdict(fg: colours.RGB, bg: colours.RGB, font_px: float, bold: bool,
     return ratio, colours.hex_colour(fg), colours.hex_colour(bg), need
 
 
-def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
-    """Low-contrast text, grouped by view and colour pair, worst first."""
+def problems(html: str, limit_per_view: int = 5, *, tree=None) -> list[Problem]:
+    """Low-contrast text, grouped by view and colour pair, worst first. `tree` is the
+    email's tree when the caller has parsed it (`parsed`)."""
     if not html.strip():
         return []
-    tree = _tree(html)
+    if tree is None:
+        tree = parsed(html)
+    if tree is None:
+        return []
     rules = _stylesheet_rules(tree)
     found: dict[tuple, Problem] = {}
     presentational = _presentational(tree)
@@ -415,3 +390,14 @@ def problems(html: str, limit_per_view: int = 5) -> list[Problem]:
                 problem.message += f", {problem.count} places"
             kept.append(problem)
     return kept
+
+
+def parsed(html: str):
+    """The lxml tree of a finished email, or None when there is no document to read (no
+    text, or only a comment): what the check's rules and this pass read."""
+    from lxml.etree import ParserError
+
+    try:
+        return _tree(html)
+    except ParserError:
+        return None

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from . import htmltree
+from . import check_tree
 from .plaintext import display_width
 
 GMAIL_CLIP = 102 * 1024
@@ -27,10 +27,14 @@ SUBJECT_LIMIT = 78
 
 @dataclass
 class Page:
-    """A finished email as the rules read it: parsed once, each derived view made once."""
+    """A finished email as the rules read it: parsed once, each derived view made once.
+
+    Its elements are shown as BeautifulSoup shows them (check_tree): a `name`, `attrs`
+    with `class` and the like as word lists, `get`, `has_attr` and `get_text`.
+    """
 
     html: str
-    soup: object  # a BeautifulSoup tree of `html`
+    tree: object  # the lxml tree of `html` (check_contrast reads the same), None if empty
     text: str = ""
     subject: str = ""
     preheader: str = ""
@@ -38,19 +42,38 @@ class Page:
 
     @cached_property
     def elements(self) -> list:
-        return htmltree.tags(self.soup)
+        return check_tree.elements(self.tree)
 
     @cached_property
     def images(self) -> list:
-        return htmltree.tags(self.soup, {"img"})
+        return [element for element in self.elements if element.name == "img"]
 
     @cached_property
     def anchors(self) -> list:
-        return htmltree.tags(self.soup, {"a"})
+        return [element for element in self.elements if element.name == "a"]
 
     @cached_property
     def style_text(self) -> str:
-        return "\n".join(style.get_text() for style in htmltree.tags(self.soup, {"style"}))
+        return "\n".join(style.get_text() for style in self.elements if style.name == "style")
+
+    @cached_property
+    def body_text(self) -> str:
+        """The text of the first <body> (of the whole page when there is none), spaced."""
+        body = check_tree.body(self.tree)
+        return check_tree.text_of(body if body is not None else self.tree, " ")
+
+    @cached_property
+    def all_text(self) -> str:
+        """The text of the whole page, spaced. The tree leaves out what the parser saw
+        outside the <html> element (only spaces and line breaks, which matter only to a
+        search that begins or ends with them): `soup_text` has those too."""
+        return check_tree.text_of(self.tree, " ")
+
+    @cached_property
+    def soup_text(self) -> str:
+        from bs4 import BeautifulSoup
+
+        return BeautifulSoup(self.html, "lxml").get_text(" ")
 
     @cached_property
     def declarations(self) -> list[tuple[object, str, str]]:
@@ -216,9 +239,7 @@ def vague_link_text(page: Page) -> Iterator[Hit]:
 
 
 def leftover_tk(page: Page) -> Iterator[Hit]:
-    soup = page.soup
-    body_text = soup.body.get_text(" ") if soup.body else soup.get_text(" ")
-    if re.search(r"\bTK\b", body_text + " " + page.text):
+    if re.search(r"\bTK\b", page.body_text + " " + page.text):
         yield Hit()
 
 
@@ -262,7 +283,9 @@ def no_unsubscribe(page: Page) -> Iterator[Hit]:
 
 
 def no_postal_address(page: Page) -> Iterator[Hit]:
-    if page.postal_address and page.postal_address not in page.soup.get_text(" "):
+    address = page.postal_address
+    text = page.all_text if address.strip() == address else page.soup_text
+    if address and address not in text:
         yield Hit()
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from . import htmltree
+from .handover import Fragment
 from .tokens import Tokens, packaged_tokens
 from .urls import absolute, host
 
@@ -41,13 +42,17 @@ class Card:
     thumbnail: str = ""
 
 
-@dataclass
-class Swapped:
-    """The fragment with its embeds swapped for cards."""
+class Swapped(Fragment):
+    """The fragment with its embeds swapped for cards (its tree handed on: handover)."""
 
-    html: str
-    cards: list[Card] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self, html: str | None = None, cards: list[Card] | None = None,
+                 warnings: list[str] | None = None):
+        super().__init__(html)
+        self.cards: list[Card] = cards if cards is not None else []
+        self.warnings: list[str] = warnings if warnings is not None else []
+
+    def __repr__(self) -> str:
+        return f"Swapped(cards={self.cards!r}, warnings={self.warnings!r})"
 
 
 @dataclass(frozen=True)
@@ -264,7 +269,7 @@ def _gone(element) -> bool:
 def swap(fragment: str, ctx: EmbedContext) -> Swapped:
     """Replace every embed in an HTML fragment by an email-safe card; drop what cannot show."""
     soup = htmltree.parse(fragment)
-    result = Swapped(html="")
+    result = Swapped()
     nth: dict[str, int] = {}
     from bs4.element import CData, Comment, Declaration, Doctype, ProcessingInstruction
 
@@ -344,5 +349,5 @@ def swap(fragment: str, ctx: EmbedContext) -> Swapped:
         for attr in list(element.attrs):
             if attr in {"srcset", "sizes", "contenteditable"} or attr.lower().startswith("on"):
                 del element[attr]
-    result.html = htmltree.serialize(soup)
+    result.keep_tree(soup)  # written as text only when asked for (Swapped.html)
     return result

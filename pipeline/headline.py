@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from . import htmltree
+from .handover import Fragment
 
 # How alike two normalised headlines must be to count as the same (difflib's ratio).
 NEAR_MATCH = 0.8
@@ -108,13 +109,27 @@ def _keep_from(heading) -> list:
     return [element.extract() for element in kept]
 
 
-def split(title: str, fragment: str) -> Opening:
+def split(title: str, fragment: str | Fragment) -> Opening:
     """Drop the body's opening heading when it repeats `title`; return what to print.
 
     The headline is the title, or the heading's own words when the title only begins it
     (the author's fuller version). Headings other than the top level must match exactly.
+    The fragment is text, or the tidy pass's result, whose tree is taken as it is and
+    written out once, after the heading is dropped.
     """
-    soup = htmltree.parse(fragment, read_only=True)
+    if isinstance(fragment, Fragment):
+        soup = fragment.take_tree()
+        kept = Fragment()
+        kept.keep_tree(soup)
+        opening = _split(title, soup, kept)
+        if not opening.dropped:  # unchanged: the tree written as it is
+            return Opening(opening.headline, kept.html)
+        return opening
+    return _split(title, htmltree.parse(fragment, read_only=True), fragment)
+
+
+def _split(title: str, soup, fragment: str | Fragment) -> Opening:
+    """split() of a parsed fragment; `fragment` is returned when nothing is dropped."""
     first = _first_with_words(soup)
     if first is None or not re.fullmatch(r"h[1-6]", first.name):
         return Opening(title, fragment)

@@ -94,6 +94,13 @@ def _attributes_as_parsed(tag, lists: dict) -> None:
             attrs[name] = value.split()
 
 
+def as_parsed(tree):
+    """`tree` made what parsing its serialized text would give, without writing the text:
+    for handing a tree straight to the next pass that changes it."""
+    _as_parsed(tree)
+    return tree
+
+
 def serialize(tree) -> str:
     """`str(tree)`, remembering the tree for the next `parse` of that text."""
     _as_parsed(tree)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .errors import InputError
 
@@ -75,7 +76,17 @@ class Choice:
 
 # visible prose ---------------------------------------------------------------------------
 def _html_text(markup: str) -> str:
-    """The text a reader sees in an HTML snippet: no tags, attributes, comments or code."""
+    """The text a reader sees in an HTML snippet: no tags, attributes, comments or code.
+
+    The same snippets come back at every save of a preview: each is read once (kept when
+    under 16 KB, 512 of them at most)."""
+    if len(markup) > 16 * 1024:
+        return _html_text_kept.__wrapped__(markup)
+    return _html_text_kept(markup)
+
+
+@lru_cache(maxsize=512)
+def _html_text_kept(markup: str) -> str:
     from bs4 import BeautifulSoup
     from bs4.element import Comment
 

@@ -93,7 +93,20 @@ def _code_style(palette: str, background: str):
 def highlight(code: str, lang: str, look: Tokens | None = None) -> str:
     """A `<pre>` with inline-styled spans, or plain escaped code for unknown languages."""
     look = look or packaged_tokens()
-    language = _language(lang)
+    args = (code, _language(lang), code_block_style(look), look.code["palette"],
+            look.code["background"])
+    if len(code) > KEEP_CODE:
+        return _highlighted.__wrapped__(*args)
+    return _highlighted(*args)
+
+
+KEEP_CODE = 16 * 1024  # longer blocks are coloured each time: at most 256 x 16 KB kept
+
+
+@lru_cache(maxsize=256)  # the same blocks come back at every save of a preview
+def _highlighted(code: str, language: str, block_style: str, palette: str,
+                 background: str) -> str:
+    """The coloured block: all it depends on is in its arguments."""
     lexer = _lexer(language) if language else None
     code_open = f'<code class="language-{language}">' if language else "<code>"
     if lexer is None:
@@ -102,10 +115,11 @@ def highlight(code: str, lang: str, look: Tokens | None = None) -> str:
         from pygments import highlight as pyg_highlight
         from pygments.formatters import HtmlFormatter
 
-        formatter = HtmlFormatter(nowrap=True, noclasses=True, style=code_style(look))
+        formatter = HtmlFormatter(nowrap=True, noclasses=True,
+                                  style=_code_style(palette, background))
         body = _PYGMENTS_COLOUR.sub(r"color:\1!important",
                                     pyg_highlight(code, lexer, formatter))
-    return f'<pre style="{code_block_style(look)}">{code_open}{body}</code></pre>\n'
+    return f'<pre style="{block_style}">{code_open}{body}</code></pre>\n'
 
 
 # markdown-it stops at 20 levels (a list 10 deep) and silently drops what is deeper; allow

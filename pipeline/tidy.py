@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from . import htmltree
+from .handover import Fragment
 from .images import ImageSizes
 from .tokens import Tokens, packaged_tokens
 from .urls import absolute
@@ -29,13 +29,18 @@ _LAYOUT_CSS = re.compile(
 )
 
 
-@dataclass
-class Tidied:
-    """The fragment made email-safe, with its image count and warnings."""
+class Tidied(Fragment):
+    """The fragment made email-safe, with its image count and warnings (its tree handed
+    on: handover)."""
 
-    html: str
-    images: int = 0
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self, html: str | None = None, images: int = 0,
+                 warnings: list[str] | None = None):
+        super().__init__(html)
+        self.images = images
+        self.warnings: list[str] = warnings if warnings is not None else []
+
+    def __repr__(self) -> str:
+        return f"Tidied(images={self.images!r}, warnings={self.warnings!r})"
 
 
 def slugify(text: str) -> str:
@@ -298,13 +303,14 @@ def _fit_wide(soup, look: Tokens) -> None:
             table.wrap(box)
 
 
-def tidy(fragment: str, base_url: str, where: Callable[[str, int], str],
+def tidy(fragment: str | Fragment, base_url: str, where: Callable[[str, int], str],
          sizes: ImageSizes | None = None, look: Tokens | None = None) -> Tidied:
     """Fix images, links, anchors and wide content in an HTML fragment for email; `look`
-    gives the content width (publish's own tokens by default)."""
+    gives the content width (publish's own tokens by default). The fragment is text, or
+    the embeds pass's result, whose tree is taken as it is instead of written and parsed."""
     look = look or packaged_tokens()
-    soup = htmltree.parse(fragment)
-    out = Tidied(html="")
+    soup = fragment.take_tree() if isinstance(fragment, Fragment) else htmltree.parse(fragment)
+    out = Tidied()
     _images(soup, base_url, where, out, sizes, look.content_width)
     _links(soup, base_url, where, out)
     _anchors(soup, where, out)
@@ -312,5 +318,5 @@ def tidy(fragment: str, base_url: str, where: Callable[[str, int], str],
         if element.name != "img":
             element["style"] = _strip_layout_css(element["style"])
     _fit_wide(soup, look)
-    out.html = htmltree.serialize(soup)
+    out.keep_tree(soup)  # written as text only when asked for (Tidied.html)
     return out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from bs4 import BeautifulSoup
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import templates
 from pipeline.embeds import EmbedContext, swap, youtube_id
@@ -121,3 +123,62 @@ def test_space_embeds_link_to_the_space_page():
     ]
     hrefs = {a["href"] for a in BeautifulSoup(result.html, "html.parser").find_all("a")}
     assert not [h for h in hrefs if "/+" in h or h.endswith("/embed")]
+
+
+PIECES = ['<video src="https://x.example/v.mp4" poster="/p.png"></video>',
+          '<figure><iframe src="https://x.hf.space"></iframe><figcaption>Démo 中文</figcaption>'
+          '</figure>', '<p>a <b>b</b>\n\n  c</p>', "<!-- note -->", "<script>x()</script>",
+          '<img src="/a.png" srcset="a 2x" onload="x()">', '<h2 id="Same">Same</h2>', "\n\n",
+          '<a href="#same">to it</a>', '<pre>  a\n\n  b </pre>', "<details><summary>S</summary>"
+          "<p>d</p></details>", '<table><tr><td style="width:900px">w</td></tr></table>',
+          '<ruby>字<rt>zi</rt></ruby>', '<my-widget src="/w.png">w</my-widget>', " &amp; "]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=10).map("".join))
+def test_the_tree_handed_to_tidy_gives_what_its_text_gives(fragment):
+    """The build hands the swapped tree to tidy without writing it out; tidy must then
+    write exactly what it writes for the text (and the text is still there if asked first)."""
+    from pipeline import htmltree, tidy
+
+    where = lambda needle, nth: f"issue.md:{needle}"  # noqa: E731
+    htmltree.forget()
+    handed = tidy.tidy(_swap(fragment), "https://letter.example/", where)
+    htmltree.forget()
+    text = _swap(fragment).html
+    htmltree.forget()
+    written = tidy.tidy(text, "https://letter.example/", where)
+    assert (handed.html, handed.images, handed.warnings) == (
+        written.html, written.images, written.warnings)
+    swapped = _swap(fragment)
+    assert swapped.html == text  # asked for first: the text, then the tree parsed from it
+    assert tidy.tidy(swapped, "https://letter.example/", where).html == written.html
+
+
+HEADINGS = ["<h1>The same title</h1>", "<h1>The same title, and more words</h1>",
+            "<h2>The same title</h2>", "<h1>Another <a name='x'></a>title</h1>",
+            "<h1><img src='/i.png'> The same title</h1>", "\n", "<p>words first</p>", ""]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(HEADINGS),
+       st.lists(st.sampled_from(PIECES), min_size=0, max_size=8).map("".join))
+def test_the_tree_handed_to_the_headline_gives_what_its_text_gives(heading, rest):
+    """The build hands tidy's tree to the headline pass, which writes it out once (after
+    dropping a heading that repeats the title): the same headline, fragment and text as
+    from the text written in between."""
+    from pipeline import headline, htmltree, plaintext, tidy
+
+    where = lambda needle, nth: f"issue.md:{needle}"  # noqa: E731
+    fragment = heading + rest
+    htmltree.forget()
+    handed = headline.split("The same title", tidy.tidy(_swap(fragment), "https://x.example/",
+                                                        where))
+    handed_text = plaintext.from_html(handed.fragment, STRINGS)
+    htmltree.forget()
+    text = tidy.tidy(_swap(fragment), "https://x.example/", where).html
+    htmltree.forget()
+    written = headline.split("The same title", text)
+    written_text = plaintext.from_html(written.fragment, STRINGS)
+    assert (handed.headline, handed.fragment, handed.dropped, handed_text) == (
+        written.headline, written.fragment, written.dropped, written_text)

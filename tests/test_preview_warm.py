@@ -3,7 +3,8 @@ a cold `publish build` of the same text writes.
 
 A running preview keeps state from save to save (the rules premailer read from the
 templates' stylesheet, compiled templates and patterns, the check's parsed colour rules,
-its compiled selectors and its contrast verdict per colour pair and font).
+its compiled selectors and its contrast verdict per colour pair and font, what it read of
+each inline style, background and font size, each code block's colours).
 Sequences of edits to real posts (hypothesis picks them, among them colours, embeds and
 repeated headings, which those caches key on) are saved one after another into one
 preview; after each save its email and text must equal, byte for byte, those of a fresh
@@ -37,7 +38,16 @@ PIECES = ["", "word", "Ünïcødé 中文字 テスト", "**bold** and _it_", "[
           '\n\n<video src="https://x.example/v.mp4" poster="/p.png"></video>\n\n',
           '\n\n<figure><iframe src="https://x.hf.space"></iframe><figcaption>Démo 中文'
           '</figcaption></figure>\n\n',
-          "\n\n## Same heading\n\n## Same heading\n\n"]
+          "\n\n## Same heading\n\n## Same heading\n\n",
+          # what the kept code colours, style readings and selector matches key on
+          "\n\n```js\nlet x = 1;\n```\n\n", "\n\n```python\nprint('hi')  # 中文\n```\n\n",
+          "\n\n    indented = True\n\n", '<td bgcolor="#eeeeee">cell</td>',
+          '<div class="muted  card-caption" style="background:#f0f0f0">grey</div>',
+          '<span style="font-size:2em;font-weight:700;color:#aaa">big</span>',
+          '<p style="color:rgba(0,0,0,.4)">alpha</p>', "<pre>  kept   spaces\n\n</pre>",
+          "<ruby>字<rt>zì</rt></ruby> TK", '<a href="#nowhere">here</a>',
+          '<div style="display:none">hidden</div>', '<p role="x" style="background:#333">'
+          'dark</p>']
 
 edit = st.tuples(st.sampled_from(["insert", "delete", "duplicate", "replace"]),
                  st.integers(0, 10_000), st.one_of(st.sampled_from(PIECES), st.text(max_size=30)))
@@ -74,7 +84,7 @@ def cold(folder: Path, issue: Path) -> tuple[bytes, bytes, list] | None:
     return (out / "email.html").read_bytes(), (out / "email.txt").read_bytes(), findings
 
 
-@settings(max_examples=6, deadline=None,
+@settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(post=st.sampled_from(POSTS), edits=st.lists(edit, min_size=1, max_size=3))
 def test_rebuilds_on_save_equal_cold_builds(tmp_path_factory, post, edits):
@@ -125,3 +135,71 @@ def test_saves_that_change_an_embed_a_colour_or_the_language_equal_cold_builds(t
                 watched.snapshot.summary["findings"]) == expected
         seen.add(watched.snapshot.html)
     assert len(seen) == 4  # each change showed (the last save is the first again)
+
+
+def test_what_a_long_preview_session_keeps_is_bounded(tmp_path):
+    """Saves that bring new code blocks, styles and colours each time never grow what the
+    running preview keeps past its bounds, and a huge value is never kept at all."""
+    from pipeline import markdown
+
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    issue = folder / "issues" / "edited.md"
+    head = "---\ntitle: A long session\n---\n\nOpening words for the reader.\n\n"
+    issue.write_text(head, "utf-8")
+    watched = preview.Preview(issue, settings_mod.load(folder, env={}))
+    for save in range(3):  # each save: 100 new code blocks and 20 new styles
+        blocks = "".join(f"```python\nx = {save * 1000 + n}\n```\n\n" for n in range(100))
+        spans = "".join(f'<span style="color:#{save:02x}{n:04x}">w</span>' for n in range(20))
+        issue.write_text(head + blocks + f"<p>{spans}</p>\n", "utf-8")
+        watched.rebuild()
+        assert not watched.snapshot.error, watched.snapshot.error
+        for cache in KEPT():
+            info = cache.cache_info()
+            assert info.currsize <= info.maxsize, cache
+    assert markdown._highlighted.cache_info().currsize == 256  # full, and no further
+    # a value over the size bound is worked out at each save, never kept
+    huge_code = "x = 1\n" * 3_000  # over the 16 KB bound
+    huge_style = "color:#777;font-family:" + ",".join(f"Font{n}" for n in range(3000))
+    for n in range(2):
+        issue.write_text(head + f"```python\n{huge_code}# {n}\n```\n\n"
+                         f'<p>a <span style="{huge_style},Last{n}">pale</span></p>\n', "utf-8")
+        watched.rebuild()
+        assert not watched.snapshot.error, watched.snapshot.error
+        assert "pale" in watched.snapshot.text and f"# {n}" in watched.snapshot.text
+    strings = list(_kept_strings())
+    assert any("x = 2099" in text for text in strings)  # the reading sees the kept keys
+    assert max(len(text) for text in strings) <= 16 * 1024  # neither huge value is kept
+
+
+def test_the_contrast_pass_keeps_a_bounded_number_of_styles():
+    from pipeline import check_contrast, contrast_values
+
+    for page in range(3):
+        spans = "".join(f'<span style="color:#{page:02x}{n:04x};background:#{n:04x}{page:02x};'
+                        f'font-size:{n % 40 + 1}.{page}px">w</span>' for n in range(2000))
+        check_contrast.problems(f"<html><body><p>{spans}</p></body></html>")
+        for cache in KEPT():
+            info = cache.cache_info()
+            assert info.currsize <= info.maxsize, cache
+    assert contrast_values.inline_style_kept.cache_info().currsize == 4096
+
+
+def KEPT():
+    """The caches a running preview keeps between saves."""
+    from pipeline import check_contrast, contrast_values, language, markdown
+
+    return (markdown._highlighted, contrast_values.inline_style_kept,
+            contrast_values.background_colour_kept, contrast_values.font_px_kept,
+            language._html_text_kept, contrast_values.over, check_contrast._verdict)
+
+
+def _kept_strings():
+    """Every string the bounded caches hold in their keys, read through gc."""
+    import gc
+
+    for cache in KEPT()[:5]:  # those keyed by text
+        for referent in gc.get_referents(cache):
+            if isinstance(referent, dict):
+                for key in referent:
+                    parts = key if isinstance(key, tuple | list) else (key,)
+                    yield from (part for part in parts if isinstance(part, str))
