@@ -11,8 +11,9 @@ list, opening the send and the report included), and smtp-source sending N messa
 the same size over the same number of connections; the two alternate which goes first.
 Each process is timed as a whole (wall) and by its own CPU time (wait4's rusage), and
 the ratio is smtp-source's wall time over publish's, per pair; the table gives medians,
-the load average and the machine. `--before` runs an earlier checkout's `publish send`
-in the same rounds (PYTHONPATH), for a before/after under the same load.
+the load average and the machine. `--before` runs earlier checkouts' `publish send` (one
+or more) in the same rounds (PYTHONPATH), for a before/after under the same load; the CPU
+per message is the median process CPU time over the recipients.
 `--write` replaces the SMTP section of bench/RESULTS.md.
 """
 
@@ -131,10 +132,12 @@ def load() -> str:
 
 
 def paired(folder: Path, issue: str, port: int, connections: int, size: int,
-           recipients: int, runs: int, before: Path | None = None) -> list[dict]:
-    """`runs` rounds of (publish send, smtp-source[, publish send of `before`]), the order
-    rotating from round to round; the medians for publish and, with `before`, for it."""
-    steps = ["send", "source"] + (["before"] if before else [])
+           recipients: int, runs: int, before: list[Path] | None = None) -> list[dict]:
+    """`runs` rounds of (publish send, smtp-source[, publish send of each of `before`]),
+    the order rotating from round to round; the medians for publish and each of `before`."""
+    before = before or []
+    codes = {"send": None, **{f"before{n}": code for n, code in enumerate(before)}}
+    steps = ["send", "source"] + [f"before{n}" for n in range(len(before))]
     got: dict[str, list] = {step: [] for step in steps}
     loads = []
     for n in range(runs):
@@ -144,26 +147,25 @@ def paired(folder: Path, issue: str, port: int, connections: int, size: int,
             if step == "source":
                 got[step].append(run_source(port, recipients, connections, size))
                 continue
-            result = run_send(folder, issue, port, connections, before if step == "before"
-                              else None)
+            result = run_send(folder, issue, port, connections, codes[step])
             if result["sent"] != recipients:
                 raise SystemExit(f"publish sent {result['sent']} of {recipients}")
             got[step].append(result)
         source = got["source"][-1]
         words = [f"  {connections} connection(s), run {n + 1}/{runs}:"]
-        for step in ("send", "before")[:len(steps) - 1]:
+        for step in codes:
             one = got[step][-1]
-            words.append(f"{'publish' if step == 'send' else 'before'} {one['wall']:.2f} s "
+            words.append(f"{'publish' if step == 'send' else step} {one['wall']:.2f} s "
                          f"wall {one['cpu']:.2f} s CPU (ratio {source[0] / one['wall']:.2f}),")
         words.append(f"smtp-source {source[0]:.2f} s wall {source[1]:.2f} s CPU, "
                      f"load {loads[-1]:.2f}")
         print(" ".join(words), file=sys.stderr, flush=True)
     med = statistics.median
     rows = []
-    for step in ("send", "before")[:len(steps) - 1]:
+    for step, code in codes.items():
         ratios = [t[0] / s["wall"] for s, t in zip(got[step], got["source"], strict=True)]
         rows.append({
-            "name": "this" if step == "send" else f"before ({before})",
+            "name": "this" if step == "send" else f"{step} ({code})",
             "wall": med(s["wall"] for s in got[step]), "cpu": med(s["cpu"] for s in got[step]),
             "loop": med(s["send_seconds"] for s in got[step]),
             "peak_mb": max(s["peak_mb"] for s in got[step]),
@@ -185,8 +187,8 @@ def main() -> None:
                         help="list sizes for a peak-memory comparison (1 connection)")
     parser.add_argument("--write", action="store_true",
                         help="replace the send section of bench/RESULTS.md")
-    parser.add_argument("--before", type=Path,
-                        help="a checkout of an earlier pipeline, run in the same rounds")
+    parser.add_argument("--before", type=Path, nargs="+",
+                        help="checkouts of earlier pipelines, run in the same rounds")
     parser.add_argument("--service", choices=["smtp", "ses"], default="smtp",
                         help="ses: through the SES v2 emulator (see bench/send_ses.py)")
     args = parser.parse_args()
@@ -218,9 +220,9 @@ def main() -> None:
                          "alternate which goes first)")
             lines.append("")
             lines.append("| code | connections | publish: whole process | publish CPU | "
-                         "send loop | smtp-source | smtp-source CPU | ratio (paired median, "
-                         "min–max) | load | peak RSS |")
-            lines.append("|---|---|---|---|---|---|---|---|---|---|")
+                         "CPU per message | send loop | smtp-source | smtp-source CPU | "
+                         "ratio (paired median, min–max) | load | peak RSS |")
+            lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
             for connections in args.connections:
                 for got in paired(folder, issue, port, connections, size, args.recipients,
                                   args.runs, args.before):
@@ -228,6 +230,7 @@ def main() -> None:
                     lines.append(
                         f"| {got['name']} | {connections} | {got['wall']:.2f} s "
                         f"({rate:.0f} msg/s) | {got['cpu']:.2f} s | "
+                        f"{got['cpu'] / args.recipients * 1e6:.0f} µs | "
                         f"{args.recipients / got['loop']:.0f} msg/s | "
                         f"{got['source_wall']:.2f} s "
                         f"({args.recipients / got['source_wall']:.0f} msg/s) | "
