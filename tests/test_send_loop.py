@@ -270,3 +270,35 @@ def test_starttls_connections_on_the_loop_deliver_each_message_whole(letter, cer
         assert b"\r\n\r\n" in one and len(one) > 10_000
     finally:
         controller.stop()
+
+
+@pytest.mark.parametrize("wait", ["rate", "backoff"])
+def test_ctrl_c_ends_every_connections_wait_at_once(letter, wait):
+    """Three connections on the loop, each in a long wait (a slow --rate, or one in a long
+    back-off while the others finish): Ctrl-C ends the send at once, 130, nothing in
+    doubt, and a resume reaches everyone else once."""
+    addresses = _readers(letter, 8)
+    with SmtpServer() as smtp:
+        env = smtp_env(smtp)
+        extra: list[str] = []
+        if wait == "rate":
+            extra = ["--rate", "0.002"]  # the second message would wait 500 s
+        else:
+            env["PUBLISH_RETRY_BACKOFF"] = "3000"
+            smtp.recorder.rcpt_faults[addresses[1]] = ["451 4.3.0 Try again later"]
+        proc = _send(letter, env, "--connections", "3", *extra)
+        expected = 1 if wait == "rate" else len(addresses) - 1
+        _wait_for(lambda: sum(smtp.recorder.received.values()) == expected, "the first ones")
+        _wait_for(lambda: sum(1 for s, *_ in ledger_rows(letter).values() if s == "sent")
+                  == expected, "their answers recorded")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and json.loads(out)["in_doubt"] == []
+        rows = ledger_rows(letter)
+        assert Counter(state for state, *_ in rows.values()) == Counter(
+            {"sent": expected, "pending": len(addresses) - expected})
+        resumed = run_publish("send", EN, "--service", "smtp", "--yes", "--connections", "3",
+                              cwd=letter, env=smtp_env(smtp))
+        assert resumed.returncode == 0, resumed.stderr
+        assert smtp.recorder.received == Counter({a: 1 for a in addresses})
