@@ -8,10 +8,11 @@ function of its text, so `kept` answers it from a file written by an earlier run
 not seen before is parsed the usual way and added.
 
 The file lives beside the kept regular expressions (a folder of the temporary directory
-only the user may enter, see _regexcache), is tagged with the interpreter, the installed
-cssutils and premailer and the source of the modules that compute the results (any change
-and the file is ignored), carries a checksum, is bounded in size and replaced whole
-(write, then rename). A damaged, foreign or unwritable file only costs the parsing.
+only the user may enter, see _regexcache), is named and tagged after the interpreter, the
+installed cssutils and premailer and the source of the modules that compute the results
+(any change and another file is used; the files of all but the three latest versions are
+removed), carries a checksum, is bounded in size and replaced whole (write, then rename).
+A damaged, foreign or unwritable file only costs the parsing.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def _ensure_loaded() -> None:
         folder = _regexcache._folder()
         if folder is None:
             return
-        path = os.path.join(folder, f"css-{sys.implementation.cache_tag}.marshal")
+        # One file per version of the code (its tag in the name, as __pycache__ names a
+        # file per interpreter): two versions in use at once never undo each other's.
+        path = os.path.join(folder, f"css-{_tag()}.marshal")
         _KEPT.update(_load(path))
     except OSError:
         return
@@ -111,6 +114,26 @@ def _save() -> None:
     with _LOCK:
         entries = _regexcache.bounded(_KEPT, _USED, _MAX_BYTES, _size)
     _regexcache.write_entries(path, _tag(), entries, ".css-")
+    _forget_old_versions(path)
+
+
+_VERSIONS_KEPT = 3
+
+
+def _forget_old_versions(path: str) -> None:
+    """Remove the files of all but the most recently written versions of the code (an
+    upgrade or an edit leaves its predecessor's file behind)."""
+    folder = os.path.dirname(path)
+    with contextlib.suppress(OSError):
+        found = []
+        for entry in os.scandir(folder):
+            if entry.name.startswith("css-") and entry.name.endswith(".marshal") \
+                    and entry.is_file(follow_symlinks=False):
+                found.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.path))
+        for _, old in sorted(found, reverse=True)[_VERSIONS_KEPT:]:
+            if old != path:
+                with contextlib.suppress(OSError):
+                    os.unlink(old)
 
 
 def kept(kind: str, key, compute: Callable[[], object],

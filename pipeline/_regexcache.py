@@ -26,6 +26,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 import zlib
 from array import array
 from collections.abc import Callable
@@ -40,19 +41,25 @@ except ImportError:  # another implementation: nothing to keep
 # memory speed, a list of 100,000 integers ten times slower).
 _CODE_TYPE = next((t for t in "IL" if _sre and array(t).itemsize == _sre.CODESIZE), None)
 _LOCK = threading.Lock()
-# (whether bytes, pattern, flags) -> the arguments of _sre.compile after the pattern
-_KEPT: dict[tuple, tuple] = {}
-_STATE = {"installed": False, "added": 0, "path": None}
+# (whether bytes, pattern, flags) -> the arguments of _sre.compile after the pattern,
+# marshalled apart (a run decodes the few hundred it uses, not every entry of the file)
+_KEPT: dict[tuple, bytes] = {}
+_STATE = {"installed": False, "added": 0, "path": None,
+          "compiling": 0.0, "loading": 0.0}  # seconds spent on new patterns, on the file
 # The file's bound: the code of patterns this run did not use goes first, oldest first
 # (a library that builds a pattern differently in each process, from a set, must not
 # grow the file without end). A build uses ~250 KB of it, the samples and the corpus
-# ~320 KB; every MB more costs ~6 ms to read at each start.
-_MAX_BYTES = 1_000_000
+# ~320 KB; every MB more costs 3-6 ms to read at each start.
+_MAX_BYTES = 600_000
+# The layout of the file's entries (in its tag and name: a file of another layout, as
+# an older version writes it, is neither read nor overwritten).
+_FORMAT = 2
 _USED: set[tuple] = set()
 
 
 def _tag() -> str:
-    return f"{sys.implementation.cache_tag}-{_sre.MAGIC}-{_sre.CODESIZE}-{sys.hexversion:x}"
+    return (f"{sys.implementation.cache_tag}-{_sre.MAGIC}-{_sre.CODESIZE}-{sys.hexversion:x}"
+            f"-f{_FORMAT}")
 
 
 def _folder() -> str | None:
@@ -105,16 +112,28 @@ def write_entries(path: str, tag: str, entries: dict, prefix: str) -> None:
 
 
 def _load(path: str) -> dict[tuple, tuple]:
-    """The kept entries, or none when the file is missing, foreign or damaged."""
-    entries = read_entries(path, _tag())
+    """The kept entries, decoded, or none when the file is missing, foreign or damaged."""
+    entries = {key: _decoded(value) for key, value in read_entries(path, _tag()).items()}
     return {key: args for key, args in entries.items() if _well_formed(key, args)}
+
+
+def _decoded(value):
+    """The arguments an entry holds marshalled, or None when it holds none."""
+    try:
+        return marshal.loads(value) if isinstance(value, bytes) else None
+    except (EOFError, ValueError, TypeError):
+        return None
+
+
+def _key_well_formed(key) -> bool:
+    return (isinstance(key, tuple) and len(key) == 3 and isinstance(key[1], str | bytes)
+            and isinstance(key[2], int))
 
 
 def _well_formed(key, args) -> bool:
     """Whether an entry read has the shape this module writes (the code itself _sre checks
     when it is used)."""
-    return (isinstance(key, tuple) and len(key) == 3 and isinstance(key[1], str | bytes)
-            and isinstance(key[2], int) and isinstance(args, tuple) and len(args) == 5
+    return (_key_well_formed(key) and isinstance(args, tuple) and len(args) == 5
             and isinstance(args[1], bytes))
 
 
@@ -143,17 +162,20 @@ def _compile_kept(p, flags=0):
     if not isinstance(p, str | bytes) or flags & _compiler.SRE_FLAG_DEBUG:
         return _ORIGINAL(p, flags)  # a parsed pattern (re.Scanner) or a debugging print
     key = (isinstance(p, bytes), p, int(flags))
-    args = _KEPT.get(key)
+    args = _decoded(_KEPT.get(key))
     _USED.add(key)
-    if args is not None:
+    if args is not None and _well_formed(key, args):  # checked on use, not for the whole file
         try:
             return _from_args(p, args)
         except Exception:  # a damaged entry (_sre checks the code it is given)
             pass
+    started = time.perf_counter()
     args = _compiled_args(p, flags)
+    spent = time.perf_counter() - started
     with _LOCK:
-        _KEPT[key] = args
+        _KEPT[key] = marshal.dumps(args)
         _STATE["added"] += 1
+        _STATE["compiling"] += spent
     return _from_args(p, args)
 
 
@@ -173,31 +195,54 @@ def bounded(kept: dict, used: set, limit: int, size: Callable[[object, object], 
     return {key: kept[key] for key in order[first:]}
 
 
+# Writing the file back costs about twice reading it (measured: ~7 ms for 1 MB, ~3.5 to
+# read it); a run whose new patterns took less to compile than that leaves it as it is.
+_WRITE_COST = 2.0
+
+
+def worth_writing(compiling: float, loading: float) -> bool:
+    """Whether writing the file back saves the next runs more than it costs this one:
+    the new entries took `compiling` seconds to make, the file `loading` to read. A
+    library that builds one cheap pattern from a set (its text differs in each process)
+    would otherwise have every run rewrite the whole file for it."""
+    return compiling > _WRITE_COST * loading
+
+
 def _save() -> None:
-    """Write the kept code when this run added to it: a fresh file renamed over the old."""
+    """Write the kept code when this run added to it enough to be worth keeping (see
+    `worth_writing`): a fresh file renamed over the old."""
     path = _STATE["path"]
-    if not path or not _STATE["added"]:
+    if not path or not _STATE["added"] or not worth_writing(_STATE["compiling"],
+                                                              _STATE["loading"]):
         return
     with _LOCK:
-        entries = bounded(_KEPT, _USED, _MAX_BYTES, lambda key, args: len(key[1]) + len(args[1]))
+        well_formed = {key: value for key, value in _KEPT.items()
+                       if _key_well_formed(key) and isinstance(value, bytes)}
+        entries = bounded(well_formed, _USED, _MAX_BYTES,
+                          lambda key, value: len(key[1]) + len(value))
     write_entries(path, _tag(), entries, ".regex-")
 
 
 # Patterns whose code must come out as `re` itself makes it before anything is kept: named
 # and numbered groups, flags, a character set, bytes.
-_PROBES = ((r"(?P<name>[a-z\u4e00-\u9fff]+)\s*(\d{2,})?$", 0), (rb"(?i)^\.[^\r\n]", 0),
-           (r"[^\W_](?=x)|(?<!y)z", 16))
+# (The first one's character set, in three runs of which two are past U+00FF, takes
+# _sre's big charset form; a wide range such as U+4E00-U+9FFF would cost ~1 ms more at
+# each start for nothing more.)
+_PROBES = ((r"(?P<name>[a-z\u0100-\u017f\u4e00-\u4e0f]+)\s*(\d{2,})?$", 0),
+           (rb"(?i)^\.[^\r\n]", 0), (r"[^\W_](?=x)|(?<!y)z", 16))
 
 
 def _agrees() -> bool:
     """Whether this interpreter's `re` internals are those this module was written for: a
     CPython whose `_compiler` or `_sre` changed makes patterns the usual way."""
     try:
-        return all(_from_args(p, _compiled_args(p, flags)) == _ORIGINAL(p, flags)
-                   and _from_args(p, _compiled_args(p, flags)).groupindex
-                   == _ORIGINAL(p, flags).groupindex for p, flags in _PROBES)
+        for p, flags in _PROBES:
+            made, fresh = _from_args(p, _compiled_args(p, flags)), _ORIGINAL(p, flags)
+            if made != fresh or made.groupindex != fresh.groupindex:
+                return False
     except Exception:
         return False
+    return True
 
 
 def install() -> None:
@@ -213,7 +258,9 @@ def install() -> None:
     if folder is None:
         return
     path = os.path.join(folder, f"regex-{_tag()}.marshal")
-    _KEPT.update(_load(path))
+    started = time.perf_counter()
+    _KEPT.update(read_entries(path, _tag()))  # each entry's shape is checked when it is used
+    _STATE["loading"] = time.perf_counter() - started
     _STATE["path"] = path
     _compiler.compile = _compile_kept
     atexit.register(_save)

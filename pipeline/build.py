@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import (
-    _regexcache,  # noqa: F401  first: what the modules below compile comes from kept code
+    _codecache,  # noqa: F401  first: what the modules below compile comes from kept code
+    _regexcache,  # noqa: F401  (imported by _codecache first)
     check,
     embeds,
     headline,
@@ -96,8 +97,12 @@ def preview_values(settings: Settings, strings: dict[str, str]) -> dict[str, str
 def placeholder_findings(settings: Settings, service: str | None = None) -> list[check.Finding]:
     """Scaffold placeholders still in the settings: errors when `service` reaches real
     readers (it says so itself), warnings for a service that only writes local files."""
-    from . import services
     from .settings import placeholders
+
+    found = placeholders(settings)
+    if not found:
+        return []  # the common case: no need to load the services to ask
+    from . import services
 
     try:
         real = services.reaches_readers(service or settings.service)
@@ -107,7 +112,7 @@ def placeholder_findings(settings: Settings, service: str | None = None) -> list
     hint = ("set it in publish.toml before sending to real readers" if real else
             "fine for the local outbox; set it in publish.toml before a real send")
     return [check.Finding("placeholder-setting", severity, why, hint, where=f"setting {key}")
-            for key, why in placeholders(settings)]
+            for key, why in found]
 
 
 def _embed_context(issue: Issue, settings: Settings, strings: dict[str, str], where,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from typing import TYPE_CHECKING
@@ -122,6 +123,10 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     commands for machine-readable output.
     """
     ctx.obj = Context(root, debug)
+    _STARTING["one_shot"] = ctx.invoked_subcommand in ONE_SHOT
+    if _STARTING["collector_paused"] and not _STARTING["one_shot"]:
+        _STARTING["collector_paused"] = False
+        gc.enable()
     if debug:
         _debug_log()
 
@@ -372,8 +377,66 @@ def _say_traceback() -> None:
     _say_error(traceback.format_exc().rstrip("\n"))
 
 
+# Commands that build one issue in one short process. Their objects (modules, classes,
+# the issue's trees) mostly live to the end, so Python's cyclic garbage collector would
+# walk them ~90 times (~25 ms of a cold build) and free next to nothing, and tearing the
+# interpreter down object by object at exit takes ~70 ms more. For them the collector
+# stays off (the peak memory of a 60,000-cell table's build is the same: 518 MB either
+# way) and the process ends as soon as its exit handlers have run and its output is
+# flushed (see _end_now). Every other command (a server, a send, a list import) turns the
+# collector back on as it starts and exits as usual.
+ONE_SHOT = ("build", "check")
+_STARTING = {"collector_paused": False, "one_shot": False}
+
+
 def main() -> None:
     """Entry point: people see one-line errors; tracebacks only with --debug; no secrets."""
+    _STARTING["collector_paused"] = gc.isenabled()
+    gc.disable()
+    try:
+        _run()
+    except SystemExit as exc:
+        if _STARTING["one_shot"]:
+            _end_now(exc.code)
+        raise
+    else:
+        if _STARTING["one_shot"]:
+            _end_now(0)
+    finally:  # the usual exit: the collector as it was
+        if _STARTING["collector_paused"]:
+            _STARTING["collector_paused"] = False
+            gc.enable()
+
+
+def _end_now(code) -> None:
+    """End a one-shot command's process without tearing the interpreter down: the exit
+    handlers run (the kept caches are written, temporary folders removed), standard
+    output and error are flushed (a failed flush ends it with 120, as Python does), then
+    the process exits. Every file a build writes is closed before this. Only when this
+    thread is the process's last (else the usual exit waits for the others)."""
+    import atexit
+    import os
+    import threading
+
+    run_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_handlers is None or threading.active_count() > 1:
+        return
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    run_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            code = code or 120
+    os._exit(code)
+
+
+def _run() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
         cli.main(standalone_mode=False)

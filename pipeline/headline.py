@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 
 from . import htmltree
 
@@ -68,6 +67,8 @@ def says_the_same(title: str, heading: str, *, loose: bool = True) -> bool:
         return len(b) / len(a) >= PREFIX_COVERAGE
     if _numbers(title) != _numbers(heading) or min(len(a), len(b)) < 8:
         return False  # "Gradio 4" is not "Gradio 5"; very short words match too easily
+    from difflib import SequenceMatcher  # rarely reached: not loaded with every build
+
     return SequenceMatcher(None, a, b, autojunk=False).ratio() >= NEAR_MATCH
 
 

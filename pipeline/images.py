@@ -18,7 +18,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -203,6 +202,8 @@ class ImageSizes:
         if first is not None:
             self._fresh[wanted[0]] = first
         rest = [] if self.offline_reason else wanted[1:]
+        from concurrent.futures import ThreadPoolExecutor  # only when sizes are fetched
+
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             for url, size in zip(rest, pool.map(self._fetch, rest), strict=True):
                 if size is not None:

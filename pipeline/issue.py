@@ -258,11 +258,11 @@ class _Meta:
         raise self.fail(key, f"must be text, not {type(value).__name__}")
 
     def warn_unknown_keys(self) -> None:
-        import difflib
-
         for key in self.data:
             if str(key) in KNOWN_KEYS:
                 continue
+            import difflib  # only for a key it does not know
+
             close = difflib.get_close_matches(str(key), sorted(KNOWN_KEYS), n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else (
                 f"known keys: {', '.join(sorted(KNOWN_KEYS))}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import html
+import os
 import re
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -156,7 +156,7 @@ class MessageTemplate:
         self.list_id = list_id(list_name, sender_address)
         self.mailto = safe_header(unsubscribe_mailto, "unsubscribe address")
         self.name_fallback = name_fallback
-        self.boundary = f"=_publish_{secrets.token_hex(12)}"
+        self.boundary = f"=_publish_{os.urandom(12).hex()}"  # as secrets.token_hex
         self.text_segments = split_tokens(email.text)
         self.html_segments = split_tokens(email.html)
         self.date = (0, "")  # (second, Date header)

@@ -261,3 +261,35 @@ def test_a_long_session_holds_a_bounded_number_of_results(tmp_path):
             ("color", "#000000")]
     """, tmp_path)
     assert done.returncode == 0, done.stderr
+
+
+def test_another_version_of_the_code_keeps_its_own_file_and_old_ones_go(tmp_path):
+    """Two versions building on one machine (another checkout, an upgrade) each keep their
+    own file instead of replacing each other's, so neither parses again at every turn; the
+    files of all but the three most recently written versions are removed when one is
+    written, and nothing else in the folder is touched."""
+    first = build(SAMPLES["en"], tmp_path, tmp_path / "a")
+    (ours,) = kept_files(tmp_path)
+    folder = ours.parent
+    theirs = folder / "css-0badc0de-604.marshal"  # another version's, written just now
+    theirs.write_bytes(b"their results")
+    old = []
+    for n in range(4):
+        path = folder / f"css-old{n}-604.marshal"
+        path.write_bytes(b"old")
+        os.utime(path, (1_000_000 + n, 1_000_000 + n))
+        old.append(path)
+    other = folder / "notes.txt"
+    other.write_text("not ours")
+    ours.unlink()  # this version's results are gone: the next build writes them anew
+    assert build(SAMPLES["en"], tmp_path, tmp_path / "b") == first
+    assert ours.exists() and theirs.read_bytes() == b"their results"
+    assert [path.exists() for path in old] == [False, False, False, True]  # 3 newest kept
+    assert other.read_text() == "not ours"
+    done = python("""
+        import pipeline.render
+        from pipeline import _csscache
+        _csscache._ensure_loaded()
+        print(len(_csscache._KEPT) > 10)
+    """, tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr

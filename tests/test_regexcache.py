@@ -108,12 +108,14 @@ def test_a_damaged_entry_behind_a_good_checksum_is_not_trusted_blindly(tmp_path)
         import re
         import pipeline.build
         from pipeline import _regexcache as kept
+        import marshal
         key = (False, "(?P<x>ab)+c", 0)
-        kept._KEPT[key] = (32, b"\\x01\\x02\\x03", 1, {"x": 1}, (None, "x"))
+        kept._KEPT[key] = marshal.dumps((32, b"\\x01\\x02\\x03", 1, {"x": 1}, (None, "x")))
         assert re.compile("(?P<x>ab)+c").match("ababc").group("x") == "ab"
-        kept._KEPT[key] = ("not", "the", "right", "shape")
-        re.purge()
-        assert re.compile("(?P<x>ab)+c").match("ababc").group("x") == "ab"
+        for damaged in (marshal.dumps(("not", "the", "right", "shape")), b"\\xff", "text"):
+            kept._KEPT[key] = damaged
+            re.purge()
+            assert re.compile("(?P<x>ab)+c").match("ababc").group("x") == "ab"
     """, tmp_path)
     assert done.returncode == 0, done.stderr
 
@@ -126,7 +128,8 @@ def test_entries_of_the_wrong_shape_behind_a_good_checksum_are_ignored(tmp_path)
     done = python(f"""
         import marshal, zlib
         tag, _, _ = marshal.loads(open({str(path)!r}, "rb").read())
-        entries = {{1: 2, (True,): (), (False, "a", 0): ("x",), (False, "(b)", 0): (0, "no")}}
+        entries = {{1: 2, (True,): (), (False, "a", 0): ("x",), (False, "(b)", 0): (0, "no"),
+                    (False, "c+", 0): marshal.dumps(("x",)), (False, "d", 0): b"\\x00"}}
         blob = marshal.dumps(entries)
         open({str(path)!r}, "wb").write(marshal.dumps((tag, zlib.crc32(blob), blob)))
     """, tmp_path)
@@ -174,12 +177,14 @@ def test_builds_at_once_leave_one_whole_file(tmp_path):
     assert results == [alone[issue] for issue in issues]
     (path,) = kept_files(shared)
     (css,) = shared.glob("publish-cache-*/css-*.marshal")  # _csscache's, written at once too
-    assert sorted(path.parent.iterdir()) == sorted([path, css])  # no staging left
+    (code,) = shared.glob("publish-cache-*/code-*.marshal")  # _codecache's, likewise
+    assert sorted(path.parent.iterdir()) == sorted([path, css, code])  # no staging left
     done = python(f"""
         import pipeline.build
-        from pipeline import _csscache, _regexcache as kept
+        from pipeline import _codecache, _csscache, _regexcache as kept
         assert len(kept._load(kept._STATE["path"])) > 300
         assert len(_csscache._load({str(css)!r})) > 10
+        assert len(kept.read_entries({str(code)!r}, _codecache._tag())) > 50
     """, shared)
     assert done.returncode == 0, done.stderr
 
