@@ -1,32 +1,25 @@
-"""Attacks on one thread driving every SMTP connection (`delivery_loop`): a connection whose
-server stalls while the others go on, a server that sends half a reply and stalls, SIGKILL
-at each kind of step the loop waits for, STARTTLS connections on the loop. Real `publish`
-processes, real servers on loopback, the real state database."""
+"""Attacks on one thread driving every SMTP connection (`delivery_loop`): SIGKILL at each
+kind of step the loop waits for. (A stalled connection, half a reply then silence, Ctrl-C
+in every connection's wait and STARTTLS, which run on the loop as well, are in
+`test_send_connections.py`.) Real `publish` processes, a real server on loopback, the real
+state database."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
-import ssl
 import subprocess
 import sys
-import threading
-from collections import Counter
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from pipeline import draft
 from tests.conftest import ROOT, copy_sample_newsletter, run_publish
-from tests.smtp_server import Recorder, SmtpServer, free_port
+from tests.smtp_server import SmtpServer
 from tests.test_send import EN, SECRET, load, smtp_env, write_list
 from tests.test_send import ledger as ledger_rows
-from tests.test_send_attacks import _wait_for
 
 
 @pytest.fixture
@@ -50,128 +43,6 @@ def _send(letter: Path, env: dict, *extra: str, script: str | None = None
         [sys.executable, *command, "send", EN, "--service", "smtp", "--yes", "--json", *extra],
         cwd=letter, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def test_a_stalled_connection_does_not_hold_up_the_others(letter):
-    """The server sits on one message's DATA (no reply); the other connections deliver
-    everyone else meanwhile (but the reader the stalled connection has already taken as
-    its next), and the stalled one ends sent once the server answers."""
-    addresses = _readers(letter, 30)
-    stalled, release = addresses[1], threading.Event()
-    with SmtpServer() as smtp:
-        real_data = smtp.recorder.handle_DATA
-
-        async def handle_data(server, session, envelope):
-            if envelope.rcpt_tos == [stalled]:
-                while not release.is_set():
-                    await asyncio.sleep(0.01)  # this connection only; the server goes on
-            return await real_data(server, session, envelope)
-
-        smtp.recorder.handle_DATA = handle_data
-        proc = _send(letter, smtp_env(smtp), "--connections", "3")
-        try:
-            _wait_for(lambda: sum(smtp.recorder.received.values()) == len(addresses) - 2,
-                      "everyone else delivered while one connection waits", timeout=20)
-            assert smtp.recorder.received[stalled] == 0 and proc.poll() is None
-        finally:
-            release.set()
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert json.loads(out)["sent"] == len(addresses)
-        assert smtp.recorder.received == Counter({a: 1 for a in addresses})
-
-
-class HalfReplyServer:
-    """A plain SMTP server (PIPELINING) on a thread per connection that, once, answers a
-    command with the first bytes of a reply and then says nothing more."""
-
-    def __init__(self, stall_at: str, half: bytes):
-        self.stall_at, self.half = stall_at, half  # "MAIL" or "DATA" (its final answer)
-        self.port = free_port()
-        self.received: Counter = Counter()
-        self.stalled = threading.Event()
-        self.quit = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        self.threads: list[threading.Thread] = []
-
-    def __enter__(self):
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.quit.set()
-        self.listener.close()
-
-    def _accept(self):
-        while not self.quit.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _stall_here(self, conn: socket.socket, verb: str) -> bool:
-        if verb != self.stall_at or self.stalled.is_set():
-            return False
-        self.stalled.set()
-        conn.sendall(self.half)
-        self.quit.wait(120)
-        return True
-
-    def _serve(self, conn: socket.socket):
-        with conn, conn.makefile("rb") as lines:
-            conn.sendall(b"220 half.example ESMTP\r\n")
-            recipient = ""
-            for line in lines:
-                verb = line[:4].upper().decode()
-                if verb == "EHLO":
-                    conn.sendall(b"250-half.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-                elif verb == "MAIL":
-                    if self._stall_here(conn, "MAIL"):
-                        return
-                    conn.sendall(b"250 OK\r\n")
-                elif verb == "RCPT":
-                    recipient = line.split(b"<", 1)[1].split(b">", 1)[0].decode()
-                    conn.sendall(b"250 OK\r\n")
-                elif verb == "DATA":
-                    conn.sendall(b"354 go on\r\n")
-                    for data in lines:
-                        if data == b".\r\n":
-                            break
-                    self.received[recipient] += 1
-                    if self._stall_here(conn, "DATA"):
-                        return
-                    conn.sendall(b"250 2.0.0 queued\r\n")
-                elif verb == "QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    conn.sendall(b"250 OK\r\n")
-
-
-@pytest.mark.parametrize("stall_at, half", [("MAIL", b"25"), ("DATA", b"250-queued as\r\n2")])
-def test_half_a_reply_then_silence_times_out_and_the_send_goes_on(letter, stall_at, half):
-    """Half a reply, then nothing: that step times out (the send does not hang). Before
-    DATA the message is tried again on a new connection and arrives once; after the data
-    its reader is in doubt. Everyone else is sent to once."""
-    addresses = _readers(letter, 12)
-    with HalfReplyServer(stall_at, half) as server:
-        env = {"PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(server.port),
-               "PUBLISH_SMTP_SECURITY": "none", "PUBLISH_HTTP_TIMEOUT": "1"}
-        proc = _send(letter, env, "--connections", "3")
-        out, err = proc.communicate(timeout=90)
-        assert server.stalled.is_set()
-        report = json.loads(out)
-        assert "Traceback" not in err
-        if stall_at == "MAIL":
-            assert proc.returncode == 0, err
-            assert report["sent"] == len(addresses) and not report["in_doubt"]
-            assert server.received == Counter({a: 1 for a in addresses})
-        else:
-            [doubt] = report["in_doubt"]
-            assert report["sent"] == len(addresses) - 1
-            assert server.received == Counter({a: 1 for a in addresses})
-            assert "TimeoutError" in ledger_rows(letter)[doubt][1]
 
 
 # `publish send` SIGKILLed by itself when the loop is about to wait for the KILL_AFTER-th
@@ -223,82 +94,3 @@ def test_sigkill_at_each_kind_of_step_leaves_one_in_doubt_per_connection(letter,
         assert in_doubt == set(left)
         assert all(smtp.recorder.received[a] == 1 for a in addresses if a not in in_doubt)
         assert report["sent"] + len(in_doubt) == len(addresses)
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> Path:
-    """A self-signed certificate for 127.0.0.1 (the client trusts it via SSL_CERT_FILE)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    folder = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
-                   check=True, capture_output=True)
-    return folder
-
-
-def test_starttls_connections_on_the_loop_deliver_each_message_whole(letter, certificate):
-    """Three STARTTLS connections driven by one thread (non-blocking TLS sockets): every
-    reader gets the message once, over TLS, as the same bytes a single connection sends."""
-    addresses = _readers(letter, 40)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certificate / "cert.pem", certificate / "key.pem")
-    recorder, port = Recorder(), free_port()
-    secured: Counter = Counter()
-    real_data = recorder.handle_DATA
-
-    async def handle_data(server, session, envelope):
-        secured[session.ssl is not None] += 1
-        return await real_data(server, session, envelope)
-
-    recorder.handle_DATA = handle_data
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, ready_timeout=10,
-                            tls_context=context, require_starttls=True)
-    controller.start()
-    try:
-        env = {"PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(port),
-               "PUBLISH_SMTP_SECURITY": "starttls",
-               "SSL_CERT_FILE": str(certificate / "cert.pem")}
-        proc = _send(letter, env, "--connections", "3")
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        assert json.loads(out)["sent"] == len(addresses)
-        assert recorder.received == Counter({a: 1 for a in addresses})
-        assert secured == Counter({True: len(addresses)})
-        one = recorder.messages[addresses[0]][0]
-        assert b"\r\n\r\n" in one and len(one) > 10_000
-    finally:
-        controller.stop()
-
-
-@pytest.mark.parametrize("wait", ["rate", "backoff"])
-def test_ctrl_c_ends_every_connections_wait_at_once(letter, wait):
-    """Three connections on the loop, each in a long wait (a slow --rate, or one in a long
-    back-off while the others finish): Ctrl-C ends the send at once, 130, nothing in
-    doubt, and a resume reaches everyone else once."""
-    addresses = _readers(letter, 8)
-    with SmtpServer() as smtp:
-        env = smtp_env(smtp)
-        extra: list[str] = []
-        if wait == "rate":
-            extra = ["--rate", "0.002"]  # the second message would wait 500 s
-        else:
-            env["PUBLISH_RETRY_BACKOFF"] = "3000"
-            smtp.recorder.rcpt_faults[addresses[1]] = ["451 4.3.0 Try again later"]
-        proc = _send(letter, env, "--connections", "3", *extra)
-        expected = 1 if wait == "rate" else len(addresses) - 1
-        _wait_for(lambda: sum(smtp.recorder.received.values()) == expected, "the first ones")
-        _wait_for(lambda: sum(1 for s, *_ in ledger_rows(letter).values() if s == "sent")
-                  == expected, "their answers recorded")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 130, err
-        assert "Traceback" not in err and json.loads(out)["in_doubt"] == []
-        rows = ledger_rows(letter)
-        assert Counter(state for state, *_ in rows.values()) == Counter(
-            {"sent": expected, "pending": len(addresses) - expected})
-        resumed = run_publish("send", EN, "--service", "smtp", "--yes", "--connections", "3",
-                              cwd=letter, env=smtp_env(smtp))
-        assert resumed.returncode == 0, resumed.stderr
-        assert smtp.recorder.received == Counter({a: 1 for a in addresses})
