@@ -68,14 +68,19 @@ class RateLimit:
 
     def wait(self, count: int = 1) -> None:
         """Until `count` more messages may go."""
+        delay = self.reserve(count)
+        if delay:
+            self.stop.wait(delay)
+
+    def reserve(self, count: int = 1) -> float:
+        """The seconds to wait before `count` more messages may go (they are counted)."""
         if not self.interval:
-            return
+            return 0.0
         with self.lock:
             now = time.monotonic()
             at = max(self.next, now)
             self.next = at + self.interval * count
-        if at > now:
-            self.stop.wait(at - now)
+        return at - now
 
 
 def start(*, batch_size: int = 1, **options) -> Delivery:
@@ -128,8 +133,10 @@ class Delivery:
     def run(self, db: sqlite3.Connection) -> str:
         """Deliver to every pending recipient; returns why it stopped early, or ''."""
         self.total = ledger.counts(db, self.send_id)[0]["pending"]
-        threads = [threading.Thread(target=self._work, daemon=True, name=f"send-{n}")
-                   for n in range(self.connections)]
+        workers = self._workers()
+        self.working = len(workers)
+        threads = [threading.Thread(target=work, daemon=True, name=f"send-{n}")
+                   for n, work in enumerate(workers)]
         for thread in threads:
             thread.start()
         with self._stopped_by_sigterm(), _quick_turns(self.connections):
@@ -206,19 +213,30 @@ class Delivery:
         except Exception as exc:
             return Job(recipient_id, address, "", None, error=transports.describe(exc))
 
-    def _work(self) -> None:
-        """One worker: its own database connection and transport, any failure a stop."""
-        db = transport = None
+    def _workers(self) -> list[Callable[[], None]]:
+        """What each thread runs: here one worker per connection."""
+        return [self._work] * self.connections
+
+    def _work(self, connections: int = 1,
+              drive: Callable[[sqlite3.Connection, list], None] | None = None) -> None:
+        """One worker: its own database connection and transport (or `connections` of
+        them, all driven by `drive`), any failure a stop."""
+        db = None
+        made: list = []
         try:
             db = state.connect(self.state_dir)
-            transport = self.make_transport()
-            self._worker(db, transport)
+            for _ in range(connections):
+                made.append(self.make_transport())
+            if drive is None:
+                self._worker(db, made[0])
+            else:
+                drive(db, made)
         except Stop as stop:
             self.halt(stop.reason, stop.cause)
         except BaseException as exc:
             self.halt(str(_explained(exc, db)), exc)
         finally:
-            if transport is not None:
+            for transport in made:
                 with contextlib.suppress(Exception):
                     transport.close()
             if db is not None:
@@ -257,65 +275,93 @@ class Delivery:
     def _attempt(self, db: sqlite3.Connection, transport: transports.Transport, job: Job,
                  while_waiting: Callable[[], None], claimed: bool = False,
                  on_envelope: EnvelopeCommit | None = None) -> ledger.Outcome | None:
+        """`_attempt_steps` on this thread."""
+        return transports.run_blocking(
+            self._attempt_steps(db, transport, job, while_waiting, claimed, on_envelope),
+            self.stop)
+
+    def _attempt_steps(self, db: sqlite3.Connection, transport: transports.Transport,
+                       job: Job, while_waiting: Callable[[], None], claimed: bool = False,
+                       on_envelope: EnvelopeCommit | None = None) -> transports.Steps:
         """Hand one message over in up to MAX_ATTEMPTS attempts (`claimed`: the first
         attempt's claim is already made; `on_envelope`: it is made by this, which the
         transport calls before the data goes, see `SmtpTransport.deliver`). A plain ending
         (sent, refused, in doubt) is returned for the caller to record; any other is
-        recorded here (None returned), or raises Stop to end the send."""
+        recorded here (None returned), or raises Stop to end the send. Its waits (the
+        rate, a back-off, a transport's own when it has `deliver_steps`) are steps, see
+        `transports.run_blocking`."""
         if job.error:
             raise Stop(f"cannot make the message to {job.address}: {job.error}")
         if job.refused:
             ledger.settle(db, job.recipient_id, "failed", job.refused)
             return None
+        stepwise = getattr(transport, "deliver_steps", None)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if not claimed and on_envelope is None:
-                self.limiter.wait()
+                delay = self.limiter.reserve()
+                if delay:
+                    yield (transports.SLEEP, time.monotonic() + delay)
                 if self.stop.is_set() or not ledger.claim(db, job.recipient_id,
                                                           job.message_id):
                     return None
             claimed = False
             try:
                 if on_envelope is not None:
-                    answer = transport.deliver(self.sender, job.address, job.data,
-                                               while_waiting, on_envelope=on_envelope)
+                    answer = yield from stepwise(self.sender, job.address, job.data,
+                                                 while_waiting, on_envelope=on_envelope)
+                elif stepwise is not None:
+                    answer = yield from stepwise(self.sender, job.address, job.data,
+                                                 while_waiting)
                 else:
                     answer = transport.deliver(self.sender, job.address, job.data,
                                                while_waiting)
-            except transports.Withdrawn:
-                return None
-            except transports.InDoubt as exc:
-                return ledger.Outcome(job.recipient_id, "in_doubt", exc.response)
-            except transports.Rejected as exc:
-                return ledger.Outcome(job.recipient_id, "failed", exc.response)
-            except transports.Unexpected as exc:
-                outcome = "in_doubt" if exc.handed_over else "pending"
-                ledger.settle(db, job.recipient_id, outcome, exc.response)
-                raise Stop(f"{exc.response} (to {job.address})", exc) from None
-            except transports.Fatal as exc:
-                ledger.settle(db, job.recipient_id, "pending", exc.response)
-                raise Stop(exc.response) from None
-            except transports.Temporary as exc:
-                if on_envelope is not None:  # no envelope went: the next attempt claims
-                    on_envelope.settle_if_not_yet()  # the answer in hand, before waiting
-                    on_envelope = None
-                if isinstance(exc, transports.Unreachable) and attempt == MAX_ATTEMPTS:
-                    ledger.settle(db, job.recipient_id, "pending", exc.response)
-                    raise Stop(f"{exc.response}; stopped, run the same command to continue"
-                               ) from None
-                if attempt == MAX_ATTEMPTS:
-                    ledger.settle(db, job.recipient_id, "failed",
-                                  f"{exc.response} (gave up after {attempt} attempts)")
-                    return None
-                ledger.settle(db, job.recipient_id, "pending", exc.response)
-                if self.stop.wait(self.backoff * 2 ** (attempt - 1)):
-                    return None
+            except Exception as exc:
+                ended, backoff = self._answered(db, job, exc, attempt, on_envelope)
+                if backoff is None:
+                    return ended
+                on_envelope = None
+                if (yield (transports.SLEEP, time.monotonic() + backoff)):
+                    return None  # stopped during the back-off
                 continue
-            except Exception as exc:  # a transport that broke its promise may have sent it
-                reason = f"unexpected error while sending: {transports.describe(exc)}"
-                ledger.settle(db, job.recipient_id, "in_doubt", reason)
-                raise Stop(f"{reason} (to {job.address})", exc) from None
             return ledger.Outcome(job.recipient_id, "sent", answer)
         return None
+
+    def _answered(self, db: sqlite3.Connection, job: Job, exc: Exception, attempt: int,
+                  on_envelope: EnvelopeCommit | None
+                  ) -> tuple[ledger.Outcome | None, float | None]:
+        """What a transport's error means for `job`: (a plain ending for the caller to
+        record, None), (None, None) when recorded here, (None, seconds) to try again after
+        a back-off, or Stop raised to end the send."""
+        if isinstance(exc, transports.Withdrawn):
+            return None, None
+        if isinstance(exc, transports.InDoubt):
+            return ledger.Outcome(job.recipient_id, "in_doubt", exc.response), None
+        if isinstance(exc, transports.Rejected):
+            return ledger.Outcome(job.recipient_id, "failed", exc.response), None
+        if isinstance(exc, transports.Unexpected):
+            outcome = "in_doubt" if exc.handed_over else "pending"
+            ledger.settle(db, job.recipient_id, outcome, exc.response)
+            raise Stop(f"{exc.response} (to {job.address})", exc) from None
+        if isinstance(exc, transports.Fatal):
+            ledger.settle(db, job.recipient_id, "pending", exc.response)
+            raise Stop(exc.response) from None
+        if isinstance(exc, transports.Temporary):
+            if on_envelope is not None:  # no envelope went: the next attempt claims
+                on_envelope.settle_if_not_yet()  # the answer in hand, before waiting
+            if isinstance(exc, transports.Unreachable) and attempt == MAX_ATTEMPTS:
+                ledger.settle(db, job.recipient_id, "pending", exc.response)
+                raise Stop(f"{exc.response}; stopped, run the same command to continue"
+                           ) from None
+            if attempt == MAX_ATTEMPTS:
+                ledger.settle(db, job.recipient_id, "failed",
+                              f"{exc.response} (gave up after {attempt} attempts)")
+                return None, None
+            ledger.settle(db, job.recipient_id, "pending", exc.response)
+            return None, self.backoff * 2 ** (attempt - 1)
+        # a transport that broke its promise may have sent it
+        reason = f"unexpected error while sending: {transports.describe(exc)}"
+        ledger.settle(db, job.recipient_id, "in_doubt", reason)
+        raise Stop(f"{reason} (to {job.address})", exc) from None
 
 
 @contextlib.contextmanager

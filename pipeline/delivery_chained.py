@@ -16,13 +16,35 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable
 
-from . import ledger, transports
+from . import delivery_loop, ledger, transports
 from .delivery import Delivery, Job
+
+LOOP_FROM = 2  # connections from which one thread drives them all (delivery_loop)
 
 
 class ChainedDelivery(Delivery):
     """`Delivery`, recording each answer in the same commit as the next claim."""
+
+    def _workers(self) -> list[Callable[[], None]]:
+        """One thread for all the connections when the transport can be driven so (SMTP,
+        LOOP_FROM connections or more); else a thread per connection."""
+        if self.connections < LOOP_FROM:
+            return super()._workers()
+        try:
+            probe = self.make_transport()
+        except Exception:  # each worker meets it again, and stops the send with it
+            return super()._workers()
+        with contextlib.suppress(Exception):
+            probe.close()
+        if not (getattr(probe, "announces_envelope", False)
+                and delivery_loop.on_loop(probe)):
+            return super()._workers()
+        return [lambda: self._work(self.connections, drive=self._drive)]
+
+    def _drive(self, db: sqlite3.Connection, made: list) -> None:
+        delivery_loop.drive(self, db, made)
 
     def _worker(self, db: sqlite3.Connection, transport: transports.Transport) -> None:
         if getattr(transport, "announces_envelope", False):
@@ -55,6 +77,12 @@ class ChainedDelivery(Delivery):
     def _worker_overlapped(self, db: sqlite3.Connection,
                            transport: transports.Transport) -> None:
         """As `_worker`, the commit made while the server reads the next envelope."""
+        transports.run_blocking(self._overlapped_steps(db, transport), self.stop)
+
+    def _overlapped_steps(self, db: sqlite3.Connection,
+                          transport: transports.Transport) -> transports.Steps:
+        """One connection's messages, each answer committed with the next claim, as steps
+        (see `transports.run_blocking`; `delivery_loop` drives several on one thread)."""
         job = self._next(db)
         unrecorded: ledger.Outcome | None = None  # the last answer, not yet in the ledger
         try:
@@ -68,9 +96,9 @@ class ChainedDelivery(Delivery):
                         ledger.settle_many(db, [unrecorded])
                     unrecorded = None
                 try:
-                    ended = self._attempt(db, transport, job,
-                                          self._render_into(db, following),
-                                          on_envelope=chain)
+                    ended = yield from self._attempt_steps(
+                        db, transport, job, self._render_into(db, following),
+                        on_envelope=chain)
                 finally:
                     if chain is not None:
                         chain.settle_if_not_yet()

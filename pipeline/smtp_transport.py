@@ -14,16 +14,21 @@ import ssl
 from collections.abc import Callable
 
 from .transports import (
+    CALL,
+    READ,
+    WRITE,
     DeliveryError,
     Fatal,
     InDoubt,
     Rejected,
+    Steps,
     Temporary,
     Unexpected,
     Unreachable,
     Withdrawn,
     describe,
     envelope_address,
+    run_blocking,
 )
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -41,6 +46,8 @@ class SmtpTransport:
         self.username, self.password, self.timeout = username, password, timeout
         self.local_hostname = local_hostname
         self.conn: smtplib.SMTP | None = None
+        self.inbuf = bytearray()  # what the server said that is not read yet
+        self.blocking = True  # False: waits are steps, for a loop to drive (`deliver_steps`)
 
     def _connect(self) -> smtplib.SMTP:
         # Loading the system's certificates takes a while: only for a TLS connection.
@@ -113,6 +120,15 @@ class SmtpTransport:
         are on their way (pipelined; else before them), while the server reads them, and
         before anything of the message leaves: False withdraws the message (the connection
         is dropped, its transaction unfinished: `Withdrawn`); what it raises is raised."""
+        return run_blocking(self.deliver_steps(sender, recipient, data, while_waiting,
+                                               on_envelope))
+
+    def deliver_steps(self, sender: str, recipient: str, data: bytes,
+                      while_waiting: Callable[[], None] | None = None,
+                      on_envelope: Callable[[], bool] | None = None) -> Steps:
+        """`deliver` as steps (see `transports.run_blocking`): on a non-blocking socket
+        (`blocking` False) each wait for the server is a step, so one thread can drive
+        many connections (`delivery_loop`)."""
         handed_over = False
 
         def handing_over() -> None:
@@ -120,8 +136,8 @@ class SmtpTransport:
             handed_over = True
 
         try:
-            return self._deliver(sender, recipient, data, while_waiting, handing_over,
-                                 on_envelope)
+            return (yield from self._deliver(sender, recipient, data, while_waiting,
+                                             handing_over, on_envelope))
         except _CallerFailed as failed:
             raise failed.__cause__ from None
         except DeliveryError:
@@ -137,7 +153,7 @@ class SmtpTransport:
     def _deliver(self, sender: str, recipient: str, data: bytes,
                  while_waiting: Callable[[], None] | None,
                  handing_over: Callable[[], None],
-                 on_envelope: Callable[[], bool] | None = None) -> str:
+                 on_envelope: Callable[[], bool] | None = None) -> Steps:
         try:
             sender, recipient = envelope_address(sender), envelope_address(recipient)
         except ValueError as exc:
@@ -145,7 +161,7 @@ class SmtpTransport:
         options = "" if (sender + recipient).isascii() and data.isascii() else " SMTPUTF8"
         commands = _commands(sender, recipient, options)
         if self.conn is None:
-            self.conn = self._connect()
+            self._attach((yield (CALL, self._connect)))
         conn = self.conn
         if options and not conn.has_extn("smtputf8"):
             if not sender.isascii():
@@ -154,7 +170,8 @@ class SmtpTransport:
             raise Rejected(f"{self.host} cannot take a non-ASCII address (it does not "
                            "offer SMTPUTF8)")
         try:
-            replies = _envelope(conn, commands, on_envelope and self._checked(on_envelope))
+            replies = yield from self._envelope(commands,
+                                                on_envelope and self._checked(on_envelope))
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise Temporary(f"connection lost before DATA: {type(exc).__name__}") from None
@@ -167,32 +184,46 @@ class SmtpTransport:
                     raise Temporary(f"unreadable reply to {_verb(command)}: "
                                     f"{_text(code, reply)}")
                 if replies[-1][0] == 354 and len(replies) == 3:
-                    self._end_empty_data()
-                self._reset()
+                    yield from self._end_empty_data()
+                yield from self._reset()
                 raise self._refusal(code, reply, _verb(command))
         if len(replies) < 3:
-            self._reset()
+            yield from self._reset()
             raise Temporary("server did not answer DATA")
         try:
             # Dot-stuffing (RFC 5321 4.5.2); our messages rarely need it.
             payload = _LEADING_DOT.sub(b"..", data) if _needs_dot_stuffing(data) else data
             ending = b".\r\n" if payload.endswith(b"\r\n") else b"\r\n.\r\n"
             handing_over()
-            _send(conn, payload + ending)
+            yield from self._send(payload + ending)
             if while_waiting is not None:
                 while_waiting()
-            code, reply = _read_reply(conn)
+            code, reply = yield from self._read_reply()
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise InDoubt(f"connection lost during DATA: {type(exc).__name__}") from None
         if 200 <= code < 300:
             return _text(code, reply)
         if 400 <= code < 600:
-            self._reset()
+            yield from self._reset()
             raise self._refusal(code, reply, "DATA")
         # Not a refusal we can read: the server may well have stored the message.
         self._drop()
         raise InDoubt(f"unreadable reply to DATA: {_text(code, reply)}")
+
+    def _attach(self, conn: smtplib.SMTP) -> None:
+        """Take over a connection smtplib opened: what it read past its last reply is
+        kept, every reply from now on is read here, on a non-blocking socket unless
+        `blocking`."""
+        sock = conn.sock
+        sock.setblocking(False)
+        if conn.file is not None:
+            with contextlib.suppress(OSError):
+                ahead = conn.file.peek(smtplib._MAXLINE)
+                self.inbuf += conn.file.read1(len(ahead)) if ahead else b""
+        if self.blocking:
+            sock.settimeout(self.timeout)
+        self.conn = conn
 
     def _checked(self, on_envelope: Callable[[], bool]) -> Callable[[], None]:
         """`on_envelope`, the transaction abandoned (connection dropped) unless it says yes."""
@@ -207,11 +238,34 @@ class SmtpTransport:
                 raise Withdrawn("withdrawn after its envelope; nothing handed over")
         return check
 
-    def _end_empty_data(self) -> None:
+    def _envelope(self, commands: list[str],
+                  sent: Callable[[], None] | None = None) -> Steps:
+        """MAIL, RCPT and DATA: in one round trip when the server pipelines (RFC 2920),
+        else one at a time until one is refused. The replies read; `sent` runs once the
+        commands are on their way (before the first, without pipelining)."""
+        if self.conn.has_extn("pipelining"):
+            yield from self._send("".join(c + "\r\n" for c in commands).encode("utf-8"))
+            if sent is not None:
+                sent()
+            replies = []
+            for _ in commands:
+                replies.append((yield from self._read_reply()))
+            return replies
+        if sent is not None:
+            sent()
+        replies = []
+        for command in commands:
+            yield from self._send((command + "\r\n").encode("utf-8"))
+            replies.append((yield from self._read_reply()))
+            if replies[-1][0] not in (250, 251, 354):
+                break
+        return replies
+
+    def _end_empty_data(self) -> Steps:
         """A server that said 354 after refusing MAIL or RCPT gets an empty message to end it."""
         with contextlib.suppress(smtplib.SMTPException, OSError):
-            self.conn.send(b".\r\n")
-            _read_reply(self.conn)
+            yield from self._send(b".\r\n")
+            yield from self._read_reply()
 
     @staticmethod
     def _refusal(code: int, reply: bytes, stage: str) -> DeliveryError:
@@ -222,23 +276,98 @@ class SmtpTransport:
             return Fatal(text)
         return Temporary(text) if 400 <= code < 500 else Rejected(text)
 
-    def _reset(self) -> None:
+    def _reset(self) -> Steps:
         try:
             if self.conn is not None:
-                self.conn.rset()
+                yield from self._send(b"rset\r\n")
+                yield from self._read_reply()
         except (smtplib.SMTPException, OSError):
             self._drop()
+
+    def _send(self, data: bytes) -> Steps:
+        """All of `data` out; on a non-blocking socket, waiting for room as needed."""
+        sock = self.conn.sock if self.conn is not None else None
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("please run connect() first")
+        if self.blocking:
+            sock.sendall(data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[sock.send(view):]
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                yield (WRITE, sock, self.timeout)
+            except ssl.SSLWantReadError:
+                yield (READ, sock, self.timeout)
+
+    def _read_reply(self) -> Steps:
+        """A reply (code, text) as smtplib's `getreply` reads it, except that a reply
+        without a proper code comes back whole, with code -1 (smtplib cuts off its first
+        four characters)."""
+        lines = []
+        while True:
+            line = yield from self._read_line()
+            code, separator = line[:3], line[3:4]
+            if not (len(code) == 3 and code.isdigit()
+                    and separator in (b" ", b"-", b"\r", b"\n", b"")):
+                return -1, line.strip()
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if separator != b"-":
+                return int(code), b"\n".join(lines)
+
+    def _read_line(self) -> Steps:
+        """One line from the server (the rest of what came kept for the next)."""
+        buffer = self.inbuf
+        while True:
+            end = buffer.find(b"\n", 0, smtplib._MAXLINE + 1)
+            if end >= 0:
+                line = bytes(buffer[:end + 1])
+                del buffer[:end + 1]
+                return line
+            if len(buffer) > smtplib._MAXLINE:
+                self.conn.close()
+                raise smtplib.SMTPResponseException(500, b"Line too long.")
+            chunk = yield from self._receive()
+            if not chunk:
+                if buffer:  # the last words before the server hung up
+                    line = bytes(buffer)
+                    buffer.clear()
+                    return line
+                self.conn.close()
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+            buffer += chunk
+
+    def _receive(self) -> Steps:
+        sock = self.conn.sock
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("please run connect() first")
+        if self.blocking:
+            return sock.recv(65536)
+        while True:
+            try:
+                return sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                yield (READ, sock, self.timeout)
+            except ssl.SSLWantWriteError:
+                yield (WRITE, sock, self.timeout)
 
     def _drop(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.close()
         self.conn = None
+        self.inbuf.clear()
 
     def close(self) -> None:
+        run_blocking(self.close_steps())
+
+    def close_steps(self) -> Steps:
+        """QUIT, as smtplib says it, and the connection closed whatever the answer."""
         if self.conn is not None:
             with contextlib.suppress(smtplib.SMTPException, OSError):
-                self.conn.quit()
+                yield from self._send(b"quit\r\n")
+                yield from self._read_reply()
             self._drop()
 
 
@@ -248,13 +377,6 @@ class _CallerFailed(Exception):
 
 def _commands(sender: str, recipient: str, options: str) -> list[str]:
     return [f"MAIL FROM:<{sender}>{options}", f"RCPT TO:<{recipient}>", "DATA"]
-
-
-def _send(conn: smtplib.SMTP, data: bytes) -> None:
-    """smtplib's `send` without its per-call checks and audit event."""
-    if conn.sock is None:
-        raise smtplib.SMTPServerDisconnected("please run connect() first")
-    conn.sock.sendall(data)
 
 
 def _needs_dot_stuffing(data: bytes) -> bool:
@@ -271,50 +393,6 @@ def _needs_dot_stuffing(data: bytes) -> bool:
             return True
         at = data.find(b".", at + 1)
     return b"\n." in data
-
-
-def _envelope(conn: smtplib.SMTP, commands: list[str],
-              sent: Callable[[], None] | None = None) -> list[tuple[int, bytes]]:
-    """MAIL, RCPT and DATA: in one round trip when the server pipelines (RFC 2920), else
-    one at a time until one is refused. The replies read; `sent` runs once the commands
-    are on their way (before the first, without pipelining)."""
-    if conn.has_extn("pipelining"):
-        _send(conn, "".join(c + "\r\n" for c in commands).encode("utf-8"))
-        if sent is not None:
-            sent()
-        return [_read_reply(conn) for _ in commands]
-    if sent is not None:
-        sent()
-    replies = []
-    for command in commands:
-        conn.send((command + "\r\n").encode("utf-8"))
-        replies.append(_read_reply(conn))
-        if replies[-1][0] not in (250, 251, 354):
-            break
-    return replies
-
-
-def _read_reply(conn: smtplib.SMTP) -> tuple[int, bytes]:
-    """smtplib's `getreply`, except that a reply without a proper code comes back whole,
-    with code -1 (smtplib cuts off its first four characters)."""
-    if conn.file is None:
-        conn.file = conn.sock.makefile("rb")
-    lines = []
-    while True:
-        line = conn.file.readline(smtplib._MAXLINE + 1)
-        if not line:
-            conn.close()
-            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
-        if len(line) > smtplib._MAXLINE:
-            conn.close()
-            raise smtplib.SMTPResponseException(500, b"Line too long.")
-        code, separator = line[:3], line[3:4]
-        if not (len(code) == 3 and code.isdigit() and separator in (b" ", b"-", b"\r", b"\n",
-                                                                       b"")):
-            return -1, line.strip()
-        lines.append(line[4:].strip(b" \t\r\n"))
-        if separator != b"-":
-            return int(code), b"\n".join(lines)
 
 
 def _verb(command: str) -> str:

@@ -13,10 +13,13 @@ A transport never lets any other exception out of `deliver`.
 from __future__ import annotations
 
 import mailbox
-from collections.abc import Callable, Mapping, Sequence
+import select
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class DeliveryError(Exception):
@@ -60,6 +63,45 @@ class Unexpected(DeliveryError):
     def __init__(self, response: str, handed_over: bool):
         super().__init__(response)
         self.handed_over = handed_over
+
+
+# What a step of a delivery waits for (see `run_blocking`, and `delivery_loop`, which drives
+# many of them on one thread): (READ | WRITE, socket, timeout in seconds or None),
+# (CALL, function): its result or what it raises, (SLEEP, monotonic time): True when a
+# stop ended the wait early.
+READ, WRITE, CALL, SLEEP = "read", "write", "call", "sleep"
+Steps = Generator[tuple, Any, Any]
+
+
+def run_blocking(steps: Steps, stop: threading.Event | None = None) -> Any:
+    """Run `steps` on this thread, waiting where it waits; its result, or what it raises.
+    A socket that stays silent past its timeout raises TimeoutError at that step."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            request = steps.throw(error) if error is not None else steps.send(result)
+        except StopIteration as done:
+            return done.value
+        result = error = None
+        kind = request[0]
+        try:
+            if kind is CALL:
+                result = request[1]()
+            elif kind is SLEEP:
+                delay = max(request[1] - time.monotonic(), 0.0)
+                result = stop.wait(delay) if stop is not None else time.sleep(delay)
+            else:
+                _wait_for_socket(kind, request[1], request[2])
+        except BaseException as exc:  # given to the step that asked for it
+            error = exc
+
+
+def _wait_for_socket(kind: str, sock: Any, timeout: float | None) -> None:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN if kind is READ else select.POLLOUT)
+    if not poller.poll(None if timeout is None else timeout * 1000):
+        raise TimeoutError("timed out")
 
 
 def describe(exc: BaseException) -> str:

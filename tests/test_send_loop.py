@@ -1,0 +1,96 @@
+"""Attacks on one thread driving every SMTP connection (`delivery_loop`): SIGKILL at each
+kind of step the loop waits for. (A stalled connection, half a reply then silence, Ctrl-C
+in every connection's wait and STARTTLS, which run on the loop as well, are in
+`test_send_connections.py`.) Real `publish` processes, a real server on loopback, the real
+state database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import draft
+from tests.conftest import ROOT, copy_sample_newsletter, run_publish
+from tests.smtp_server import SmtpServer
+from tests.test_send import EN, SECRET, load, smtp_env, write_list
+from tests.test_send import ledger as ledger_rows
+
+
+@pytest.fixture
+def letter(tmp_path, monkeypatch):
+    monkeypatch.setenv("PUBLISH_UNSUBSCRIBE_SECRET", SECRET)
+    monkeypatch.setenv("PUBLISH_RETRY_BACKOFF", "0.05")
+    return copy_sample_newsletter(tmp_path / "letter")
+
+
+def _readers(letter: Path, count: int) -> list[str]:
+    addresses = [f"reader{n}@example.org" for n in range(count)]
+    write_list(letter, [(a, "", "active") for a in addresses])
+    draft.push(letter / EN, load(letter))
+    return addresses
+
+
+def _send(letter: Path, env: dict, *extra: str, script: str | None = None
+          ) -> subprocess.Popen:
+    command = ["-c", script] if script else ["-m", "pipeline.cli"]
+    return subprocess.Popen(
+        [sys.executable, *command, "send", EN, "--service", "smtp", "--yes", "--json", *extra],
+        cwd=letter, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# `publish send` SIGKILLed by itself when the loop is about to wait for the KILL_AFTER-th
+# time for a KILL_KIND of step: a reply (read), a connection being made (call), a back-off
+# (sleep); the real loop runs, the kill only lands between its steps.
+KILLED_IN_LOOP = """
+import os, signal, sys
+from pipeline import cli, delivery_loop
+kind, after = os.environ["KILL_KIND"], int(os.environ["KILL_AFTER"])
+seen = [0]
+real_wait = delivery_loop.SmtpLoop._wait
+
+def wait(self, connection, request):
+    if request[0] == kind:
+        seen[0] += 1
+        if seen[0] == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_wait(self, connection, request)
+
+delivery_loop.SmtpLoop._wait = wait
+sys.argv = ["publish"] + sys.argv[1:]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("kind, after", [("read", 1), ("read", 23), ("read", 90),
+                                         ("call", 2), ("sleep", 1)])
+def test_sigkill_at_each_kind_of_step_leaves_one_in_doubt_per_connection(letter, kind,
+                                                                          after):
+    connections = 3
+    addresses = _readers(letter, 60)
+    with SmtpServer() as smtp:
+        # a refusal to try again later: a back-off (a "sleep" step) mid-send
+        smtp.recorder.rcpt_faults[addresses[10]] = ["451 4.3.0 try again later"]
+        proc = _send(letter, {**smtp_env(smtp), "KILL_KIND": kind, "KILL_AFTER": str(after)},
+                     "--connections", str(connections), script=KILLED_IN_LOOP)
+        proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL
+        rows = ledger_rows(letter)
+        left = [e for e, (state, *_) in rows.items() if state in ("sending", "in_doubt")]
+        assert len(left) <= connections
+        assert all(smtp.recorder.received[e] <= 1 for e in left)
+        resumed = run_publish("send", EN, "--service", "smtp", "--yes", "--json",
+                              "--connections", str(connections), cwd=letter,
+                              env=smtp_env(smtp))
+        assert resumed.returncode == 0, resumed.stderr
+        report = json.loads(resumed.stdout)
+        in_doubt = set(report["in_doubt"])
+        assert in_doubt == set(left)
+        assert all(smtp.recorder.received[a] == 1 for a in addresses if a not in in_doubt)
+        assert report["sent"] + len(in_doubt) == len(addresses)
