@@ -24,7 +24,6 @@ from __future__ import annotations
 import atexit
 import builtins
 import marshal
-import os
 import sys
 import threading
 import time
@@ -108,16 +107,10 @@ def install() -> None:
     if _STATE["installed"] or sys.implementation.name != "cpython":
         return
     _STATE["installed"] = True
-    try:
-        folder = _regexcache._folder()
-    except OSError:
-        folder = None
-    if folder is None:
+    path, entries, _STATE["loading"] = _regexcache.open_kept("code", _tag())
+    if path is None:
         return
-    path = os.path.join(folder, f"code-{_tag()}.marshal")
-    started = time.perf_counter()
-    _KEPT.update(_regexcache.read_entries(path, _tag()))  # each entry checked on use
-    _STATE["loading"] = time.perf_counter() - started
+    _KEPT.update(entries)  # each entry checked on use
     _STATE["path"] = path
     import collections
     import dataclasses

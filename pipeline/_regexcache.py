@@ -200,6 +200,21 @@ def bounded(kept: dict, used: set, limit: int, size: Callable[[object, object], 
 _WRITE_COST = 2.0
 
 
+def open_kept(kind: str, tag: str) -> tuple[str | None, dict, float]:
+    """The path of the kept file of `kind` for `tag`, its entries, and the seconds reading
+    it took; (None, {}, 0.0) when there is no safe folder to keep it in."""
+    try:
+        folder = _folder()
+    except OSError:
+        folder = None
+    if folder is None:
+        return None, {}, 0.0
+    path = os.path.join(folder, f"{kind}-{tag}.marshal")
+    started = time.perf_counter()
+    entries = read_entries(path, tag)
+    return path, entries, time.perf_counter() - started
+
+
 def worth_writing(compiling: float, loading: float) -> bool:
     """Whether writing the file back saves the next runs more than it costs this one:
     the new entries took `compiling` seconds to make, the file `loading` to read. A
@@ -251,16 +266,10 @@ def install() -> None:
             or not hasattr(_compiler, "_code") or not _agrees()):
         return
     _STATE["installed"] = True
-    try:
-        folder = _folder()
-    except OSError:
-        folder = None
-    if folder is None:
+    path, entries, _STATE["loading"] = open_kept("regex", _tag())
+    if path is None:
         return
-    path = os.path.join(folder, f"regex-{_tag()}.marshal")
-    started = time.perf_counter()
-    _KEPT.update(read_entries(path, _tag()))  # each entry's shape is checked when it is used
-    _STATE["loading"] = time.perf_counter() - started
+    _KEPT.update(entries)  # each entry's shape is checked when it is used
     _STATE["path"] = path
     _compiler.compile = _compile_kept
     atexit.register(_save)

@@ -9,27 +9,14 @@ only cost the compiling. Also here: kept files are only written back when worth 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
-from tests.conftest import ROOT, SAMPLES, run_publish
-
-
-def build(issue, temp, out) -> dict[str, bytes]:
-    done = run_publish("build", str(issue), "--out", str(out), env={"TMPDIR": str(temp)})
-    assert done.returncode == 0, done.stderr
-    return {name: (out / name).read_bytes() for name in ("email.html", "email.txt")}
+from tests.conftest import SAMPLES, run_publish
+from tests.test_regexcache import build, damage_each_way, python
 
 
 def code_files(temp):
     return sorted(temp.glob("publish-cache-*/code-*.marshal"))
-
-
-def python(code: str, temp) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
-                          env={**os.environ, "TMPDIR": str(temp)}, capture_output=True,
-                          text=True, timeout=120)
 
 
 # Classes of every kind dataclasses and namedtuple make methods for; the script prints
@@ -120,12 +107,7 @@ def test_every_kept_entry_is_the_code_compile_makes(tmp_path):
 def test_damaged_foreign_or_ill_shaped_files_are_compiled_again(tmp_path):
     first = build(SAMPLES["en"], tmp_path, tmp_path / "a")
     (path,) = code_files(tmp_path)
-    good = path.read_bytes()
-    for n, damaged in enumerate([b"", b"garbage", good[:len(good) // 2],
-                                 good[:-40] + bytes(40),  # the checksum catches it
-                                 good.replace(b"cpython", b"cpythoX", 1)]):
-        path.write_bytes(damaged)
-        assert build(SAMPLES["en"], tmp_path, tmp_path / f"b{n}") == first
+    good = damage_each_way(path, tmp_path, first)
     assert len(path.read_bytes()) > len(good) // 2  # written anew
     # a good checksum over entries that are not code, or not of the shape written
     done = python(f"""

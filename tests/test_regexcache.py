@@ -89,15 +89,22 @@ def test_any_pattern_compiles_to_what_re_makes_and_errors_alike(source, flags):
     assert _compiler is not None
 
 
-def test_damaged_or_foreign_files_are_compiled_again(tmp_path):
-    first = build(SAMPLES["en"], tmp_path, tmp_path / "a")
-    (path,) = kept_files(tmp_path)
+def damage_each_way(path, tmp_path, first: dict[str, bytes]) -> bytes:
+    """Build the English sample over each kind of damage to the kept file at `path`: the
+    email must be `first` every time. Returns the file as it was."""
     good = path.read_bytes()
     for n, damaged in enumerate([b"", b"garbage", good[:len(good) // 2],
                                  good[:-40] + bytes(40),  # the checksum catches it
                                  good.replace(b"cpython", b"cpythoX", 1)]):
         path.write_bytes(damaged)
         assert build(SAMPLES["en"], tmp_path, tmp_path / f"b{n}") == first
+    return good
+
+
+def test_damaged_or_foreign_files_are_compiled_again(tmp_path):
+    first = build(SAMPLES["en"], tmp_path, tmp_path / "a")
+    (path,) = kept_files(tmp_path)
+    good = damage_each_way(path, tmp_path, first)
     assert build(SAMPLES["en"], tmp_path, tmp_path / "c") == first  # written anew
     assert len(path.read_bytes()) > len(good) // 2
 

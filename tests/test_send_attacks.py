@@ -319,19 +319,24 @@ def _wait_for(condition, what: str, timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
+def long_wait(smtp: SmtpServer, wait: str, refused: str) -> tuple[dict, list[str]]:
+    """The environment and options of a send that soon waits long: by a slow --rate
+    ("rate"), or by a retry back-off after the server asks `refused` to try later."""
+    env = smtp_env(smtp)
+    if wait == "rate":
+        return env, ["--rate", "0.002"]  # the second message would wait 500 s
+    env["PUBLISH_RETRY_BACKOFF"] = "3000"
+    smtp.recorder.rcpt_faults[refused] = ["451 4.3.0 Try again later"]
+    return env, []
+
+
 @pytest.mark.parametrize("wait", ["rate", "backoff"])
 def test_ctrl_c_ends_a_long_wait_at_once(letter, wait):
     """A slow --rate or a long retry backoff never keeps Ctrl-C waiting for it."""
     write_list(letter, [(f"r{n}@example.org", "", "active") for n in range(5)])
     draft.push(letter / EN, load(letter))
     with SmtpServer() as smtp:
-        env = smtp_env(smtp)
-        extra: list[str] = []
-        if wait == "rate":
-            extra = ["--rate", "0.002"]  # the second message would wait 500 s
-        else:
-            env["PUBLISH_RETRY_BACKOFF"] = "3000"
-            smtp.recorder.rcpt_faults["r1@example.org"] = ["451 4.3.0 Try again later"]
+        env, extra = long_wait(smtp, wait, "r1@example.org")
         proc = _start_send(letter, env, *extra)
         _wait_for(lambda: smtp.recorder.received["r0@example.org"] == 1, "first message")
         time.sleep(0.3)  # now in the long wait

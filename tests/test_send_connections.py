@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -21,12 +19,12 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from pipeline import draft
-from tests.conftest import ROOT, copy_sample_newsletter, run_publish
+from tests.conftest import copy_sample_newsletter, run_publish
 from tests.smtp_server import Recorder, SmtpServer, free_port
-from tests.test_send import EN, SECRET, load, smtp_env, write_list
+from tests.test_send import EN, SECRET, smtp_env
 from tests.test_send import ledger as ledger_rows
-from tests.test_send_attacks import _wait_for
+from tests.test_send_attacks import _wait_for, long_wait
+from tests.test_send_workers import _readers, _send
 
 
 @pytest.fixture
@@ -34,22 +32,6 @@ def letter(tmp_path, monkeypatch):
     monkeypatch.setenv("PUBLISH_UNSUBSCRIBE_SECRET", SECRET)
     monkeypatch.setenv("PUBLISH_RETRY_BACKOFF", "0.05")
     return copy_sample_newsletter(tmp_path / "letter")
-
-
-def _readers(letter: Path, count: int) -> list[str]:
-    addresses = [f"reader{n}@example.org" for n in range(count)]
-    write_list(letter, [(a, "", "active") for a in addresses])
-    draft.push(letter / EN, load(letter))
-    return addresses
-
-
-def _send(letter: Path, env: dict, *extra: str, script: str | None = None
-          ) -> subprocess.Popen:
-    command = ["-c", script] if script else ["-m", "pipeline.cli"]
-    return subprocess.Popen(
-        [sys.executable, *command, "send", EN, "--service", "smtp", "--yes", "--json", *extra],
-        cwd=letter, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_a_stalled_connection_does_not_hold_up_the_others(letter):
@@ -68,7 +50,7 @@ def test_a_stalled_connection_does_not_hold_up_the_others(letter):
             return await real_data(server, session, envelope)
 
         smtp.recorder.handle_DATA = handle_data
-        proc = _send(letter, smtp_env(smtp), "--connections", "3")
+        proc = _send(letter, smtp_env(smtp), "--json", "--connections", "3")
         try:
             _wait_for(lambda: sum(smtp.recorder.received.values()) == len(addresses) - 2,
                       "everyone else delivered while one connection waits", timeout=20)
@@ -158,7 +140,7 @@ def test_half_a_reply_then_silence_times_out_and_the_send_goes_on(letter, stall_
     with HalfReplyServer(stall_at, half) as server:
         env = {"PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(server.port),
                "PUBLISH_SMTP_SECURITY": "none", "PUBLISH_HTTP_TIMEOUT": "1"}
-        proc = _send(letter, env, "--connections", "3")
+        proc = _send(letter, env, "--json", "--connections", "3")
         out, err = proc.communicate(timeout=90)
         assert server.stalled.is_set()
         report = json.loads(out)
@@ -208,7 +190,7 @@ def test_starttls_on_every_connection_delivers_each_message_whole(letter, certif
         env = {"PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(port),
                "PUBLISH_SMTP_SECURITY": "starttls",
                "SSL_CERT_FILE": str(certificate / "cert.pem")}
-        proc = _send(letter, env, "--connections", "3")
+        proc = _send(letter, env, "--json", "--connections", "3")
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert json.loads(out)["sent"] == len(addresses)
@@ -227,14 +209,8 @@ def test_ctrl_c_ends_every_connections_wait_at_once(letter, wait):
     doubt, and a resume reaches everyone else once."""
     addresses = _readers(letter, 8)
     with SmtpServer() as smtp:
-        env = smtp_env(smtp)
-        extra: list[str] = []
-        if wait == "rate":
-            extra = ["--rate", "0.002"]  # the second message would wait 500 s
-        else:
-            env["PUBLISH_RETRY_BACKOFF"] = "3000"
-            smtp.recorder.rcpt_faults[addresses[1]] = ["451 4.3.0 Try again later"]
-        proc = _send(letter, env, "--connections", "3", *extra)
+        env, extra = long_wait(smtp, wait, addresses[1])
+        proc = _send(letter, env, "--json", "--connections", "3", *extra)
         expected = 1 if wait == "rate" else len(addresses) - 1
         _wait_for(lambda: sum(smtp.recorder.received.values()) == expected, "the first ones")
         _wait_for(lambda: sum(1 for s, *_ in ledger_rows(letter).values() if s == "sent")

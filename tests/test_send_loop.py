@@ -7,19 +7,15 @@ state database."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from pipeline import draft
-from tests.conftest import ROOT, copy_sample_newsletter, run_publish
+from tests.conftest import copy_sample_newsletter, run_publish
 from tests.smtp_server import SmtpServer
-from tests.test_send import EN, SECRET, load, smtp_env, write_list
+from tests.test_send import EN, SECRET, smtp_env
 from tests.test_send import ledger as ledger_rows
+from tests.test_send_workers import _readers, _send
 
 
 @pytest.fixture
@@ -27,22 +23,6 @@ def letter(tmp_path, monkeypatch):
     monkeypatch.setenv("PUBLISH_UNSUBSCRIBE_SECRET", SECRET)
     monkeypatch.setenv("PUBLISH_RETRY_BACKOFF", "0.05")
     return copy_sample_newsletter(tmp_path / "letter")
-
-
-def _readers(letter: Path, count: int) -> list[str]:
-    addresses = [f"reader{n}@example.org" for n in range(count)]
-    write_list(letter, [(a, "", "active") for a in addresses])
-    draft.push(letter / EN, load(letter))
-    return addresses
-
-
-def _send(letter: Path, env: dict, *extra: str, script: str | None = None
-          ) -> subprocess.Popen:
-    command = ["-c", script] if script else ["-m", "pipeline.cli"]
-    return subprocess.Popen(
-        [sys.executable, *command, "send", EN, "--service", "smtp", "--yes", "--json", *extra],
-        cwd=letter, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 # `publish send` SIGKILLed by itself when the loop is about to wait for the KILL_AFTER-th
@@ -78,7 +58,7 @@ def test_sigkill_at_each_kind_of_step_leaves_one_in_doubt_per_connection(letter,
         # a refusal to try again later: a back-off (a "sleep" step) mid-send
         smtp.recorder.rcpt_faults[addresses[10]] = ["451 4.3.0 try again later"]
         proc = _send(letter, {**smtp_env(smtp), "KILL_KIND": kind, "KILL_AFTER": str(after)},
-                     "--connections", str(connections), script=KILLED_IN_LOOP)
+                     "--json", "--connections", str(connections), script=KILLED_IN_LOOP)
         proc.communicate(timeout=120)
         assert proc.returncode == -signal.SIGKILL
         rows = ledger_rows(letter)
