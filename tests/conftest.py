@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,13 @@ from pipeline import build, settings
 hypothesis_settings.register_profile("default", max_examples=60)
 hypothesis_settings.register_profile("thorough", max_examples=1500)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# The Ctrl-C tests send SIGINT to the processes they start. A suite started in the
+# background (`cmd &` in a script, nohup) has SIGINT ignored, and an ignored signal stays
+# ignored in every process started from it: those processes would never see their Ctrl-C.
+# Python's own handler here is reset to the default at exec, so they see it as in a shell.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Nothing may reach the internet at test time. Builds started as processes only read local
 # image sizes; in this process any connection to a host that is not loopback is refused,
