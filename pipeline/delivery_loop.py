@@ -19,8 +19,9 @@ import contextlib
 import selectors
 import socket
 import sqlite3
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from . import transports
@@ -55,7 +56,6 @@ class SmtpLoop:
         self.waker, self.wakeup = socket.socketpair()
         self.waker.setblocking(False)
         self.wakeup.setblocking(False)
-        self.pool: ThreadPoolExecutor | None = None
 
     def run(self) -> None:
         for connection in self.connections:
@@ -67,11 +67,14 @@ class SmtpLoop:
             while self.connections:
                 self._turn()
         finally:
+            # Steps left (the loop failed): their own endings record what they hold while
+            # the database is still open, not at garbage collection after it is closed.
+            for connection in self.connections:
+                with contextlib.suppress(Exception):
+                    connection.steps.close()
             self.selector.close()
             self.waker.close()
             self.wakeup.close()
-            if self.pool is not None:
-                self.pool.shutdown(wait=False)
 
     def _turn(self) -> None:
         """Wait for the first socket, timer or connection made; move whatever is ready."""
@@ -121,7 +124,10 @@ class SmtpLoop:
         except BaseException as exc:
             self._ended(connection, exc)
             return
-        self._wait(connection, request)
+        try:
+            self._wait(connection, request)
+        except Exception as exc:  # a socket the selector refuses: that connection's failure
+            self._step(connection, None, exc)
 
     def _wait(self, connection: _Connection, request: tuple) -> None:
         kind = connection.kind = request[0]
@@ -140,16 +146,20 @@ class SmtpLoop:
         if kind is SLEEP:
             connection.until = request[1]
         elif kind is CALL:
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(max_workers=len(self.connections),
-                                               thread_name_prefix="send-connect")
-            self.pool.submit(request[1]).add_done_callback(
-                lambda future: self._called(connection, future))
+            # A daemon thread, as the threaded workers are: a second Ctrl-C leaves at once
+            # even while a connection is being made.
+            threading.Thread(target=self._call, args=(connection, request[1]),
+                             name="send-connect", daemon=True).start()
         else:
             raise ValueError(f"not a step: {request!r}")
 
-    def _called(self, connection: _Connection, future: Future) -> None:
-        """On the connecting thread: hand the result to the loop and wake it."""
+    def _call(self, connection: _Connection, call: Any) -> None:
+        """On the connecting thread: make the call, hand its result to the loop, wake it."""
+        future: Future = Future()
+        try:
+            future.set_result(call())
+        except BaseException as exc:
+            future.set_exception(exc)
         self.finished.append((connection, future))
         with contextlib.suppress(OSError):
             self.wakeup.send(b"\0")

@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -226,3 +227,37 @@ def test_ctrl_c_ends_every_connections_wait_at_once(letter, wait):
                               cwd=letter, env=smtp_env(smtp))
         assert resumed.returncode == 0, resumed.stderr
         assert smtp.recorder.received == Counter({a: 1 for a in addresses})
+
+
+def test_a_second_ctrl_c_leaves_at_once_while_connections_are_being_made(letter):
+    """A server that takes the connections and never greets: every connection is being
+    made when the editor presses Ctrl-C twice; the send leaves at once (it does not wait
+    out the connections' timeouts), nothing sent, at most each connection's reader in doubt
+    (as any second Ctrl-C leaves it)."""
+    addresses = _readers(letter, 6)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        env = {"PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(silent.getsockname()[1]),
+               "PUBLISH_SMTP_SECURITY": "none", "PUBLISH_HTTP_TIMEOUT": "60"}
+        proc = _send(letter, env, "--json", "--connections", "3")
+        try:
+            time.sleep(3)  # started, and waiting for the greetings
+            assert proc.poll() is None, proc.communicate()
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            proc.communicate(timeout=30)
+            waited = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130
+        assert waited < 20, f"waited {waited:.0f} s for the connections"
+    finally:
+        silent.close()
+    states = [ledger_rows(letter)[a][0] for a in addresses]
+    assert set(states) <= {"pending", "in_doubt"}  # nothing went: no server said a word
+    assert states.count("in_doubt") <= 3, states  # at most the one each connection held
