@@ -10,7 +10,11 @@ appear inside the email frame. Prints the median, min and max.
 settings, build, check, .eml), in this process after a first build, wall and CPU.
 --code runs another checkout's `pipeline` (an older commit) for a before/after pair.
 --issue rebuilds that file (a corpus post, say) instead of the bigger sample; --stages
-adds each stage's thread CPU per save (its median and fastest).
+adds each stage's thread CPU per save (its median and fastest). Each save is paired with a
+fixed reference work (bench/machine_speed.py) timed before and after it, since this
+machine's speed moves in phases: the rebuild is also given as a ratio to it, and as the
+median of the saves made at full speed (the reference on both sides within 15 % of its
+fastest).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ def letter_copy(tmp: str, code: Path, issue: Path | None = None) -> tuple[Path, 
 
 def rebuilds(runs: int, code: Path, issue: Path | None = None, stages: bool = False) -> None:
     """The server's own rebuild after each save, without the browser."""
+    from machine_speed import reference_cpu
+
     from pipeline import preview, settings
 
     spent = timed_stages() if stages else {}
@@ -53,8 +59,9 @@ def rebuilds(runs: int, code: Path, issue: Path | None = None, stages: bool = Fa
                                                                     "local"}))
         head, sep, body = issue.read_text("utf-8").partition("\n---\n")
         anchor = body.split()[0]  # the first word of the body
-        walls, cpus = [], []
+        walls, cpus, references = [], [], []
         for n in range(runs + 2):
+            reference = reference_cpu()
             issue.write_text(head + sep + body.replace(anchor, f"Reload{n} {anchor}", 1),
                              "utf-8")
             cpu, start = time.process_time(), time.perf_counter()
@@ -62,17 +69,34 @@ def rebuilds(runs: int, code: Path, issue: Path | None = None, stages: bool = Fa
             if n >= 2:  # the first rebuilds fill per-process caches
                 walls.append(time.perf_counter() - start)
                 cpus.append(time.process_time() - cpu)
+                references.append(reference)
             elif n == 1:
                 spent.clear()
             assert not watched.snapshot.error, watched.snapshot.error
+        references.append(reference_cpu())  # the one after the last save
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; code: {code}")
     print(f"rebuild on save ({issue.name}): median {statistics.median(walls) * 1000:.1f} ms "
           f"(min {min(walls) * 1000:.1f}), CPU median {statistics.median(cpus) * 1000:.1f} ms "
           f"(min {min(cpus) * 1000:.1f}), n={runs}")
+    print(speed_lines(cpus, references))
     for name, times in sorted(spent.items(), key=lambda item: -min(item[1])):
         print(f"  {name:26} thread CPU per save: median {statistics.median(times) * 1000:6.1f} "
               f"ms, min {min(times) * 1000:6.1f}")
+
+
+def speed_lines(cpus: list[float], references: list[float]) -> str:
+    """The rebuild against the reference timed around each save (`references` has one more
+    entry than `cpus`): their ratio, and the saves with full speed before and after."""
+    fastest = min(references)
+    around = list(zip(cpus, references, references[1:], strict=False))
+    full = [cpu for cpu, before, after in around if max(before, after) <= fastest * 1.15]
+    ratios = [cpu / ((before + after) / 2) for cpu, before, after in around]
+    return (f"  reference work: CPU median {statistics.median(references) * 1000:.1f} ms, "
+            f"fastest {fastest * 1000:.1f} (slowest {max(references) * 1000:.1f}); rebuild / "
+            f"reference, median of pairs: {statistics.median(ratios):.2f}\n"
+            f"  saves at full speed (reference before and after <= 1.15 x its fastest): CPU median "
+            f"{statistics.median(full) * 1000:.1f} ms, n={len(full)}")
 
 
 STAGES = ("build.render_issue", "check.check_html", "check_contrast.problems",
