@@ -31,9 +31,9 @@ def parse(fragment: str, *, read_only: bool = False):
         if not read_only:
             forget()  # a pass that fails half-way must not leave a half-changed tree
         return tree
-    from bs4 import BeautifulSoup
+    from . import htmltree_parse
 
-    return BeautifulSoup(fragment, "html.parser")
+    return htmltree_parse.parse(fragment)
 
 
 _SPACES = "\x20\x0a\x09\x0c\x0d"  # what BeautifulSoup counts as whitespace
