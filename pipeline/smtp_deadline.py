@@ -1,4 +1,5 @@
-"""A time limit for making an SMTP connection as a whole, not only for each of its waits."""
+"""Limits on making an SMTP connection: a time for all of it, not only for each of its
+waits, and a size for each reply read meanwhile."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import contextlib
 import smtplib
 import socket
 import threading
+
+# No SMTP reply comes near this; a server sending more (a greeting continued without end,
+# say) is not answering, and what it sends must not pile up in memory.
+REPLY_LIMIT = 64 * 1024
 
 
 class Deadline:
@@ -47,8 +52,30 @@ class Deadline:
         self._timer.cancel()
 
 
+class _CountedReplies:
+    """The file smtplib reads replies from, counting each reply's bytes (`reply_starts`
+    before each): past REPLY_LIMIT the read fails, as a lost connection does."""
+
+    def __init__(self, raw):
+        self._raw, self._count = raw, 0
+
+    def reply_starts(self) -> None:
+        self._count = 0
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._raw.readline(size)
+        self._count += len(line)
+        if self._count > REPLY_LIMIT:
+            raise smtplib.SMTPResponseException(500, b"Reply too long.")
+        return line
+
+    def __getattr__(self, name: str):
+        return getattr(self._raw, name)  # peek, read1, close as the file's own
+
+
 class _Watched:
-    """An smtplib connection whose socket its Deadline shuts when the time is up."""
+    """An smtplib connection whose socket its Deadline shuts when the time is up, and
+    whose replies are held to REPLY_LIMIT."""
 
     def __init__(self, *args, deadline: Deadline, **kwargs):
         self.deadline = deadline  # before smtplib's constructor connects
@@ -58,6 +85,13 @@ class _Watched:
         sock = super()._get_socket(host, port, timeout)
         self.deadline.watch(sock)
         return sock
+
+    def getreply(self):
+        if self.file is None:  # smtplib makes it on first use, the same way
+            self.file = _CountedReplies(self.sock.makefile("rb"))
+        if isinstance(self.file, _CountedReplies):
+            self.file.reply_starts()
+        return super().getreply()
 
 
 class WatchedSMTP(_Watched, smtplib.SMTP):

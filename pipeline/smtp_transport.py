@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Callable
 
-from .smtp_deadline import Deadline, WatchedSMTP, WatchedSMTPSSL
+from .smtp_deadline import REPLY_LIMIT, Deadline, WatchedSMTP, WatchedSMTPSSL
 from .transports import (
     CALL,
     READ,
@@ -34,9 +34,6 @@ from .transports import (
 )
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
-# No SMTP reply comes near this; a server sending more (a greeting continued without end,
-# say) is not answering, and what it sends must not pile up in memory.
-_REPLY_LIMIT = 64 * 1024
 
 
 class SmtpTransport:
@@ -334,7 +331,7 @@ class SmtpTransport:
         while True:
             line = yield from self._read_line(deadline)
             size += len(line)
-            if size > _REPLY_LIMIT:
+            if size > REPLY_LIMIT:
                 self.conn.close()
                 raise smtplib.SMTPResponseException(500, b"Reply too long.")
             code, separator = line[:3], line[3:4]
