@@ -4,6 +4,7 @@ waits, and a size for each reply read meanwhile."""
 from __future__ import annotations
 
 import contextlib
+import os
 import smtplib
 import socket
 import threading
@@ -14,18 +15,21 @@ REPLY_LIMIT = 64 * 1024
 
 
 class Deadline:
-    """Making a connection (connect, greeting, EHLO, STARTTLS, login) in `seconds` in all.
+    """Making a connection (connect, TLS, greeting, EHLO, STARTTLS, login) in `seconds`.
 
     Each of those waits has the transport's timeout, but a server that trickles its words
-    a byte at a time, or continues its greeting without end, meets every one of them and
-    would hold the connection forever. When the time is up the socket is shut, which ends
-    whatever wait smtplib is in.
+    a byte at a time meets every one of them and would hold the connection forever. When
+    the time is up the socket is shut, which ends whatever wait smtplib or TLS is in. The
+    socket is shut through a duplicate of its descriptor, taken when it is made: TLS wraps
+    it in new socket objects (the descriptor stays), and the duplicate keeps the number
+    from being given to another socket before `end`.
     """
 
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.expired = False
-        self._sock: socket.socket | None = None
+        self._fd: int | None = None
+        self._ended = False
         self._lock = threading.Lock()
         # A daemon: a pending deadline must never keep an interrupted send from exiting.
         self._timer = threading.Timer(seconds, self._expire)
@@ -34,22 +38,35 @@ class Deadline:
 
     def watch(self, sock: socket.socket) -> None:
         with self._lock:
-            self._sock = sock
+            if self._ended or self._fd is not None:
+                return
+            self._fd = os.dup(sock.fileno())
             if self.expired:
                 self._shut()
 
     def _expire(self) -> None:
         with self._lock:
-            self.expired = True
-            self._shut()
+            if not self._ended:
+                self.expired = True
+                self._shut()
 
     def _shut(self) -> None:
-        if self._sock is not None:
+        if self._fd is None:
+            return
+        handle = socket.socket(fileno=self._fd)
+        try:
             with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
+                handle.shutdown(socket.SHUT_RDWR)
+        finally:
+            handle.detach()  # the duplicate is closed by `end`, not here
 
     def end(self) -> None:
         self._timer.cancel()
+        with self._lock:
+            self._ended = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class _CountedReplies:
@@ -73,7 +90,7 @@ class _CountedReplies:
         return getattr(self._raw, name)  # peek, read1, close as the file's own
 
 
-class _Watched:
+class WatchedSMTP(smtplib.SMTP):
     """An smtplib connection whose socket its Deadline shuts when the time is up, and
     whose replies are held to REPLY_LIMIT."""
 
@@ -82,7 +99,7 @@ class _Watched:
         super().__init__(*args, **kwargs)
 
     def _get_socket(self, host, port, timeout):
-        sock = super()._get_socket(host, port, timeout)
+        sock = super()._get_socket(host, port, timeout)  # the plain socket, before any TLS
         self.deadline.watch(sock)
         return sock
 
@@ -94,9 +111,10 @@ class _Watched:
         return super().getreply()
 
 
-class WatchedSMTP(_Watched, smtplib.SMTP):
-    pass
+class WatchedSMTPSSL(smtplib.SMTP_SSL, WatchedSMTP):
+    """TLS from the first byte; SMTP_SSL wraps the socket WatchedSMTP made and watches,
+    so the handshake is within the deadline too."""
 
-
-class WatchedSMTPSSL(_Watched, smtplib.SMTP_SSL):
-    pass
+    def __init__(self, *args, deadline: Deadline, **kwargs):
+        self.deadline = deadline  # SMTP_SSL calls SMTP's constructor, not WatchedSMTP's
+        super().__init__(*args, **kwargs)

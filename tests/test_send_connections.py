@@ -7,6 +7,7 @@ processes, real servers on loopback, the real state database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -225,6 +226,61 @@ def test_a_reply_that_never_ends_is_given_up_and_the_send_goes_on(letter, stall_
         assert report["sent"] == len(addresses) - 1
         why = ledger_rows(letter)[doubt][1]
         assert ("TimeoutError" if how == "slow" else "SMTPResponseException") in why, why
+
+
+class TricklingTlsServer(HalfReplyServer):
+    """Every connection is secured for real (TLS from the first byte for `ssl`; STARTTLS
+    offered and taken for `starttls`), then the server's next reply (the greeting, or the
+    EHLO after STARTTLS) trickles a byte every 0.2 s without end."""
+
+    def __init__(self, security: str, certificate: Path):
+        super().__init__("", b"")
+        self.security = security
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certificate / "cert.pem", certificate / "key.pem")
+
+    def _serve(self, conn: socket.socket):
+        with contextlib.suppress(OSError), conn:
+            if self.security == "starttls":
+                conn.sendall(b"220 tls.example ESMTP\r\n")
+                with conn.makefile("rb", buffering=0) as lines:
+                    for line in iter(lines.readline, b""):
+                        if line.upper().startswith(b"EHLO"):
+                            conn.sendall(b"250-tls.example\r\n250 STARTTLS\r\n")
+                        elif line.upper().startswith(b"STARTTLS"):
+                            conn.sendall(b"220 go ahead\r\n")
+                            break
+            secured = self.context.wrap_socket(conn, server_side=True)
+            if self.security == "starttls":
+                secured.recv(1024)  # EHLO, over TLS
+            self.stalled.set()
+            secured.sendall(b"2")
+            while not self.quit.wait(0.2):
+                secured.sendall(b"5")
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_a_reply_trickled_over_tls_stops_the_send_with_everyone_pending(letter, certificate,
+                                                                        security):
+    """Over TLS (from the first byte, or after STARTTLS) the server trickles its next reply,
+    each wait met: the connection is given up when its time is up (twice `http_timeout`),
+    as an unreachable server; the send stops with one line, nothing sent, everyone
+    pending, and does not hang."""
+    addresses = _readers(letter, 4)
+    with TricklingTlsServer(security, certificate) as server:
+        env = {"PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(server.port),
+               "PUBLISH_SMTP_SECURITY": security, "PUBLISH_HTTP_TIMEOUT": "1",
+               "SSL_CERT_FILE": str(certificate / "cert.pem")}
+        proc = _send(letter, env, "--connections", "2")
+        try:
+            err = proc.communicate(timeout=60)[1]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert server.stalled.is_set()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "not done within 2 s" in err, err
+    assert {ledger_rows(letter)[a][0] for a in addresses} == {"pending"}
 
 
 @pytest.fixture(scope="module")
