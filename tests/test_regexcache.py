@@ -8,6 +8,7 @@ damaged, foreign, unsafe or contended cache must only cost the compiling.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -172,6 +173,10 @@ def test_an_unwritable_folder_only_costs_the_compiling(tmp_path):
 
 @needs_corpus
 def test_builds_at_once_leave_one_whole_file(tmp_path):
+    """Builds writing the kept files at once: each file is one build's whole write, so
+    it holds every entry some one of them used (the last to write; the union of them all
+    is not promised: a build that started before any file was written keeps only its
+    own). A torn or half-written file would fail its checksum and read as empty."""
     issues = [SAMPLES["en"], SAMPLES["zh"], *posts[:4]]
     (tmp_path / "alone").mkdir()
     alone = {issue: build(issue, tmp_path / "alone", tmp_path / f"alone-{n}")
@@ -179,9 +184,10 @@ def test_builds_at_once_leave_one_whole_file(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     with ThreadPoolExecutor(len(issues)) as pool:
-        results = list(pool.map(lambda n: build(issues[n], shared, tmp_path / f"at-once-{n}"),
-                                range(len(issues))))
-    assert results == [alone[issue] for issue in issues]
+        noted = list(pool.map(lambda n: build_noting_use(issues[n], shared,
+                                                         tmp_path / f"at-once-{n}"),
+                              range(len(issues))))
+    assert [outputs for outputs, _ in noted] == [alone[issue] for issue in issues]
     (path,) = kept_files(shared)
     (css,) = shared.glob("publish-cache-*/css-*.marshal")  # _csscache's, written at once too
     (code,) = shared.glob("publish-cache-*/code-*.marshal")  # _codecache's, likewise
@@ -189,11 +195,35 @@ def test_builds_at_once_leave_one_whole_file(tmp_path):
     done = python(f"""
         import pipeline.build
         from pipeline import _codecache, _csscache, _regexcache as kept
-        assert len(kept._load(kept._STATE["path"])) > 300
-        assert len(_csscache._load({str(css)!r})) > 10
-        assert len(kept.read_entries({str(code)!r}, _codecache._tag())) > 50
+        print(repr({{"regex": set(kept._load(kept._STATE["path"])),
+                    "code": set(kept.read_entries({str(code)!r}, _codecache._tag())),
+                    "css": set(_csscache._load({str(css)!r}))}}))
     """, shared)
     assert done.returncode == 0, done.stderr
+    kept = ast.literal_eval(done.stdout)
+    for kind in ("regex", "code", "css"):
+        assert any(used[kind] and used[kind] <= kept[kind] for _, used in noted), kind
+
+
+def build_noting_use(issue, temp, out) -> tuple[dict[str, bytes], dict[str, set]]:
+    """`build`, in a process that also tells which kept entries it used."""
+    code = textwrap.dedent("""
+        import atexit, sys
+        def tell():
+            kept = {name: sys.modules[f"pipeline.{module}"]._USED for name, module in
+                    (("regex", "_regexcache"), ("code", "_codecache"), ("css", "_csscache"))}
+            print("USED", repr(kept), flush=True)
+        atexit.register(tell)  # registered first: runs after the caches are written
+        from pipeline import cli
+        sys.argv = ["publish", *sys.argv[1:]]
+        cli.main()
+    """)
+    done = subprocess.run([sys.executable, "-c", code, "build", str(issue), "--out", str(out)],
+                          cwd=ROOT, env={**os.environ, "TMPDIR": str(temp)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    used = ast.literal_eval(done.stdout.rpartition("USED ")[2])
+    return {name: (out / name).read_bytes() for name in ("email.html", "email.txt")}, used
 
 
 @pytest.mark.parametrize("internals", [
