@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -128,18 +129,43 @@ def test_a_damaged_entry_behind_a_good_checksum_is_not_trusted_blindly(tmp_path)
     assert done.returncode == 0, done.stderr
 
 
+def test_a_damaged_count_in_a_kept_file_costs_no_memory(tmp_path):
+    """A flipped bit where a file's layout holds a count (marshal's tuple of two billion
+    items, a tag two pages long) must be read as damage, not allocated: the build is the
+    same with its memory held to 1 GB (it needs ~0.4), for each of the three kept files."""
+    first = build(SAMPLES["en"], tmp_path, tmp_path / "a")
+    folder = next(tmp_path.glob("publish-cache-*"))
+    paths = sorted(folder.glob("*.marshal"))
+    assert sorted(path.name.split("-")[0] for path in paths) == ["code", "css", "regex"]
+    for path in paths:
+        good = path.read_bytes()
+        for n, damaged in enumerate([bytes([good[0] ^ 1]) + b"\xff\xff\xff\x7f" + good[5:],
+                                     good[:13] + b"\xff\xff" + good[15:]]):
+            path.write_bytes(damaged)
+            out = tmp_path / f"{path.name[:4]}-{n}"
+            done = subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", "build", str(SAMPLES["en"]), "--out",
+                 str(out)], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
+                capture_output=True, text=True, timeout=120, preexec_fn=lambda: (
+                    resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))))
+            assert done.returncode == 0, (path.name, n, done.stderr)
+            assert {name: (out / name).read_bytes() for name in first} == first
+        path.write_bytes(good)
+
+
 def test_entries_of_the_wrong_shape_behind_a_good_checksum_are_ignored(tmp_path):
     """A file marshal reads and whose checksum holds, but not of the shape written: the
     build is the same, nothing is printed, and the file is written whole again."""
     first = build(SAMPLES["en"], tmp_path, tmp_path / "a")
     (path,) = kept_files(tmp_path)
     done = python(f"""
-        import marshal, zlib
-        tag, _, _ = marshal.loads(open({str(path)!r}, "rb").read())
+        import marshal
+        from pipeline._regexcache import pack, unpack
+        tag, _ = unpack(open({str(path)!r}, "rb").read())
         entries = {{1: 2, (True,): (), (False, "a", 0): ("x",), (False, "(b)", 0): (0, "no"),
                     (False, "c+", 0): marshal.dumps(("x",)), (False, "d", 0): b"\\x00"}}
         blob = marshal.dumps(entries)
-        open({str(path)!r}, "wb").write(marshal.dumps((tag, zlib.crc32(blob), blob)))
+        open({str(path)!r}, "wb").write(pack(tag, blob))
     """, tmp_path)
     assert done.returncode == 0, done.stderr
     again = run_publish("build", str(SAMPLES["en"]), "--out", str(tmp_path / "b"),
