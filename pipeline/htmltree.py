@@ -104,7 +104,7 @@ def as_parsed(tree):
 def serialize(tree) -> str:
     """`str(tree)`, remembering the tree for the next `parse` of that text."""
     _as_parsed(tree)
-    text = str(tree)
+    text = write(tree)
     _LAST.text, _LAST.tree = text, tree
     return text
 
@@ -121,3 +121,82 @@ def tags(tree, names: Collection[str] | None = None) -> list:
 
 def forget() -> None:
     _LAST.text = _LAST.tree = None
+
+
+class _Unusual(Exception):
+    """A node the lean writer does not know: BeautifulSoup writes the tree instead."""
+
+
+def write(tree) -> str:
+    """`str(tree)` (BeautifulSoup's "minimal" formatter: `&`, `<`, `>` escaped, attributes
+    sorted by name, void elements as `<br/>`), written by a direct walk: BeautifulSoup's own
+    writer goes through an event stream and a formatter object per node, several times
+    slower. A node of a kind it does not know has BeautifulSoup write the whole tree;
+    tests/test_htmltree.py compares the two over generated and corpus fragments."""
+    out: list[str] = []
+    try:
+        _write_children(tree, out)
+    except (_Unusual, RecursionError):
+        return str(tree)
+    return "".join(out)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _attribute(name: str, value) -> str:
+    from bs4.element import AttributeValueList
+
+    if value is None:
+        return " " + name
+    if type(value) is AttributeValueList or type(value) is list:
+        if any(type(part) is not str for part in value):
+            raise _Unusual
+        value = " ".join(value)
+    elif type(value) is not str:
+        raise _Unusual
+    value = _escape(value)
+    quote = '"'
+    if '"' in value:
+        if "'" in value:
+            value = value.replace('"', "&quot;")
+        else:
+            quote = "'"
+    return f" {name}={quote}{value}{quote}"
+
+
+_RAW_TEXT = frozenset(("script", "style"))  # strings written as they are (the formatter's)
+
+
+def _write_children(node, out: list[str]) -> None:
+    from bs4.element import NavigableString, PreformattedString, Tag
+
+    raw = node.name in _RAW_TEXT
+    for child in node.contents:
+        kind = type(child)
+        if kind is Tag:
+            if child.hidden:
+                _write_children(child, out)
+                continue
+            name = f"{child.prefix}:{child.name}" if child.prefix else child.name
+            attrs = child.attrs
+            opening = "<" + name
+            if attrs:
+                if type(name) is not str or any(type(key) is not str for key in attrs):
+                    raise _Unusual
+                opening += "".join(_attribute(key, attrs[key]) for key in sorted(attrs))
+            if not child.contents and child.can_be_empty_element:
+                out.append(opening + "/>")
+                continue
+            out.append(opening + ">")
+            _write_children(child, out)
+            out.append("</" + name + ">")
+        elif kind is NavigableString or (isinstance(child, NavigableString)
+                                         and not isinstance(child, PreformattedString)
+                                         and not kind.PREFIX and not kind.SUFFIX):
+            out.append(str.__str__(child) if raw else _escape(child))
+        elif isinstance(child, PreformattedString):
+            out.append(kind.PREFIX + str.__str__(child) + kind.SUFFIX)
+        else:
+            raise _Unusual

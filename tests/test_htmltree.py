@@ -152,3 +152,33 @@ def test_ruby_annotations_with_a_comment_stay_out_of_the_preheader(tmp_path):
     htmltree.forget()
     assert built.email.preheader.startswith(preheader.derive(built.fragment, "Ruby"))
     assert "かんじ" not in built.email.preheader
+
+
+WRITTEN = st.lists(st.sampled_from([
+    "<p a='x\"y' b=\"it's\" c='both \" and &apos;' d=\"&lt;&amp;&gt;\">q</p>", "<br>", "<br/>",
+    "<img src=x alt>", "<script>if (a<b && c>d) x='&amp;'</script>", "<style>p>a{}</style>",
+    "<!-- <b> & -->", "<![CDATA[a<b]]>", "<!DOCTYPE html>", "<?php x ?>", "a &lt; b &amp; c",
+    "<ruby>字<rt>z&lt;i</rt><rp>(</rp></ruby>", "<template><p>&amp;</p></template>",
+    "<textarea> &lt;x&gt; </textarea>", "<svg:rect width=1></svg:rect>", "<p class=''>e</p>",
+    "<td headers='a b'>c</td>", "<x-card data-a='1'></x-card>", "<p>汉字 <i>斜</i></p>",
+]), min_size=1, max_size=10).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(FRAGMENTS, WRITTEN), EDITS)
+def test_the_lean_writer_writes_what_beautifulsoup_writes(fragment, edits):
+    tree = BeautifulSoup(fragment, "html.parser")
+    edit(tree, edits)
+    assert htmltree.write(tree) == str(tree)
+
+
+@pytest.mark.skipif(not POSTS, reason="corpus not present")
+@pytest.mark.parametrize("source", [*SAMPLES.values(), *POSTS[::3]], ids=lambda p: p.stem)
+def test_the_lean_writer_writes_every_post_as_beautifulsoup_does(source):
+    from pipeline import issue, markdown
+
+    tree = BeautifulSoup(markdown.render(issue.load(source).body).html, "html.parser")
+    assert htmltree.write(tree) == str(tree)
+    tree.find(True)["data-x"] = 5  # a value BeautifulSoup writes with str(): left to it
+    tree.append(tree.new_string("<&>"))
+    assert htmltree.write(tree) == str(tree)
