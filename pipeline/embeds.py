@@ -206,7 +206,7 @@ def _replace_with_html(element, markup: str) -> None:
     """Put a copy of the parsed `markup` in `element`'s place. The same cards come back
     save after save in the preview, so each markup is parsed once; the tree kept is only
     ever copied (keyed by the whole markup, so an edited card is parsed anew)."""
-    import copy
+    from .htmltree_parse import copy_children
 
     tree = _CARD_TREES.get(markup)
     if tree is None:
@@ -216,7 +216,9 @@ def _replace_with_html(element, markup: str) -> None:
         if len(_CARD_TREES) >= 256:
             _CARD_TREES.clear()
         _CARD_TREES[markup] = tree
-    copies = [copy.copy(node) for node in tree.contents]
+    holder = element.__class__(name="card-copy")  # copies are made in it, then moved
+    copy_children(tree, holder)
+    copies = list(holder.contents)
     if copies:
         element.replace_with(*copies)
     else:

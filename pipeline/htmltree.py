@@ -40,6 +40,55 @@ _SPACES = "\x20\x0a\x09\x0c\x0d"  # what BeautifulSoup counts as whitespace
 
 
 def _as_parsed(tree) -> None:
+    """The tree made what parsing its text gives, in one walk (or, for a tree too deep to
+    walk by recursion, by BeautifulSoup's own walks)."""
+    from bs4.element import NavigableString
+
+    builder = tree.builder
+    containers = builder.string_containers or {}
+    try:
+        _as_parsed_under(tree, NavigableString, False,
+                         frozenset(builder.preserve_whitespace_tags or ()),
+                         builder.cdata_list_attributes or {}, containers,
+                         frozenset((NavigableString, *containers.values())))
+    except RecursionError:
+        _as_parsed_by_walks(tree)
+
+
+def _as_parsed_under(node, kind: type, kept: bool, keep: frozenset, lists: dict,
+                     containers: dict, plain: frozenset) -> None:
+    """_as_parsed for `node`'s children: `kind` is the class parsing gives its strings,
+    `kept` whether it is inside a tag that keeps whitespace (<pre>, <textarea>)."""
+    from bs4.element import NavigableString, PreformattedString, Tag
+
+    contents = node.contents
+    after_string = False
+    for child in contents:  # neighbouring strings: joined as BeautifulSoup's smooth() does
+        joinable = isinstance(child, NavigableString) and \
+            not isinstance(child, PreformattedString)
+        if joinable and after_string:
+            node.smooth()
+            break
+        after_string = joinable
+    for child in list(contents):
+        if isinstance(child, Tag):
+            if child.attrs:
+                _attributes_as_parsed(child, lists)
+            if child.contents:
+                _as_parsed_under(child, containers.get(child.name, kind),
+                                 kept or child.name in keep, keep, lists, containers, plain)
+            continue
+        if type(child) not in plain:
+            continue  # comments, CDATA and the like stay as they are
+        if not child:
+            child.extract()  # parsing makes no empty strings
+        elif not kept and not child.strip(_SPACES) and child not in ("\n", " "):
+            child.replace_with(kind("\n" if "\n" in child else " "))
+        elif type(child) is not kind:
+            child.replace_with(kind(child))
+
+
+def _as_parsed_by_walks(tree) -> None:
     from bs4.element import NavigableString, Tag
 
     tree.smooth()  # joins neighbours into plain strings, even inside <rt> or <rp>

@@ -179,6 +179,12 @@ def clear() -> None:
         _kept_chars = 0
 
 
+def copy_children(template, parent) -> None:
+    """Copies of `template`'s children (a tree never changed) appended to the empty
+    element `parent`: BeautifulSoup's own copy is several times slower."""
+    _copy_children(template, parent, parent, 0)
+
+
 def _copy_children(template, parent, last, lines: int):
     """Copies of `template`'s children appended to `parent`, linked in document order after
     `last`; each element's line moved by `lines`. Returns the last element copied."""

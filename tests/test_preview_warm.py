@@ -47,7 +47,10 @@ PIECES = ["", "word", "Ünïcødé 中文字 テスト", "**bold** and _it_", "[
           '<p style="color:rgba(0,0,0,.4)">alpha</p>', "<pre>  kept   spaces\n\n</pre>",
           "<ruby>字<rt>zì</rt></ruby> TK", '<a href="#nowhere">here</a>',
           '<div style="display:none">hidden</div>', '<p role="x" style="background:#333">'
-          'dark</p>']
+          'dark</p>',
+          # raw HTML an editor leaves half-written, which the kept parse trees key on
+          "\n\n<div align=\"center\">\n\n", "\n\n</div>\n\n", "<!-- open", "&#;", "&#x",
+          "</br>", "<br>", "\n\n<script>let a = '</p>'\n", '<a href="x', "<b>unclosed"]
 
 edit = st.tuples(st.sampled_from(["insert", "delete", "duplicate", "replace"]),
                  st.integers(0, 10_000), st.one_of(st.sampled_from(PIECES), st.text(max_size=30)))
@@ -182,6 +185,34 @@ def test_the_contrast_pass_keeps_a_bounded_number_of_styles():
             info = cache.cache_info()
             assert info.currsize <= info.maxsize, cache
     assert contrast_values.inline_style_kept.cache_info().currsize == 4096
+
+
+def test_saves_around_half_written_html_equal_cold_builds(tmp_path):
+    """The parse of the fragment keeps the trees of unchanged parts between saves: an
+    unclosed tag, comment or script opened above or below the edit, a stray `&#` or a
+    `</br>` (which make html.parser read all that follows differently) never leave a
+    part parsed as it was before."""
+    from pipeline import htmltree_parse
+
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    issue = folder / "issues" / "edited.md"
+    head = "---\ntitle: Half-written HTML\n---\n\n"
+    paragraphs = [f"Paragraph {n} of the post, with **bold** words and a [link](/p{n})."
+                  for n in range(30)]
+    edits = ["", "<div>\n\n", "<!-- a note left open", "&#; stray", "</br> stray",
+             "<script>let x = '</div>'", '<span title="a>\nb">q</span>', "<b>open", ""]
+    watched = preview.Preview(issue, settings_mod.load(folder, env={}))
+    for n, inserted in enumerate(edits):
+        blocks = [*paragraphs]
+        blocks.insert(5 + n, inserted)  # the edit moves down the post, save after save
+        blocks[20] = f"Edited {n} times."
+        issue.write_text(head + "\n\n".join(blocks) + "\n", "utf-8")
+        watched.rebuild()
+        assert not watched.snapshot.error, watched.snapshot.error
+        expected = cold(folder, issue)
+        assert (watched.snapshot.html.encode("utf-8"), watched.snapshot.text.encode("utf-8"),
+                watched.snapshot.summary["findings"]) == expected
+    assert htmltree_parse.kept_size()[1] <= htmltree_parse.KEEP_CHARS
 
 
 def KEPT():
