@@ -23,6 +23,20 @@ from collections.abc import Collection
 _LAST = threading.local()  # .text: the last serialized text; .tree: the tree behind it
 
 
+_ELEMENT = None
+
+
+def bs4_element():
+    """bs4.element, imported on first use (not by every command) and then kept: an import
+    statement in a function walked per node costs more than the work it does there."""
+    global _ELEMENT
+    if _ELEMENT is None:
+        from bs4 import element
+
+        _ELEMENT = element
+    return _ELEMENT
+
+
 def parse(fragment: str, *, read_only: bool = False):
     """The BeautifulSoup tree (html.parser) of `fragment`: the remembered one when
     `fragment` is the text `serialize` last returned in this thread, else a new parse."""
@@ -59,8 +73,9 @@ def _as_parsed_under(node, kind: type, kept: bool, keep: frozenset, lists: dict,
                      containers: dict, plain: frozenset) -> None:
     """_as_parsed for `node`'s children: `kind` is the class parsing gives its strings,
     `kept` whether it is inside a tag that keeps whitespace (<pre>, <textarea>)."""
-    from bs4.element import NavigableString, PreformattedString, Tag
-
+    element = bs4_element()
+    NavigableString, PreformattedString, Tag = (element.NavigableString,
+                                                element.PreformattedString, element.Tag)
     contents = node.contents
     after_string = False
     for child in contents:  # neighbouring strings: joined as BeautifulSoup's smooth() does
@@ -162,10 +177,23 @@ def tags(tree, names: Collection[str] | None = None) -> list:
     """Every element under `tree` (only those named in `names`, if given), in document
     order: BeautifulSoup's `find_all` does the same through its general filters, several
     times slower on a whole email."""
-    from bs4.element import Tag
+    Tag = bs4_element().Tag
+    found: list = []
+    try:
+        _collect(tree, names, found, Tag)
+    except RecursionError:  # a tree too deep to walk by recursion: its document order
+        return [node for node in tree.descendants
+                if isinstance(node, Tag) and (names is None or node.name in names)]
+    return found
 
-    return [node for node in tree.descendants
-            if isinstance(node, Tag) and (names is None or node.name in names)]
+
+def _collect(node, names, found: list, Tag: type) -> None:
+    for child in node.contents:
+        if isinstance(child, Tag):
+            if names is None or child.name in names:
+                found.append(child)
+            if child.contents:
+                _collect(child, names, found, Tag)
 
 
 def forget() -> None:
@@ -195,8 +223,7 @@ def _escape(text: str) -> str:
 
 
 def _attribute(name: str, value) -> str:
-    from bs4.element import AttributeValueList
-
+    AttributeValueList = bs4_element().AttributeValueList
     if value is None:
         return " " + name
     if type(value) is AttributeValueList or type(value) is list:
@@ -219,8 +246,9 @@ _RAW_TEXT = frozenset(("script", "style"))  # strings written as they are (the f
 
 
 def _write_children(node, out: list[str]) -> None:
-    from bs4.element import NavigableString, PreformattedString, Tag
-
+    element = bs4_element()
+    NavigableString, PreformattedString, Tag = (element.NavigableString,
+                                                element.PreformattedString, element.Tag)
     raw = node.name in _RAW_TEXT
     for child in node.contents:
         kind = type(child)

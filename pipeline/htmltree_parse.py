@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 import threading
 
+from .htmltree import bs4_element
+
 # What is kept: at most this many characters of group text (the trees are a few times
 # that), the oldest dropped first; a group longer than KEEP_GROUP is parsed each time.
 KEEP_CHARS = 2_000_000
@@ -33,7 +35,7 @@ KEEP_GROUP = 64 * 1024
 MIN_CHARS = 256  # a shorter fragment is parsed whole: nothing worth keeping
 
 _KEPT: dict[tuple[str, bool], tuple] = {}  # (group text, ends the fragment) -> (soup, lines)
-_FIRST: dict[str, list[tuple[str, ...]]] = {}  # first piece -> the kept groups' pieces
+_FIRST: dict[str, list[tuple[tuple[str, ...], str]]] = {}  # first piece -> (pieces, text)
 _kept_chars = 0
 _LOCK = threading.Lock()
 
@@ -95,13 +97,12 @@ def _parse_in_groups(parts: list[str]):
 
 def _kept_group(parts: list[str], at: int):
     with _LOCK:
-        for group in _FIRST.get(parts[at], ()):
+        for group, text in _FIRST.get(parts[at], ()):
             n = len(group)
-            if tuple(parts[at:at + n]) != group:
+            if n > 1 and tuple(parts[at:at + n]) != group:
                 continue
             ends = at + n == len(parts)
-            kept = _KEPT.get(("".join(group), False)) or \
-                (_KEPT.get(("".join(group), True)) if ends else None)
+            kept = _KEPT.get((text, False)) or (_KEPT.get((text, True)) if ends else None)
             if kept is not None:
                 return group, kept[0], kept[1]
     return None
@@ -149,7 +150,7 @@ def _keep(group: tuple[str, ...], text: str, final: bool, soup, lines: int) -> N
             (old_text, old_final), _ = next(iter(_KEPT.items()))
             _forget(old_text, old_final)
         _KEPT[key] = (soup, lines)
-        _FIRST.setdefault(group[0], []).append(group)
+        _FIRST.setdefault(group[0], []).append((group, text))
         _kept_chars += len(text)
 
 
@@ -160,7 +161,7 @@ def _forget(text: str, final: bool) -> None:
     if (text, not final) in _KEPT:
         return
     for first, groups in list(_FIRST.items()):
-        groups[:] = [g for g in groups if "".join(g) != text]
+        groups[:] = [(g, t) for g, t in groups if t != text]
         if not groups:
             del _FIRST[first]
 
@@ -188,8 +189,8 @@ def copy_children(template, parent) -> None:
 def _copy_children(template, parent, last, lines: int):
     """Copies of `template`'s children appended to `parent`, linked in document order after
     `last`; each element's line moved by `lines`. Returns the last element copied."""
-    from bs4.element import AttributeValueList, Tag
-
+    element = bs4_element()
+    AttributeValueList, Tag = element.AttributeValueList, element.Tag
     root = parent if parent.parent is None else None  # parsing links none back to it
     new = object.__new__
     previous_sibling = parent.contents[-1] if parent.contents else None

@@ -43,9 +43,8 @@ class _Writer:
         self.strings = strings
 
     def inline(self, node) -> str:
-        from bs4 import NavigableString, Tag
-        from bs4.element import Comment
-
+        element = htmltree.bs4_element()  # once per node: no import statement here
+        NavigableString, Tag, Comment = element.NavigableString, element.Tag, element.Comment
         if isinstance(node, Comment):
             return ""
         if isinstance(node, NavigableString):
@@ -86,8 +85,7 @@ class _Writer:
 
     def blocks(self, node) -> list[str]:
         """Plain-text blocks for a container's children, inline runs joined into paragraphs."""
-        from bs4 import Tag
-
+        Tag = htmltree.bs4_element().Tag
         out: list[str] = []
         run: list[str] = []
 
