@@ -120,3 +120,45 @@ def test_what_is_kept_is_bounded(monkeypatch):
     check(huge)
     assert htmltree_parse.kept_size()[1] <= 5_000
     htmltree_parse.clear()
+
+
+def test_a_pass_changing_its_tree_never_changes_what_is_kept():
+    fragment = "".join(f'<p class="c{n}">para {n} <b>bold</b></p>\n' for n in range(40))
+    tree = htmltree_parse.parse(fragment)
+    for p in tree.find_all("p")[::2]:
+        p.decompose()
+    for b in tree.find_all("b"):
+        b.string = "changed"
+        b["class"] = ["x"]
+    for p in tree.find_all("p"):
+        p["class"].append("extra")
+    check(fragment)  # the kept groups still give the tree of the text
+
+
+def test_threads_parsing_at_once_each_get_their_own_tree():
+    import threading
+
+    htmltree_parse.clear()
+    base = ["".join(f"<p>thread {t} paragraph {n} &amp; <i>x</i></p>\n" for n in range(60))
+            for t in range(4)]
+    shared = "".join(f"<h2>shared {n}</h2>\n<p>words</p>\n" for n in range(40))
+    failures = []
+
+    def work(t: int) -> None:
+        try:
+            for n in range(15):
+                text = base[t][: 200 + n * 37] + ">\n" + shared
+                expected = described(BeautifulSoup(text, "html.parser"))
+                tree = htmltree_parse.parse(text)
+                if described(tree) != expected:
+                    failures.append((t, n))
+                tree.decompose()  # each thread's own copy, changed at once
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
