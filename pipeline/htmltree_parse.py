@@ -28,9 +28,10 @@ import threading
 
 from .htmltree import bs4_element
 
-# What is kept: at most this many characters of group text (the trees are a few times
-# that), the oldest dropped first; a group longer than KEEP_GROUP is parsed each time.
-KEEP_CHARS = 2_000_000
+# What is kept: at most this many characters of group text, the oldest dropped first (the
+# trees take about 200 bytes a character: ~50 MB at most; a long post and the versions
+# of its edited parts fit); a group longer than KEEP_GROUP is parsed each time.
+KEEP_CHARS = 256 * 1024
 KEEP_GROUP = 64 * 1024
 MIN_CHARS = 256  # a shorter fragment is parsed whole: nothing worth keeping
 
