@@ -39,7 +39,8 @@ def bs4_element():
 
 def parse(fragment: str, *, read_only: bool = False):
     """The BeautifulSoup tree (html.parser) of `fragment`: the remembered one when
-    `fragment` is the text `serialize` last returned in this thread, else a new parse."""
+    `fragment` is the text `serialize` last returned in this thread, else a new parse
+    (htmltree_parse: the parts unchanged since an earlier parse copied from kept trees)."""
     tree = getattr(_LAST, "tree", None)
     if tree is not None and _LAST.text == fragment:
         if not read_only:
