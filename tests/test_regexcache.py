@@ -242,6 +242,28 @@ def test_a_folder_swapped_after_it_was_checked_is_neither_read_nor_written(tmp_p
                        for p in folder.iterdir()), place
 
 
+def test_a_disk_that_fills_while_the_kept_files_are_written_leaves_no_part_of_one(tmp_path):
+    """Files held to 150 KB each (as a full disk would stop them): the kept patterns and
+    code (~250 and ~180 KB) cannot be written, the CSS results (~10 KB) can. The build is
+    whole and says nothing, no staging file is left, and the next build reads what was
+    kept and writes the rest."""
+    (tmp_path / "free").mkdir()
+    first = build(SAMPLES["en"], tmp_path / "free", tmp_path / "a")
+    limit = 150_000
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "build", str(SAMPLES["en"]), "--out",
+         str(tmp_path / "b")], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert {n: (tmp_path / "b" / n).read_bytes() for n in first} == first
+    folder = next(tmp_path.glob("publish-cache-*"))
+    assert [path.name.split("-")[0] for path in folder.iterdir()] == ["css"]
+    assert build(SAMPLES["en"], tmp_path, tmp_path / "c") == first
+    assert sorted(path.name.split("-")[0] for path in folder.iterdir()) == [
+        "code", "css", "regex"]
+
+
 def test_an_unwritable_folder_only_costs_the_compiling(tmp_path):
     (tmp_path / f"publish-cache-{os.getuid()}").write_text("a file, not a folder")
     first = build(SAMPLES["zh"], tmp_path, tmp_path / "a")
