@@ -11,9 +11,11 @@ have made (tests/test_regexcache.py compares them).
 
 The file is keyed by the interpreter's exact version and `_sre`'s code format, lives in a
 folder of the temporary directory only the user may read or write (as Jinja2's compiled
-templates do), and is replaced whole (write, then rename) when a run compiled patterns it
-did not hold, with a checksum of what it holds. A file that is damaged (the checksum),
-foreign (the key) or unwritable only costs the compiling.
+templates do; checked again on the descriptor every read and write goes through, so a
+folder swapped after the check is not used), and is replaced whole (write, then rename)
+when a run compiled patterns it did not hold, with a checksum of what it holds. A file
+that is damaged (the checksum, a count), foreign (the key) or unwritable only costs the
+compiling.
 """
 
 from __future__ import annotations
