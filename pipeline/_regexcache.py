@@ -11,9 +11,11 @@ have made (tests/test_regexcache.py compares them).
 
 The file is keyed by the interpreter's exact version and `_sre`'s code format, lives in a
 folder of the temporary directory only the user may read or write (as Jinja2's compiled
-templates do), and is replaced whole (write, then rename) when a run compiled patterns it
-did not hold, with a checksum of what it holds. A file that is damaged (the checksum),
-foreign (the key) or unwritable only costs the compiling.
+templates do; checked again on the descriptor every read and write goes through, so a
+folder swapped after the check is not used), and is replaced whole (write, then rename)
+when a run compiled patterns it did not hold, with a checksum of what it holds. A file
+that is damaged (the checksum, a count), foreign (the key) or unwritable only costs the
+compiling.
 """
 
 from __future__ import annotations
@@ -69,11 +71,24 @@ def _folder() -> str | None:
     folder = os.path.join(tempfile.gettempdir(), f"publish-cache-{os.getuid()}")
     with contextlib.suppress(FileExistsError):
         os.mkdir(folder, stat.S_IRWXU)
-    info = os.lstat(folder)
-    if (info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode)
-            or stat.S_IMODE(info.st_mode) != stat.S_IRWXU):
-        return None
-    return folder
+    return folder if _safe(os.lstat(folder), stat.S_ISDIR) else None
+
+
+def _safe(info: os.stat_result, kind: Callable[[int], bool]) -> bool:
+    """Whether a folder (or a file) is this user's, and the folder only theirs to enter."""
+    return (info.st_uid == os.getuid() and kind(info.st_mode)
+            and (not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) == stat.S_IRWXU))
+
+
+def _opened_folder(path: str) -> int:
+    """A descriptor of the folder of the kept file `path`, checked as it is open (a folder
+    swapped for a link or another's after `_folder` looked is refused): the file is read
+    and written through it, so what was checked is what is used. OSError when unsafe."""
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    if not _safe(os.fstat(fd), stat.S_ISDIR):
+        os.close(fd)
+        raise PermissionError(f"{os.path.dirname(path)}: not this user's own folder")
+    return fd
 
 
 # A kept file: this header, its tag's length and text, the checksum of the rest, then the
@@ -110,9 +125,17 @@ def unpack(data: bytes) -> tuple[str, bytes] | None:
 
 def read_entries(path: str, tag: str) -> dict:
     """The entries of a kept file written with `tag`, or none when the file is missing,
-    foreign (another tag or layout) or damaged (checksum, shape)."""
+    foreign (another tag or layout), damaged (checksum, shape) or not in a folder (and a
+    file) this user alone owns."""
     try:
-        with open(path, "rb") as file:
+        folder = _opened_folder(path)
+        try:
+            fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        finally:
+            os.close(folder)
+        with open(fd, "rb") as file:
+            if not _safe(os.fstat(fd), stat.S_ISREG):
+                return {}
             data = file.read(_LARGEST + 1)
         found = unpack(data) if len(data) <= _LARGEST else None
         if found is None or found[0] != tag:
@@ -125,21 +148,40 @@ def read_entries(path: str, tag: str) -> dict:
 
 def write_entries(path: str, tag: str, entries: dict, prefix: str) -> None:
     """Replace the kept file whole: written beside it, then renamed over (a reader sees the
-    old file or the new one). Entries marshal cannot hold, or a failing write, keep
-    nothing new."""
+    old file or the new one), in the folder checked as it is open. Entries marshal cannot
+    hold, an unsafe folder or a failing write keep nothing new."""
     try:
         data = pack(tag, marshal.dumps(entries))
     except ValueError:
         return
     with contextlib.suppress(OSError):
-        fd, staging = tempfile.mkstemp(prefix=prefix, dir=os.path.dirname(path))
+        folder = _opened_folder(path)
         try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(staging, path)
+            _replace_in(folder, os.path.basename(path), data, prefix)
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(staging)
+            os.close(folder)
+
+
+def _replace_in(folder: int, name: str, data: bytes, prefix: str) -> None:
+    """Write `data` to a new file of the open `folder`, then rename it over `name`."""
+    for _ in range(100):  # as tempfile.mkstemp does: a fresh random name
+        staging = f"{prefix}{os.urandom(6).hex()}"
+        try:
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o600, dir_fd=folder)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(name)
+    try:
+        with open(fd, "wb") as file:
+            file.write(data)
+        os.replace(staging, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staging, dir_fd=folder)
+        raise
 
 
 def _load(path: str) -> dict[tuple, tuple]:

@@ -144,13 +144,13 @@ def _compiled(selector: str):
     xpath = _xpath_of(selector)
     if xpath is None:
         return None
-    simple = css_match.matcher(selector)
-    if simple is not None:
-        return lambda tree, index: simple(index)
-    try:
+    try:  # first: a selector lxml cannot take (`[x!="\\b"]`, a control character) is left out
         compiled = XPath(xpath)
     except (XPathError, ValueError, TypeError):
         return None
+    simple = css_match.matcher(selector)
+    if simple is not None:
+        return lambda tree, index: simple(index)
     return lambda tree, index: compiled(tree)
 
 

@@ -98,7 +98,18 @@ PIECES = ["<p>one <b>two</b> three</p>", "\n", "\n\n  \n", "  ", "\t", "\x0c",
           "<h1 class=''>h</h1>", "<p accesskey='a b' dropzone=' '>d</p>", "&nbsp;&amp;",
           "<iframe sandbox='a b' src='x'></iframe>", "<rt>only</rt>", "</p>", "<p>",
           "<body style='x'>b</body>", "<head><style>h{}</style></head>", "<![CDATA[x]]>",
-          "<?php echo 1 ?>"]
+          "<?php echo 1 ?>",
+          # foreign elements, namespaced names, Outlook's conditional comments, odd case
+          "<svg viewBox='0 0 1 1'><rect class='a b'/><style>p{}</style><title>T</title>"
+          "<foreignObject><p>TK</p></foreignObject></svg>",
+          "<math><mi>x</mi><annotation-xml encoding='text/html'><p>y</p></annotation-xml></math>",
+          "<p xml:lang='en' lang='fr'>l</p>", "<a xlink:href='http://x.example/'>l</a>",
+          "<o:p class='a b'>o</o:p>", "<v:rect fillcolor='#fff'><v:textbox>t</v:textbox></v:rect>",
+          "<!--[if mso]><table><tr><td>mso</td></tr></table><![endif]-->",
+          "<template><style>p{color:red}</style><p>TK</p></template>",
+          "<P CLASS='A  B' Data-X='1'>u</P>", "<p class='a' class='b'>dup</p>", "<p class>c</p>",
+          "<img alt='a' ALT='b' src='x.png'>", "<noscript><p>n</p></noscript>",
+          "<xmp>  <b>x</b> </xmp>", "<p>\r\n</p>", "\u3000"]
 ADDRESSES = ["", "1 Main St, City", "1 Main St,\n\n  City", "1 Main St,   City", "TK", " ",
              "\n", "City\n", " 1 Main St", "City \n"]
 

@@ -127,6 +127,27 @@ def test_every_simple_selector_and_pair_finds_what_the_xpath_finds():
     assert checked > 500  # most of them match something
 
 
+ESCAPED = [r'[class!="\b"]', r':not([class="\c "])', r'.a\b', r'[lang!="\1f x"]',
+           r'[class!="\ffff"]', r':not(.\fffe)', r'[class!="a\\b"]', r'[class="a\"b"]',
+           r"[class!='a\'b']", r'[lang!="\9 "]', r'[lang!="\0 "]', r'#\d800', r'.\7f',
+           r'[class~="\a b"]', r'[lang|="x\2d y"]', r'p[class!="\b"] > *', r'.\31 a']
+
+
+@pytest.mark.parametrize("selector", ESCAPED)
+def test_escaped_characters_are_matched_or_left_out_as_by_the_xpath(selector):
+    """A CSS escape can make a character lxml refuses in an XPath (a control character,
+    U+FFFE): the check leaves such a rule out, as it did with the XPath alone; a
+    `[class!=…]` matched in Python would have matched every element."""
+    tree = lxml.html.document_fromstring(odd_document().replace(
+        "<body>", '<body><p class="a\\b" lang="x-y">1</p><p class=\'a"b\'>2</p>'
+        '<p class="1a">3</p><p class="a\'b">4</p>'))
+    expected = through_xpath(selector, tree)
+    matcher = check_contrast._matcher(selector)
+    assert (matcher is None) == (expected is None)
+    if matcher is not None:
+        assert matcher(tree, css_match.Index(tree)) == expected
+
+
 def test_selectors_that_print_alike_keep_their_own_elements():
     """The index keeps the elements of each selector's first steps for the others; two
     selectors whose class names hold `].` print alike but are not the same selector."""

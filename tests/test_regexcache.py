@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -190,6 +191,79 @@ def test_an_unsafe_folder_is_never_used(tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_folder_swapped_after_it_was_checked_is_neither_read_nor_written(tmp_path):
+    """The folder is checked when it is opened, not only when `_folder` looked at its
+    path: in a temporary directory others may write to, the checked folder can be
+    renamed away and a link, a folder anyone may write to or another user's put in its
+    place before the file is opened. Each is refused, for reading and for writing, and
+    so is a kept file that is a link."""
+    build(SAMPLES["en"], tmp_path, tmp_path / "a")
+    folder = next(tmp_path.glob("publish-cache-*"))
+    kept = folder.with_name("kept")
+    folder.rename(kept)  # files of the right tag and checksum: code would be run from them
+    theirs = tmp_path / "theirs"
+    shutil.copytree(kept, theirs)
+
+    def swap(make) -> None:
+        if folder.is_symlink() or folder.is_file():
+            folder.unlink()
+        elif folder.exists():
+            shutil.rmtree(folder)
+        make()
+
+    places = {"a link to a folder": lambda: folder.symlink_to(theirs),
+              "a folder anyone may write to": lambda: (
+                  shutil.copytree(kept, folder), folder.chmod(0o777)),
+              "a kept file that is a link": lambda: (
+                  folder.mkdir(mode=0o700),
+                  [(folder / path.name).symlink_to(path) for path in theirs.iterdir()])}
+    if os.getuid() == 0:  # a folder of another user's (only root can make one here)
+        places["another user's folder"] = lambda: (
+            shutil.copytree(kept, folder), os.chown(folder, 4242, 4242))
+    for place, make in places.items():
+        swap(make)
+        done = python(f"""
+            import glob, os
+            from pipeline import _regexcache as kept
+            for name in sorted(os.listdir({str(kept)!r})):
+                path = os.path.join({str(folder)!r}, name)
+                tag = kept.unpack(open(os.path.join({str(kept)!r}, name), "rb").read())[0]
+                assert kept.read_entries(path, tag) == {{}}, (name, "read")
+                kept.write_entries(path, tag, {{"written": 1}}, ".x-")
+            print("ok")
+        """, tmp_path)
+        assert done.stdout.strip() == "ok", (place, done.stderr)
+        assert sorted(p.read_bytes() for p in theirs.iterdir()) == sorted(
+            p.read_bytes() for p in kept.iterdir()), place  # nothing written through a link
+        if place in ("a folder anyone may write to", "another user's folder"):  # nothing new
+            assert sorted(p.name for p in folder.iterdir()) == sorted(
+                p.name for p in kept.iterdir()), place
+            assert all(p.read_bytes() == (kept / p.name).read_bytes()
+                       for p in folder.iterdir()), place
+
+
+def test_a_disk_that_fills_while_the_kept_files_are_written_leaves_no_part_of_one(tmp_path):
+    """Files held to 150 KB each (as a full disk would stop them): the kept patterns and
+    code (~250 and ~180 KB) cannot be written, the CSS results (~10 KB) can. The build is
+    whole and says nothing, no staging file is left, and the next build reads what was
+    kept and writes the rest."""
+    (tmp_path / "free").mkdir()
+    first = build(SAMPLES["en"], tmp_path / "free", tmp_path / "a")
+    limit = 150_000
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "build", str(SAMPLES["en"]), "--out",
+         str(tmp_path / "b")], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert {n: (tmp_path / "b" / n).read_bytes() for n in first} == first
+    folder = next(tmp_path.glob("publish-cache-*"))
+    assert [path.name.split("-")[0] for path in folder.iterdir()] == ["css"]
+    assert build(SAMPLES["en"], tmp_path, tmp_path / "c") == first
+    assert sorted(path.name.split("-")[0] for path in folder.iterdir()) == [
+        "code", "css", "regex"]
+
+
 def test_an_unwritable_folder_only_costs_the_compiling(tmp_path):
     (tmp_path / f"publish-cache-{os.getuid()}").write_text("a file, not a folder")
     first = build(SAMPLES["zh"], tmp_path, tmp_path / "a")
@@ -210,9 +284,12 @@ def test_builds_at_once_leave_one_whole_file(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     with ThreadPoolExecutor(len(issues)) as pool:
-        noted = list(pool.map(lambda n: build_noting_use(issues[n], shared,
-                                                         tmp_path / f"at-once-{n}"),
-                              range(len(issues))))
+        told = list(pool.map(lambda n: build_noting_use(issues[n], shared,
+                                                        tmp_path / f"at-once-{n}"),
+                             range(len(issues))))
+    # Read here, on one thread: Python 3.11's parser is not safe on several at once
+    # ("AST constructor recursion depth mismatch").
+    noted = [(outputs, ast.literal_eval(used)) for outputs, used in told]
     assert [outputs for outputs, _ in noted] == [alone[issue] for issue in issues]
     (path,) = kept_files(shared)
     (css,) = shared.glob("publish-cache-*/css-*.marshal")  # _csscache's, written at once too
@@ -231,8 +308,9 @@ def test_builds_at_once_leave_one_whole_file(tmp_path):
         assert any(used[kind] and used[kind] <= kept[kind] for _, used in noted), kind
 
 
-def build_noting_use(issue, temp, out) -> tuple[dict[str, bytes], dict[str, set]]:
-    """`build`, in a process that also tells which kept entries it used."""
+def build_noting_use(issue, temp, out) -> tuple[dict[str, bytes], str]:
+    """`build`, in a process that also tells which kept entries it used (as the repr of a
+    dict of sets)."""
     code = textwrap.dedent("""
         import atexit, sys
         def tell():
@@ -248,7 +326,7 @@ def build_noting_use(issue, temp, out) -> tuple[dict[str, bytes], dict[str, set]
                           cwd=ROOT, env={**os.environ, "TMPDIR": str(temp)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    used = ast.literal_eval(done.stdout.rpartition("USED ")[2])
+    used = done.stdout.rpartition("USED ")[2]
     return {name: (out / name).read_bytes() for name in ("email.html", "email.txt")}, used
 
 
