@@ -369,13 +369,36 @@ def inline_css(document: str, css: str) -> str:
     result = inliner.transform(pretty_print=False)
     result = result.replace(' data-premailer="ignore"', "")
     result = re.sub(r"^\s*<!doctype[^>]*>\s*", "", result, flags=re.I)
-    result = _IN_PAGE_ANCHOR.sub(_unescape_anchor, result)
+    result = _unescape_anchors(result)
     return f"<!doctype html>\n{result}"
 
 
 # lxml percent-encodes non-ASCII in `href` and `name`, so `#更新` would no longer match
 # `id="更新"` character for character; mail clients that compare names literally need that.
 _IN_PAGE_ANCHOR = re.compile(r'\b(href="#|name=")([^"]*%[0-9A-Fa-f]{2}[^"]*)"')
+
+
+def _unescape_anchors(document: str) -> str:
+    """`_IN_PAGE_ANCHOR.sub(_unescape_anchor, document)`, trying the pattern only where
+    one of its two openings is (str.find), not at every character of the email."""
+    parts: list[str] = []
+    done = at = 0
+    while True:
+        starts = [found for found in (document.find('href="#', at), document.find('name="', at))
+                  if found >= 0]
+        if not starts:
+            break
+        at = min(starts)
+        match = _IN_PAGE_ANCHOR.match(document, at)
+        if match is None:
+            at += 1
+            continue
+        parts += [document[done:at], _unescape_anchor(match)]
+        done = at = match.end()
+    if not parts:
+        return document
+    parts.append(document[done:])
+    return "".join(parts)
 
 
 def _unescape_anchor(match: re.Match) -> str:
