@@ -43,7 +43,7 @@ _MAX_BYTES = 1_000_000
 
 def _tag() -> str:
     return (f"{sys.implementation.cache_tag}-{MAGIC_NUMBER.hex()}-{sys.hexversion:x}"
-            f"-O{sys.flags.optimize}")
+            f"-O{sys.flags.optimize}-k{_regexcache.LAYOUT}")
 
 
 def _compiled(source: str, mode: str) -> CodeType:

@@ -69,7 +69,7 @@ def _tag() -> str:
         for name in _OUR_SOURCES:
             with open(os.path.join(here, name), "rb") as file:
                 sums.append(zlib.crc32(file.read()))
-        parts = (sys.implementation.cache_tag, sys.hexversion, tuple(sums),
+        parts = (sys.implementation.cache_tag, sys.hexversion, _regexcache.LAYOUT, tuple(sums),
                  tuple(_distribution(name) for name in _DISTRIBUTIONS))
         _STATE["tag"] = f"{zlib.crc32(repr(parts).encode()):08x}-{len(repr(parts))}"
     return _STATE["tag"]

@@ -51,9 +51,9 @@ _STATE = {"installed": False, "added": 0, "path": None,
 # grow the file without end). A build uses ~250 KB of it, the samples and the corpus
 # ~320 KB; every MB more costs 3-6 ms to read at each start.
 _MAX_BYTES = 600_000
-# The layout of the file's entries (in its tag and name: a file of another layout, as
-# an older version writes it, is neither read nor overwritten).
-_FORMAT = 2
+# The layout of the file and its entries (in its tag and name: a file of another layout,
+# as an older version writes it, is neither read nor overwritten).
+_FORMAT = 3
 _USED: set[tuple] = set()
 
 
@@ -76,16 +76,48 @@ def _folder() -> str | None:
     return folder
 
 
+# A kept file: this header, its tag's length and text, the checksum of the rest, then the
+# rest (the marshalled entries). Read by hand, not by marshal: a damaged count in a
+# marshalled envelope (one flipped bit) has marshal make a tuple of two billion items,
+# tens of gigabytes, before it finds the file too short.
+_HEADER = b"publish kept\n"
+LAYOUT = 2  # of the envelope: in every kept file's tag and name (a file of 1 is marshal's)
+_LARGEST = 64_000_000  # bytes: past every bound of the kept files, so a stranger's file
+
+
+def pack(tag: str, blob: bytes) -> bytes:
+    """A kept file's bytes: `blob` (marshalled entries) under `tag`, with its checksum."""
+    tagged = tag.encode()
+    return (_HEADER + len(tagged).to_bytes(2, "big") + tagged
+            + zlib.crc32(blob).to_bytes(4, "big") + blob)
+
+
+def unpack(data: bytes) -> tuple[str, bytes] | None:
+    """(tag, blob) of a kept file's bytes, or None unless its layout and checksum hold."""
+    if not data.startswith(_HEADER):
+        return None
+    start = len(_HEADER) + 2
+    size = int.from_bytes(data[len(_HEADER):start], "big")
+    tag, checksum = data[start:start + size], data[start + size:start + size + 4]
+    blob = data[start + size + 4:]
+    if len(checksum) != 4 or zlib.crc32(blob) != int.from_bytes(checksum, "big"):
+        return None
+    try:
+        return tag.decode(), blob
+    except UnicodeDecodeError:
+        return None
+
+
 def read_entries(path: str, tag: str) -> dict:
     """The entries of a kept file written with `tag`, or none when the file is missing,
-    foreign (another tag) or damaged (checksum, shape)."""
+    foreign (another tag or layout) or damaged (checksum, shape)."""
     try:
         with open(path, "rb") as file:
-            data = marshal.load(file)
-        found_tag, checksum, blob = data
-        if found_tag != tag or zlib.crc32(blob) != checksum:
+            data = file.read(_LARGEST + 1)
+        found = unpack(data) if len(data) <= _LARGEST else None
+        if found is None or found[0] != tag:
             return {}
-        entries = marshal.loads(blob)
+        entries = marshal.loads(found[1])
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     return entries if isinstance(entries, dict) else {}
@@ -96,10 +128,9 @@ def write_entries(path: str, tag: str, entries: dict, prefix: str) -> None:
     old file or the new one). Entries marshal cannot hold, or a failing write, keep
     nothing new."""
     try:
-        blob = marshal.dumps(entries)
+        data = pack(tag, marshal.dumps(entries))
     except ValueError:
         return
-    data = marshal.dumps((tag, zlib.crc32(blob), blob))
     with contextlib.suppress(OSError):
         fd, staging = tempfile.mkstemp(prefix=prefix, dir=os.path.dirname(path))
         try:

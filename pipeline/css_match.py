@@ -31,7 +31,7 @@ class Index:
         self.by_tag: dict[str, list] = {}
         self.by_class: dict[str, list] = {}
         self.by_id: dict[str, list] = {}
-        self.steps: dict[str, list] = {}  # a selector's text up to a step -> its elements
+        self.steps: dict[tuple, list] = {}  # a selector up to a step (its key) -> elements
         for element in self.elements:
             self.by_tag.setdefault(element.tag, []).append(element)
             classes = element.get("class")
@@ -66,9 +66,9 @@ def matcher(selector: str) -> Callable[[Index], list] | None:
     return _matching(steps)
 
 
-def _steps(tree) -> list[tuple[str, Test, tuple, str]]:
-    """(combinator to the step on the left, test, where candidates come from, the text of
-    the selector up to this step), left to right; the first step's combinator is ""."""
+def _steps(tree) -> list[tuple[str, Test, tuple, tuple]]:
+    """(combinator to the step on the left, test, where candidates come from, the
+    selector up to this step as a key), left to right; the first step's combinator is ""."""
     from cssselect.parser import CombinedSelector
 
     if isinstance(tree, CombinedSelector):
@@ -76,9 +76,19 @@ def _steps(tree) -> list[tuple[str, Test, tuple, str]]:
             raise _Unsupported
         left = _steps(tree.selector)
         test, source = _compound(tree.subselector)
-        return [*left, (tree.combinator, test, source, repr(tree))]
+        return [*left, (tree.combinator, test, source, _structure(tree))]
     test, source = _compound(tree)
-    return [("", test, source, repr(tree))]
+    return [("", test, source, _structure(tree))]
+
+
+def _structure(tree) -> tuple:
+    """A parsed selector as nested tuples: the key of its elements on the index. (Its repr
+    is not one: `.a\\]\\.b.c` and `.a.b\\]\\.c` print alike, their class names unescaped.)"""
+    if isinstance(tree, tuple):  # a token (an attribute's value: `x` and `"x"` alike)
+        return ("token", tree[1])
+    if tree is None or isinstance(tree, str | int):
+        return tree
+    return (type(tree).__name__, *(_structure(value) for value in vars(tree).values()))
 
 
 def _compound(selector) -> tuple[Test, tuple]:
@@ -134,39 +144,55 @@ def _attribute_test(selector) -> Test:
     value = selector.value.value if hasattr(selector.value, "value") else selector.value
     if not isinstance(value, str):
         raise _Unsupported
+    if getattr(selector, "flag", None) == "i" and value:  # `[lang="en" i]`: ASCII case only
+        return _attribute_test_of(operator, lambda element: _ascii_lower(element.get(name)),
+                                  value.translate(_ASCII_LOWER))
+    return _attribute_test_of(operator, lambda element: element.get(name), value)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(value: str | None) -> str | None:
+    """What XPath's translate() to lower case, as cssselect writes the `i` flag, makes."""
+    return value.translate(_ASCII_LOWER) if value is not None else None
+
+
+def _attribute_test_of(operator: str, got: Callable[[object], str | None], value: str) -> Test:
+    """The test of `[name <operator> value]`, `got(element)` reading the attribute."""
     if operator == "=":
-        return lambda element: element.get(name) == value
+        return lambda element: got(element) == value
     if operator == "!=":
         if value:
-            return lambda element: element.get(name) != value
-        return lambda element: element.get(name) not in (None, "")
+            return lambda element: got(element) != value
+        return lambda element: got(element) not in (None, "")
     if operator == "~=":
         if not value or any(c in value for c in _CSS_SPACE):
             return lambda element: False
-        return lambda element: _has_word(element.get(name), value)
+        return lambda element: _has_word(got(element), value)
     if operator == "|=":
-        return lambda element: (lambda got: got is not None and (
-            got == value or got.startswith(value + "-")))(element.get(name))
+        return lambda element: (lambda seen: seen is not None and (
+            seen == value or seen.startswith(value + "-")))(got(element))
     if not value and operator in ("^=", "$=", "*="):
         return lambda element: False
     if operator == "^=":
-        return lambda element: (element.get(name) or "").startswith(value)
+        return lambda element: (got(element) or "").startswith(value)
     if operator == "$=":
-        return lambda element: (element.get(name) or "").endswith(value)
+        return lambda element: (got(element) or "").endswith(value)
     if operator == "*=":
-        return lambda element: value in (element.get(name) or "")
+        return lambda element: value in (got(element) or "")
     raise _Unsupported
 
 
-def _matching(steps: list[tuple[str, Test, tuple, str]]) -> Callable[[Index], list]:
+def _matching(steps: list[tuple[str, Test, tuple, tuple]]) -> Callable[[Index], list]:
     """Left to right: the elements each step matches, among the descendants (or children)
     of the step before's. Selectors share their first steps (`.paper …`), so each step's
     elements are kept on the index for the others."""
 
     def match(index: Index) -> list:
         found: list = []
-        for n, (combinator, test, source, text) in enumerate(steps):
-            kept = index.steps.get(text)
+        for n, (combinator, test, source, key) in enumerate(steps):
+            kept = index.steps.get(key)
             if kept is not None:
                 found = kept
                 continue
@@ -182,7 +208,7 @@ def _matching(steps: list[tuple[str, Test, tuple, str]]) -> Callable[[Index], li
                              for inner in element.iterdescendants()}
                 found = [element for element in candidates
                          if id(element) in scope and test(element)]
-            index.steps[text] = found
+            index.steps[key] = found
         return list(found)
 
     return match

@@ -11,8 +11,10 @@ import contextlib
 import re
 import smtplib
 import ssl
+import time
 from collections.abc import Callable
 
+from .smtp_deadline import REPLY_LIMIT, Deadline, WatchedSMTP, WatchedSMTPSSL
 from .transports import (
     CALL,
     READ,
@@ -50,21 +52,35 @@ class SmtpTransport:
         self.blocking = True  # False: waits are steps, for a loop to drive (`deliver_steps`)
 
     def _connect(self) -> smtplib.SMTP:
+        """A connection made, secured and logged in: within the timeout at each step and
+        twice the timeout in all (`Deadline`)."""
+        deadline = Deadline(2 * self.timeout)
+        try:
+            return self._make(deadline)
+        finally:
+            deadline.end()
+
+    def _make(self, deadline: Deadline) -> smtplib.SMTP:
         # Loading the system's certificates takes a while: only for a TLS connection.
         context = ssl.create_default_context() if self.security != "none" else None
         where = f"{self.host}:{self.port}"
+
+        def why(exc: BaseException) -> str:
+            if deadline.expired:
+                return f"not done within {deadline.seconds:g} s"
+            return getattr(exc, "strerror", None) or type(exc).__name__
+
         try:
             if self.security == "ssl":
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                conn: smtplib.SMTP = WatchedSMTPSSL(
                     self.host, self.port, timeout=self.timeout, context=context,
-                    local_hostname=self.local_hostname)
+                    local_hostname=self.local_hostname, deadline=deadline)
             else:
-                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
-                                    local_hostname=self.local_hostname)
+                conn = WatchedSMTP(self.host, self.port, timeout=self.timeout,
+                                    local_hostname=self.local_hostname, deadline=deadline)
             conn.ehlo()  # MAIL FROM is refused before a greeting
         except (OSError, smtplib.SMTPException, UnicodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise Unreachable(f"cannot connect to {where}: {reason}") from None
+            raise Unreachable(f"cannot connect to {where}: {why(exc)}") from None
         try:
             if self.security == "starttls":
                 if not conn.has_extn("starttls"):
@@ -83,11 +99,16 @@ class SmtpTransport:
                         "SMTP_PASSWORD") from None
         except (ssl.SSLError, smtplib.SMTPException, OSError) as exc:
             conn.close()
+            if deadline.expired:
+                raise Unreachable(f"cannot connect to {where}: {why(exc)}") from None
             raise Fatal(f"{where}: {type(exc).__name__} while securing the connection"
                         ) from None
         except Fatal:
             conn.close()
             raise
+        if deadline.expired:  # made just as the time was up: its socket is shut
+            conn.close()
+            raise Unreachable(f"cannot connect to {where}: {why(TimeoutError())}")
         return conn
 
     def _login(self, conn: smtplib.SMTP) -> None:
@@ -305,9 +326,14 @@ class SmtpTransport:
         """A reply (code, text) as smtplib's `getreply` reads it, except that a reply
         without a proper code comes back whole, with code -1 (smtplib cuts off its first
         four characters)."""
-        lines = []
+        deadline = time.monotonic() + self.timeout  # for the whole reply, however it trickles
+        lines, size = [], 0
         while True:
-            line = yield from self._read_line()
+            line = yield from self._read_line(deadline)
+            size += len(line)
+            if size > REPLY_LIMIT:
+                self.conn.close()
+                raise smtplib.SMTPResponseException(500, b"Reply too long.")
             code, separator = line[:3], line[3:4]
             if not (len(code) == 3 and code.isdigit()
                     and separator in (b" ", b"-", b"\r", b"\n", b"")):
@@ -316,8 +342,9 @@ class SmtpTransport:
             if separator != b"-":
                 return int(code), b"\n".join(lines)
 
-    def _read_line(self) -> Steps:
-        """One line from the server (the rest of what came kept for the next)."""
+    def _read_line(self, deadline: float) -> Steps:
+        """One line from the server (the rest of what came kept for the next), by
+        `deadline` (time.monotonic)."""
         buffer = self.inbuf
         while True:
             end = buffer.find(b"\n", 0, smtplib._MAXLINE + 1)
@@ -328,7 +355,7 @@ class SmtpTransport:
             if len(buffer) > smtplib._MAXLINE:
                 self.conn.close()
                 raise smtplib.SMTPResponseException(500, b"Line too long.")
-            chunk = yield from self._receive()
+            chunk = yield from self._receive(deadline)
             if not chunk:
                 if buffer:  # the last words before the server hung up
                     line = bytes(buffer)
@@ -338,19 +365,26 @@ class SmtpTransport:
                 raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
             buffer += chunk
 
-    def _receive(self) -> Steps:
+    def _receive(self, deadline: float) -> Steps:
         sock = self.conn.sock
         if sock is None:
             raise smtplib.SMTPServerDisconnected("please run connect() first")
-        if self.blocking:
-            return sock.recv(65536)
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no whole reply within {self.timeout:g} s")
+            if self.blocking:
+                sock.settimeout(left)
+                try:
+                    return sock.recv(65536)
+                finally:
+                    sock.settimeout(self.timeout)
             try:
                 return sock.recv(65536)
             except (BlockingIOError, ssl.SSLWantReadError):
-                yield (READ, sock, self.timeout)
+                yield (READ, sock, left)
             except ssl.SSLWantWriteError:
-                yield (WRITE, sock, self.timeout)
+                yield (WRITE, sock, left)
 
     def _drop(self) -> None:
         if self.conn is not None:

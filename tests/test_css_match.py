@@ -12,7 +12,7 @@ from lxml.etree import XPath
 from pipeline import build, check_contrast, css_match
 from tests.conftest import CORPUS, SAMPLES
 
-WORDS = ["a", "b", "paper", "email-bg", "muted", "x-y", "Ünï", "中文", ""]
+WORDS = ["a", "b", "paper", "email-bg", "muted", "x-y", "Ünï", "中文", "", "A", "X-y", "É"]
 SPACES = [" ", "  ", "\t", "\n", "\f", "\x0b", "\u00a0"]
 TAGS = ["div", "p", "a", "td", "span", "table", "pre", "o:p", "my-el"]
 
@@ -29,7 +29,8 @@ def trees(draw) -> str:
             gap = draw(st.sampled_from(SPACES))
             value = draw(st.sampled_from(SPACES[:2])) * draw(st.booleans()) + gap.join(words)
             if name == "style":
-                value = draw(st.sampled_from(["background:#fff", "color:red", "", "x-"]))
+                value = draw(st.sampled_from(["background:#fff", "color:red", "", "x-",
+                                              "Color:RED", "BACKGROUND:#FFF"]))
             attrs.append(f'{name}="{value}"')
         inner = "".join(element(depth + 1) for _ in range(draw(st.integers(0, 3 if depth < 4
                                                                           else 0))))
@@ -40,6 +41,10 @@ def trees(draw) -> str:
         "</body></html>"
 
 
+# The `i` flag: attribute values compared in ASCII lower case (cssselect's translate()).
+CASELESS = ['[lang="X" i]', '[lang|="X" i]', '[class~="A" i]', '[class!="A" i]',
+            '[style^="COLOR" i]', '[style$="FFF" i]', '[style*="BACK" i]', "[id='Ünï' i]",
+            '[lang="x" s]', '[id="ünï" i]', '[class~="é" i]']
 SIMPLE = st.one_of(
     st.sampled_from(["*", *TAGS[:6], "P", "body", "html"]),
     st.sampled_from([*WORDS, "a b", "a\\ b"]).map(lambda w: f".{w}" if w else "*"),
@@ -48,7 +53,8 @@ SIMPLE = st.one_of(
                      '[style*=""]', '[lang|="x"]', '[lang|=""]', '[class~="a"]',
                      '[class~=""]', '[class="a"]', '[class!="a"]', '[class!=""]',
                      '[id="a"]', ":not([role])", ":not(.a)", ":not(p)", ":not(*)",
-                     ":first-child", "::first-line", ":hover", "[href^=\"#\"]"]))
+                     ":first-child", "::first-line", ":hover", "[href^=\"#\"]",
+                     *CASELESS]))
 COMPOUND = st.lists(SIMPLE, min_size=1, max_size=3).map(
     lambda parts: parts[0] + "".join(p for p in parts[1:] if p[0] in ".#[:"))
 SELECTOR = st.lists(COMPOUND, min_size=1, max_size=4).flatmap(
@@ -82,13 +88,14 @@ def test_python_matching_finds_what_the_xpath_finds(html, selectors):
 
 
 ODD_VALUES = ["a", " a ", "a\x0bb", "a\fb", "a\u00a0b", "a\tb\nc", "x-y", "x", "xx-y", "",
-              "background:#fff", "color:red;background:none", "中文 a", "A"]
+              "background:#fff", "color:red;background:none", "中文 a", "A", "X-Y", "X",
+              "COLOR:#FFF", "ünï", "Ünï", "É"]
 SIMPLES = ["*", "p", "P", "div", ".a", ".b", ".x-y", ".中文", ".A", "#a", "#x", "[role]",
            "[ROLE]", '[class~="a"]', '[class~="b"]', '[class~=""]', '[lang|="x"]',
            '[lang|=""]', '[lang="x-y"]', '[class!="a"]', '[class!=""]', '[style^="color"]',
            '[style$="fff"]', '[style*="background"]', '[style*=""]', '[style^=""]',
            ":not([role])", ":not(.a)", ":not(p)", ":not(*)", "p.a", "div#x[role]",
-           'p:not([class~="a"])']
+           'p:not([class~="a"])', *CASELESS, ':not([lang|="x" i])']
 
 
 def odd_document() -> str:
@@ -118,6 +125,16 @@ def test_every_simple_selector_and_pair_finds_what_the_xpath_finds():
                 assert simple(index) == expected, selector
                 checked += bool(expected)
     assert checked > 500  # most of them match something
+
+
+def test_selectors_that_print_alike_keep_their_own_elements():
+    """The index keeps the elements of each selector's first steps for the others; two
+    selectors whose class names hold `].` print alike but are not the same selector."""
+    tree = lxml.html.document_fromstring(
+        '<html><body><p class="a].b c">1</p><p class="a b].c">2</p></body></html>')
+    index = css_match.Index(tree)
+    for selector in (".a\\]\\.b.c", ".a.b\\]\\.c", ".a.b\\]\\.c", ".a\\]\\.b.c"):
+        assert css_match.matcher(selector)(index) == through_xpath(selector, tree), selector
 
 
 POSTS = sorted(p for p in CORPUS.rglob("*.md") if p.name != "MANIFEST.md")

@@ -1,11 +1,13 @@
 """Attacks on a send over several SMTP connections: a connection whose server stalls while
-the others go on, a server that sends half a reply and stalls, Ctrl-C while every
+the others go on, a server that sends half a reply and stalls, a greeting or reply that
+never ends (trickled or endless), Ctrl-C while every
 connection waits (a slow rate, a back-off), STARTTLS on every connection. Real `publish`
 processes, real servers on loopback, the real state database."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -157,6 +159,130 @@ def test_half_a_reply_then_silence_times_out_and_the_send_goes_on(letter, stall_
             assert "TimeoutError" in ledger_rows(letter)[doubt][1]
 
 
+class EndlessReplyServer(HalfReplyServer):
+    """As HalfReplyServer, but the one reply (or the greeting) never ends: a byte every
+    0.2 s (`slow`: every wait for the server is met), or continuation lines as fast as the
+    socket takes them (`endless`)."""
+
+    def __init__(self, stall_at: str, how: str):
+        super().__init__(stall_at, b"")
+        self.how = how
+
+    def _stall_here(self, conn: socket.socket, verb: str) -> bool:
+        if verb != self.stall_at or self.stalled.is_set():
+            return False
+        self.stalled.set()
+        code = b"220-" if verb == "GREETING" else b"250-"
+        try:
+            if self.how == "slow":
+                conn.sendall(code)
+                while not self.quit.wait(0.2):
+                    conn.sendall(b"x")
+            else:
+                while not self.quit.is_set():
+                    conn.sendall(code + b"x" * 70 + b"\r\n")
+        except OSError:
+            pass  # the client gave up on it
+        return True
+
+    def _serve(self, conn: socket.socket):
+        if self._stall_here(conn, "GREETING"):
+            conn.close()
+            return
+        super()._serve(conn)
+
+
+@pytest.mark.parametrize("connections", ["1", "3"])
+@pytest.mark.parametrize("how", ["slow", "endless"])
+@pytest.mark.parametrize("stall_at", ["GREETING", "DATA"])
+def test_a_reply_that_never_ends_is_given_up_and_the_send_goes_on(letter, stall_at, how,
+                                                                     connections):
+    """A greeting or a reply to the data that never ends, trickled a byte at a time (each
+    wait met) or continued without end: the send does not hang. A connection has twice
+    `http_timeout` to be made, a reply `http_timeout` whole; the greeting's connection is
+    made again and everyone is sent once; after the data, that reader is in doubt. An
+    endless reply is cut at 64 KB, long before its time is up (here 40 s: a send still
+    waiting at 30 s fails the test), so it does not pile up in memory meanwhile."""
+    addresses = _readers(letter, 8)
+    with EndlessReplyServer(stall_at, how) as server:
+        env = {"PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(server.port),
+               "PUBLISH_SMTP_SECURITY": "none",
+               "PUBLISH_HTTP_TIMEOUT": "1" if how == "slow" else "40"}
+        proc = _send(letter, env, "--json", "--connections", connections)
+        try:
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert server.stalled.is_set()
+    assert "Traceback" not in err
+    report = json.loads(out)
+    assert server.received == Counter({a: 1 for a in addresses})
+    if stall_at == "GREETING":
+        assert proc.returncode == 0, err
+        assert report["sent"] == len(addresses) and not report["in_doubt"]
+    else:
+        [doubt] = report["in_doubt"]
+        assert report["sent"] == len(addresses) - 1
+        why = ledger_rows(letter)[doubt][1]
+        assert ("TimeoutError" if how == "slow" else "SMTPResponseException") in why, why
+
+
+class TricklingTlsServer(HalfReplyServer):
+    """Every connection is secured for real (TLS from the first byte for `ssl`; STARTTLS
+    offered and taken for `starttls`), then the server's next reply (the greeting, or the
+    EHLO after STARTTLS) trickles a byte every 0.2 s without end."""
+
+    def __init__(self, security: str, certificate: Path):
+        super().__init__("", b"")
+        self.security = security
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certificate / "cert.pem", certificate / "key.pem")
+
+    def _serve(self, conn: socket.socket):
+        with contextlib.suppress(OSError), conn:
+            if self.security == "starttls":
+                conn.sendall(b"220 tls.example ESMTP\r\n")
+                with conn.makefile("rb", buffering=0) as lines:
+                    for line in iter(lines.readline, b""):
+                        if line.upper().startswith(b"EHLO"):
+                            conn.sendall(b"250-tls.example\r\n250 STARTTLS\r\n")
+                        elif line.upper().startswith(b"STARTTLS"):
+                            conn.sendall(b"220 go ahead\r\n")
+                            break
+            secured = self.context.wrap_socket(conn, server_side=True)
+            if self.security == "starttls":
+                secured.recv(1024)  # EHLO, over TLS
+            self.stalled.set()
+            secured.sendall(b"2")
+            while not self.quit.wait(0.2):
+                secured.sendall(b"5")
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_a_reply_trickled_over_tls_stops_the_send_with_everyone_pending(letter, certificate,
+                                                                        security):
+    """Over TLS (from the first byte, or after STARTTLS) the server trickles its next reply,
+    each wait met: the connection is given up when its time is up (twice `http_timeout`),
+    as an unreachable server; the send stops with one line, nothing sent, everyone
+    pending, and does not hang."""
+    addresses = _readers(letter, 4)
+    with TricklingTlsServer(security, certificate) as server:
+        env = {"PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(server.port),
+               "PUBLISH_SMTP_SECURITY": security, "PUBLISH_HTTP_TIMEOUT": "1",
+               "SSL_CERT_FILE": str(certificate / "cert.pem")}
+        proc = _send(letter, env, "--connections", "2")
+        try:
+            err = proc.communicate(timeout=60)[1]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert server.stalled.is_set()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "not done within 2 s" in err, err
+    assert {ledger_rows(letter)[a][0] for a in addresses} == {"pending"}
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory) -> Path:
     """A self-signed certificate for 127.0.0.1 (the client trusts it via SSL_CERT_FILE)."""
@@ -170,8 +296,12 @@ def certificate(tmp_path_factory) -> Path:
     return folder
 
 
-def test_starttls_on_every_connection_delivers_each_message_whole(letter, certificate):
-    """Three STARTTLS connections: every reader gets the message once, whole, over TLS."""
+@pytest.mark.parametrize("security, connections", [("starttls", "3"), ("ssl", "1"),
+                                                    ("ssl", "3")])
+def test_tls_on_every_connection_delivers_each_message_whole(letter, certificate, security,
+                                                              connections):
+    """STARTTLS or TLS from the first byte (`ssl`), on one connection or three: every
+    reader gets the message once, whole, over TLS."""
     addresses = _readers(letter, 40)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificate / "cert.pem", certificate / "key.pem")
@@ -180,18 +310,20 @@ def test_starttls_on_every_connection_delivers_each_message_whole(letter, certif
     real_data = recorder.handle_DATA
 
     async def handle_data(server, session, envelope):
-        secured[session.ssl is not None] += 1
+        secured[server.transport.get_extra_info("ssl_object") is not None] += 1
         return await real_data(server, session, envelope)
 
     recorder.handle_DATA = handle_data
+    tls = ({"tls_context": context, "require_starttls": True} if security == "starttls"
+           else {"ssl_context": context})
     controller = Controller(recorder, hostname="127.0.0.1", port=port, ready_timeout=10,
-                            tls_context=context, require_starttls=True)
+                            **tls)
     controller.start()
     try:
         env = {"PUBLISH_SMTP_HOST": "127.0.0.1", "PUBLISH_SMTP_PORT": str(port),
-               "PUBLISH_SMTP_SECURITY": "starttls",
+               "PUBLISH_SMTP_SECURITY": security,
                "SSL_CERT_FILE": str(certificate / "cert.pem")}
-        proc = _send(letter, env, "--json", "--connections", "3")
+        proc = _send(letter, env, "--json", "--connections", connections)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert json.loads(out)["sent"] == len(addresses)
