@@ -145,3 +145,98 @@ def test_one_walk_gives_each_text_as_its_own_walk(body):
     page = check_rules.Page(html, tree)
     assert re.sub(r"\s+", " ", page.body_text) == re.sub(
         r"\s+", " ", check_tree.text_of(inner, " "))
+
+
+# premailer, with its merged styles and basic attributes kept --------------------------------
+STOCK = (
+    "import json, sys, premailer\n"
+    "documents = json.loads(sys.stdin.read())\n"
+    "print(json.dumps([premailer.Premailer(d, css_text=c, allow_network=False, "
+    "strip_important=False, keep_style_tags=True, remove_classes=False, "
+    "disable_validation=True, disable_leftover_css=True, "
+    "disable_basic_attributes=['width', 'height']).transform(pretty_print=False) "
+    "for d, c in documents]))\n")
+
+
+def _stock_premailer(pairs: list[tuple[str, str]]) -> list[str]:
+    """What premailer alone makes of each (document, css), in a process that never
+    imported our code, finished as inline_css finishes its own."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", STOCK], input=json.dumps(pairs), text=True,
+                          capture_output=True, check=True)
+    return [render._finished(out) for out in json.loads(done.stdout)]
+
+
+def _rendered_emails(monkeypatch, tmp_path, posts: list) -> list[tuple[str, str]]:
+    """(MJML's HTML, the CSS) that inline_css is given for each post, recorded on the way."""
+    from pipeline import build
+    from pipeline import settings as settings_mod
+    from tests.conftest import copy_sample_newsletter
+
+    given: list[tuple[str, str]] = []
+    real = render.inline_css
+
+    def recording(document, css):
+        given.append((document, css))
+        return real(document, css)
+
+    monkeypatch.setattr(render, "inline_css", recording)
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    config = settings_mod.load(folder, env={"PUBLISH_IMAGE_SIZES": "local"})
+    for post in posts:
+        build.render_issue(post, config)
+    monkeypatch.undo()
+    return given
+
+
+def test_inlining_equals_stock_premailer_on_corpus_emails(monkeypatch, tmp_path):
+    """Every sample and corpus post's email, inlined twice in this process (the second
+    time from what the first kept), is byte for byte what premailer alone makes of it;
+    and styles nobody saw before (colours, alignments, short colours, pseudo-classes in
+    the stylesheet) too."""
+    from tests.conftest import CORPUS, SAMPLES
+
+    posts = [*SAMPLES.values(), *sorted((CORPUS / "hf-blog").glob("*.md"))[:12]]
+    posts = [p for p in posts if p.name != "MANIFEST.md"]
+    emails = _rendered_emails(monkeypatch, tmp_path, posts)
+    assert len(emails) == len(posts)
+    odd_css = (".x { text-align: center; background-color: #abc } td:hover { color: red } "
+               "a:visited { color: #123 } .y { vertical-align: top; height: 10px; "
+               "background-color: transparent } p:first-child { width: 3px }")
+    odd = ('<html><head><style data-premailer="ignore">p{}</style></head><body>'
+           '<p class="x y" style="color:#000;text-align:left">a</p><p class="x">b</p>'
+           '<td class="y" style="background-color: #fff ; width:2px">c</td>'
+           '<a href="#中" class="x" style="">d</a><p style="}{">e</p></body></html>')
+    cases = [(d.replace("<style", '<style data-premailer="ignore"'), c) for d, c in emails]
+    expected = _stock_premailer([*cases, (odd, odd_css)])
+    for _round in range(2):
+        got = [render.inline_css(d, c) for d, c in emails]
+        got.append(render._finished(render._inliner_class()(
+            odd, css_text=odd_css, allow_network=False, strip_important=False,
+            keep_style_tags=True, remove_classes=False, disable_validation=True,
+            disable_leftover_css=True, disable_basic_attributes=["width", "height"],
+        ).transform(pretty_print=False)))
+        assert got == expected
+
+
+def test_what_inlining_keeps_is_bounded():
+    render._inliner_class()  # premailer's names pointed at the kept ones
+    from premailer import premailer as premailer_module
+
+    merge = premailer_module.merge_styles
+    assert merge.kept
+    for n in range(5000):
+        style = f"color:#{n:06x}"
+        rules = [[("margin", f"{n}px")], [("color", "red")]]
+        assert merge(style, rules, ["", ":hover"]) == merge.original(style, rules,
+                                                                     ["", ":hover"])
+        render._basic_attributes(f"text-align:left; width:{n}px")
+    assert merge.cache.cache_info().currsize <= 4096
+    assert render._basic_attributes_kept.cache_info().currsize <= 4096
+    huge = "color:red;background:url(data:image/png;base64," + "A" * 20_000 + ")"
+    before = merge.cache.cache_info().currsize
+    assert merge(huge, [[("margin", "0")]], [""]).startswith("margin:0")
+    assert merge.cache.cache_info().currsize == before
