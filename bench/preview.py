@@ -96,7 +96,7 @@ def speed_lines(cpus: list[float], references: list[float]) -> str:
             f"fastest {fastest * 1000:.1f} (slowest {max(references) * 1000:.1f}); rebuild / "
             f"reference, median of pairs: {statistics.median(ratios):.2f}\n"
             f"  saves at full speed (reference before and after <= 1.15 x its fastest): CPU median "
-            f"{statistics.median(full) * 1000:.1f} ms, n={len(full)}")
+            + (f"{statistics.median(full) * 1000:.1f} ms, n={len(full)}" if full else "none"))
 
 
 STAGES = ("build.render_issue", "check.check_html", "check_contrast.problems",

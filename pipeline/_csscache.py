@@ -34,6 +34,9 @@ from . import _regexcache
 _LOCK = threading.RLock()
 _KEPT: dict[tuple, object] = {}
 _USED: set[tuple] = set()
+# full key -> the kept result that passed its shape check in this process (the object
+# itself, so a result put in its place is checked again)
+_CHECKED: dict[tuple, object] = {}
 _STATE: dict = {"loaded": False, "added": 0, "path": None, "tag": None}
 _MAX_BYTES = 2_000_000
 # In one process (a preview session, where every edit may add a style), the results held
@@ -152,8 +155,11 @@ def kept(kind: str, key, compute: Callable[[], object],
         if found is not None:
             _KEPT[full] = found  # the dict's order is the order of last use
     if found is not None:
+        if _CHECKED.get(full) is found:
+            return found
         try:
             if well_formed(found):
+                _checked(full, found)
                 return found
         except Exception:  # a result of a shape the check did not foresee
             pass
@@ -166,6 +172,7 @@ def kept(kind: str, key, compute: Callable[[], object],
         with _LOCK:
             _KEPT[full] = value
             _STATE["added"] += 1
+            _CHECKED.pop(full, None)
             if len(_KEPT) > _MAX_HELD:
                 _let_go(len(_KEPT) - _MAX_HELD + _MAX_HELD // 10)
     return value
@@ -176,6 +183,15 @@ def _let_go(count: int) -> None:
     for full in list(itertools.islice(_KEPT, count)):
         del _KEPT[full]
         _USED.discard(full)
+        _CHECKED.pop(full, None)
+
+
+def _checked(full: tuple, found: object) -> None:
+    """Remember that `found`, kept for `full`, has the shape its caller needs."""
+    with _LOCK:
+        if len(_CHECKED) >= _MAX_HELD:
+            _CHECKED.clear()
+        _CHECKED[full] = found
 
 
 @lru_cache(maxsize=1)

@@ -191,30 +191,39 @@ def _declared(tree, rules: list[Rule], presentational: list) -> tuple[dict, dict
     rules applied on top: each selector is matched once for both."""
     from .css_match import Index
 
+    index = Index(tree)
+    # per view: element -> {property: its winning key}, and -> {property: its value}
+    light_keys: dict = {}
+    dark_keys: dict = {}
     light: dict = {}
     dark: dict = {}
-    index = Index(tree)
 
-    def offer(candidates: dict, element, prop: str, value: str, key: tuple) -> None:
-        best = candidates.setdefault(element, {})
-        if prop not in best or key >= best[prop][0]:
-            best[prop] = (key, value)
+    def offer(keys: dict, chosen: dict, element, prop: str, value: str, key: tuple) -> None:
+        best = keys.get(element)
+        if best is None:
+            keys[element] = {prop: key}
+            chosen[element] = {prop: value}
+            return
+        old = best.get(prop)
+        if old is None or key >= old:
+            best[prop] = key
+            chosen[element][prop] = value
 
+    both = ((light_keys, light), (dark_keys, dark))
     for rule in rules:
         matcher = _matcher(rule.selector)
         if matcher is None:
             continue
-        views = (dark,) if rule.dark_only else (light, dark)
+        views = both[1:] if rule.dark_only else both
         for element in matcher(tree, index):
             for prop, (value, important) in rule.declarations.items():
                 key = (3 if important else 1, rule.specificity, rule.order)
-                for candidates in views:
-                    offer(candidates, element, prop, value, key)
+                for keys, chosen in views:
+                    offer(keys, chosen, element, prop, value, key)
     for element, prop, value, key in presentational:
-        offer(light, element, prop, value, key)
-        offer(dark, element, prop, value, key)
-    return tuple({element: {prop: value for prop, (_k, value) in props.items()}
-                  for element, props in candidates.items()} for candidates in (light, dark))
+        offer(light_keys, light, element, prop, value, key)
+        offer(dark_keys, dark, element, prop, value, key)
+    return light, dark
 
 
 def _supports_dark(tree) -> bool:

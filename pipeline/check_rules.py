@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from . import check_tree
 from .plaintext import display_width
@@ -57,17 +57,22 @@ class Page:
         return "\n".join(style.get_text() for style in self.elements if style.name == "style")
 
     @cached_property
+    def _texts(self) -> tuple[str, str]:
+        """The text of the whole page and of its first <body> (the whole page's when there
+        is none), both spaced, read in one walk of the tree."""
+        return check_tree.texts(self.tree, check_tree.body(self.tree))
+
+    @cached_property
     def body_text(self) -> str:
         """The text of the first <body> (of the whole page when there is none), spaced."""
-        body = check_tree.body(self.tree)
-        return check_tree.text_of(body if body is not None else self.tree, " ")
+        return self._texts[1]
 
     @cached_property
     def all_text(self) -> str:
         """The text of the whole page, spaced. The tree leaves out what the parser saw
         outside the <html> element (only spaces and line breaks, which matter only to a
         search that begins or ends with them): `soup_text` has those too."""
-        return check_tree.text_of(self.tree, " ")
+        return self._texts[0]
 
     @cached_property
     def soup_text(self) -> str:
@@ -76,24 +81,54 @@ class Page:
         return BeautifulSoup(self.html, "lxml").get_text(" ")
 
     @cached_property
+    def styled(self) -> list[tuple[object, str, tuple[tuple[str, str], ...]]]:
+        """(element, its style attribute, that style's (property, value) pairs) for every
+        element with a style, in document order."""
+        return [(element, style, style_declarations(style)) for element in self.elements
+                if (style := element.get("style")) is not None]
+
+    @cached_property
+    def sheet_declarations(self) -> tuple[tuple[str, str], ...]:
+        """(property, value) for every declaration of the <style> blocks."""
+        return tuple(pair for block in re.findall(r"\{([^{}]*)\}", self.style_text)
+                     for pair in _declarations(block))
+
+    @cached_property
     def declarations(self) -> list[tuple[object, str, str]]:
         """(element or None, property, value) for every inline and <style> declaration."""
-        found = []
-        for element in [e for e in self.elements if e.get("style") is not None]:
-            for part in element["style"].split(";"):
-                if ":" in part:
-                    prop, _, value = part.partition(":")
-                    found.append((element, prop.strip().lower(), value.strip().lower()))
-        for block in re.findall(r"\{([^{}]*)\}", self.style_text):
-            for part in block.split(";"):
-                if ":" in part:
-                    prop, _, value = part.partition(":")
-                    found.append((None, prop.strip().lower(), value.strip().lower()))
+        found = [(element, prop, value) for element, _style, pairs in self.styled
+                 for prop, value in pairs]
+        found += [(None, prop, value) for prop, value in self.sheet_declarations]
         return found
 
     @cached_property
     def size(self) -> int:
         return len(self.html.encode("utf-8"))
+
+
+KEEP_LIMIT = 1024  # a longer style (a data: URI in it) is read each time, never kept
+
+
+def style_declarations(style: str) -> tuple[tuple[str, str], ...]:
+    """(property, value) for each declaration of an inline style, lower-cased; kept, since
+    an email repeats a few dozen styles hundreds of times and a save repeats the email's."""
+    if len(style) > KEEP_LIMIT:
+        return _declarations(style)
+    return _style_declarations_kept(style)
+
+
+@lru_cache(maxsize=4096)
+def _style_declarations_kept(style: str) -> tuple[tuple[str, str], ...]:
+    return _declarations(style)
+
+
+def _declarations(text: str) -> tuple[tuple[str, str], ...]:
+    found = []
+    for part in text.split(";"):
+        if ":" in part:
+            prop, _, value = part.partition(":")
+            found.append((prop.strip().lower(), value.strip().lower()))
+    return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ holds every finding to what the soup gives, on every post and on generated pages
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _WORDS = re.compile(r"\S+")
 _ASCII_SPACES = "\x20\x0a\x09\x0c\x0d"
@@ -34,19 +35,24 @@ def _rules() -> tuple[dict, frozenset, frozenset]:
     return LIST_ATTRIBUTES, KEEP_SPACES, STRING_BOXES
 
 
+@lru_cache(maxsize=256)
+def _split_attributes(tag: str) -> frozenset:
+    """The attributes of `tag` that the soup holds as word lists."""
+    lists, _, _ = _rules()
+    return frozenset(lists.get("*", set()) | lists.get(tag, set()))
+
+
 class Element:
     """An element of the email: its tag `name` and `attrs`, as the soup has them."""
 
     __slots__ = ("attrs", "name", "node")
 
     def __init__(self, node):
-        lists, _, _ = _rules()
         self.node = node
         self.name = node.tag
         attrs = dict(node.attrib)
         if attrs:
-            split = lists.get("*", set()) | lists.get(self.name.lower(), set())
-            for key in split & attrs.keys():
+            for key in _split_attributes(self.name.lower()) & attrs.keys():
                 attrs[key] = _WORDS.findall(attrs[key])
         self.attrs = attrs
 
@@ -87,19 +93,51 @@ def text_of(node, separator: str = "") -> str:
         pre = pre or element.tag in keep
     # a box's own text is its text (a <style>'s CSS); other elements show no box's text
     wanted = node.tag if node.tag in boxes else None
-    return separator.join(_strings(node, box, pre, wanted, keep, boxes))
+    found: list[str] = []
+    _strings(node, box, pre, wanted, keep, boxes, found, None, [])
+    return separator.join(found)
 
 
-def _strings(node, box, pre: bool, wanted, keep, boxes):
+def texts(tree, inner) -> tuple[str, str]:
+    """`text_of(tree, " ")` and `text_of(inner, " ")` (`inner` an element of `tree`) in one
+    walk of the tree: the inner element's strings are a run of the tree's."""
+    if tree is None:
+        return "", ""
+    _, keep, boxes = _rules()
+    if inner is None or tree.tag in boxes or inner.tag in boxes:
+        whole = text_of(tree, " ")
+        return whole, (text_of(inner, " ") if inner is not None else whole)
+    box, pre = None, False
+    for element in (tree, *tree.iterancestors()):
+        if box is None and element.tag in boxes:
+            box = element.tag
+        pre = pre or element.tag in keep
+    found: list[str] = []
+    span: list[int] = []
+    _strings(tree, box, pre, None, keep, boxes, found, inner, span)
+    whole = " ".join(found)
+    if len(span) != 2:  # not inside the tree
+        return whole, text_of(inner, " ")
+    return whole, " ".join(found[span[0]:span[1]])
+
+
+def _strings(node, box, pre: bool, wanted, keep, boxes, found: list, marked, span: list):
+    """Append the soup's strings of `node` to `found` (with `span` the start and end of
+    `marked`'s strings when the walk meets it)."""
+    if node is marked:
+        span.append(len(found))
     if node.text and box == wanted:
-        yield _as_parsed(node.text, pre)
+        found.append(_as_parsed(node.text, pre))
     for child in node:
-        if isinstance(child.tag, str):
-            inner_box = child.tag if child.tag in boxes else box
-            yield from _strings(child, inner_box, pre or child.tag in keep, wanted, keep,
-                                boxes)
+        tag = child.tag
+        if isinstance(tag, str):
+            inner_box = tag if tag in boxes else box
+            _strings(child, inner_box, pre or tag in keep, wanted, keep, boxes, found, marked,
+                     span)
         if child.tail and box == wanted:
-            yield _as_parsed(child.tail, pre)
+            found.append(_as_parsed(child.tail, pre))
+    if node is marked:
+        span.append(len(found))
 
 
 def _as_parsed(text: str, pre: bool) -> str:

@@ -289,6 +289,73 @@ class _FloatsKept:
         return SimpleNamespace(float=_float_of(css_text))
 
 
+KEEP_STYLE_LIMIT = 1024  # a longer style (a data: URI in it) is worked out each time
+
+
+def _kept_merges(original):
+    """premailer's `merge_styles`, its result kept by all it is given: an email's elements
+    repeat a few dozen combinations of their own style and the rules' declarations, and a
+    save repeats the email's."""
+
+    @lru_cache(maxsize=4096)
+    def kept(inline_style, new_styles: tuple, classes: tuple, remove_unset: bool) -> str:
+        return original(inline_style, new_styles, classes,
+                        remove_unset_properties=remove_unset)
+
+    def merge_styles(inline_style, new_styles, classes, remove_unset_properties=False):
+        if (not isinstance(inline_style, str) or len(inline_style) > KEEP_STYLE_LIMIT
+                or not all(isinstance(c, str) for c in classes)):
+            return original(inline_style, new_styles, classes,
+                            remove_unset_properties=remove_unset_properties)
+        styles = tuple(tuple(style) for style in new_styles)
+        try:
+            if sum(len(k) + len(v) for style in styles for k, v in style) <= KEEP_STYLE_LIMIT * 4:
+                return kept(inline_style, styles, tuple(classes), bool(remove_unset_properties))
+        except (TypeError, ValueError):  # pairs of another shape: premailer's own answer
+            pass
+        return original(inline_style, new_styles, classes,
+                        remove_unset_properties=remove_unset_properties)
+
+    merge_styles.kept = True
+    merge_styles.cache = kept
+    merge_styles.original = original
+    return merge_styles
+
+
+def _basic_attributes(style: str) -> tuple[tuple[str, str], ...]:
+    if len(style) > KEEP_STYLE_LIMIT:
+        return _basic_attributes_kept.__wrapped__(style)
+    return _basic_attributes_kept(style)
+
+
+@lru_cache(maxsize=4096)
+def _basic_attributes_kept(style_content: str) -> tuple[tuple[str, str], ...]:
+    """The HTML attributes premailer's `_style_to_basic_html_attributes` reads from a
+    style, in its order (its own code, without the element)."""
+    from collections import OrderedDict
+
+    from premailer import Premailer
+
+    if style_content.count("}") and style_content.count("{") == style_content.count("}"):
+        style_content = style_content.split("}")[0][1:]
+    attributes = OrderedDict()
+    for key, value in [x.split(":") for x in style_content.split(";")
+                       if len(x.split(":")) == 2]:
+        key = key.strip()
+        if key == "text-align":
+            attributes["align"] = value.strip()
+        elif key == "vertical-align":
+            attributes["valign"] = value.strip()
+        elif key == "background-color" and "transparent" not in value.lower():
+            attributes["bgcolor"] = Premailer.six_color(value.strip())
+        elif key == "width" or key == "height":
+            value = value.strip()
+            if value.endswith("px"):
+                value = value[:-2]
+            attributes[key] = value
+    return tuple(attributes.items())
+
+
 @lru_cache(maxsize=1)
 def _inliner_class():
     """premailer, with what it reads with cssutils kept between runs (_csscache).
@@ -309,10 +376,21 @@ def _inliner_class():
         if not getattr(module.csstext_to_pairs, "kept", False):
             module.csstext_to_pairs = _kept_pairs(module.csstext_to_pairs)
 
+    if not getattr(premailer_module.merge_styles, "kept", False):
+        premailer_module.merge_styles = _kept_merges(premailer_module.merge_styles)
+
     if not isinstance(premailer_module.cssutils, _FloatsKept):
         premailer_module.cssutils = _FloatsKept(premailer_module.cssutils)
 
     class Inliner(Premailer):
+        def _style_to_basic_html_attributes(self, element, style_content, force=False):
+            # premailer's own, with what it reads from the style kept by the style's text
+            disabled = self.disable_basic_attributes
+            for key, value in _basic_attributes(style_content):
+                if (key in element.attrib and not force) or key in disabled:
+                    continue
+                element.attrib[key] = value
+
         def _parse_style_rules(self, css_body, ruleset_index):
             # What premailer does with the leftover rules (media queries) is only used
             # when it writes them back into the head; with these options it never does,
@@ -366,16 +444,44 @@ def inline_css(document: str, css: str) -> str:
         # Our width attributes are what Outlook sizes images by; never replace them by CSS.
         disable_basic_attributes=["width", "height"],
     )
-    result = inliner.transform(pretty_print=False)
+    return _finished(inliner.transform(pretty_print=False))
+
+
+def _finished(result: str) -> str:
+    """premailer's output as the email has it: the style blocks' marks removed, the doctype
+    put back, in-page anchors unescaped."""
     result = result.replace(' data-premailer="ignore"', "")
     result = re.sub(r"^\s*<!doctype[^>]*>\s*", "", result, flags=re.I)
-    result = _IN_PAGE_ANCHOR.sub(_unescape_anchor, result)
+    result = _unescape_anchors(result)
     return f"<!doctype html>\n{result}"
 
 
 # lxml percent-encodes non-ASCII in `href` and `name`, so `#更新` would no longer match
 # `id="更新"` character for character; mail clients that compare names literally need that.
 _IN_PAGE_ANCHOR = re.compile(r'\b(href="#|name=")([^"]*%[0-9A-Fa-f]{2}[^"]*)"')
+
+
+def _unescape_anchors(document: str) -> str:
+    """`_IN_PAGE_ANCHOR.sub(_unescape_anchor, document)`, trying the pattern only where
+    one of its two openings is (str.find), not at every character of the email."""
+    parts: list[str] = []
+    done = at = 0
+    while True:
+        starts = [found for found in (document.find('href="#', at), document.find('name="', at))
+                  if found >= 0]
+        if not starts:
+            break
+        at = min(starts)
+        match = _IN_PAGE_ANCHOR.match(document, at)
+        if match is None:
+            at += 1
+            continue
+        parts += [document[done:at], _unescape_anchor(match)]
+        done = at = match.end()
+    if not parts:
+        return document
+    parts.append(document[done:])
+    return "".join(parts)
 
 
 def _unescape_anchor(match: re.Match) -> str:

@@ -175,12 +175,14 @@ def find_root(start: Path) -> Path:
 
 
 def _read_file(root: Path) -> tuple[dict, Path | None]:
+    from .templates import parsed_toml
+
     for name, section in ((SETTINGS_FILE, None), ("pyproject.toml", ("tool", "publish"))):
         path = root / name
         if not path.is_file():
             continue
         try:
-            data = tomllib.loads(path.read_text("utf-8"))
+            data = parsed_toml(path.read_text("utf-8"))  # kept by its text; not changed here
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read settings: {exc}", path) from None
         for key in section or ():

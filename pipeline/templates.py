@@ -14,9 +14,15 @@ from pathlib import Path
 from .errors import InputError
 
 
+@lru_cache(maxsize=1)
+def _package_dir() -> Path:
+    """This package's folder, resolved once: the module's own file does not move."""
+    return Path(__file__).resolve().parent
+
+
 def skeleton_dir() -> Path:
     """The newsletter skeleton: this checkout when run from source, else the packaged copy."""
-    package = Path(__file__).resolve().parent
+    package = _package_dir()
     packaged = package / "skeleton"
     if (packaged / "email_templates").is_dir():
         return packaged
@@ -89,9 +95,26 @@ def templates_dir(root: Path, name: str = "email_templates") -> Path:
     return skeleton_dir() / "email_templates"
 
 
+KEEP_TOML_BYTES = 256 * 1024  # a longer file is parsed each time, never kept
+
+
+def parsed_toml(text: str) -> dict:
+    """`tomllib.loads(text)`, kept by the text itself for the few small files read at every
+    build (a preview reads them at each save): a changed file is always read afresh, even
+    one changed within the same tick of its modification time. Callers do not change it."""
+    if len(text) > KEEP_TOML_BYTES:
+        return tomllib.loads(text)
+    return _parsed_toml_kept(text)
+
+
+@lru_cache(maxsize=16)
+def _parsed_toml_kept(text: str) -> dict:
+    return tomllib.loads(text)
+
+
 def _strings_file(path: Path) -> dict[str, str]:
     try:
-        data = tomllib.loads(path.read_text("utf-8"))
+        data = parsed_toml(path.read_text("utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read template strings: {exc}", path) from None
     return {str(k): str(v) for k, v in data.items()}

@@ -187,17 +187,23 @@ def load_tokens(folder: Path | None) -> Tokens:
 
 
 def _read(path: Path) -> tuple[dict, dict]:
-    """`_validated(path)`, read again only when the file changed (preview rebuilds often)."""
+    """`_validated(path)`, worked out again only when the file's text changed (a preview
+    rebuilds often): kept by the text itself, so an edit within the same tick of the
+    modification time is seen too."""
     try:
-        stat = path.stat()
-    except OSError:
+        if not path.is_file() or path.stat().st_size > MAX_BYTES:
+            return _validated(path)  # says why it cannot be used
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
         return _validated(path)  # says why it cannot be read
-    return _validated_version(path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if len(text) > MAX_BYTES:  # grown since
+        return _validated(path)
+    return _validated_text(path, text)
 
 
 @lru_cache(maxsize=32)
-def _validated_version(path: Path, _mtime: int, _size: int, _inode: int) -> tuple[dict, dict]:
-    return _validated(path)
+def _validated_text(path: Path, text: str) -> tuple[dict, dict]:
+    return _checked(path, text)
 
 
 def _tokens(values: dict, folders: tuple[Path, ...]) -> Tokens:
@@ -244,6 +250,10 @@ def _validated(path: Path) -> tuple[dict, dict]:
         raise InputError("cannot read the tokens: the file is not UTF-8 text", path) from None
     except OSError as exc:
         raise InputError(f"cannot read the tokens: {exc.strerror or exc}", path) from None
+    return _checked(path, text)
+
+
+def _checked(path: Path, text: str) -> tuple[dict, dict]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -230,6 +230,28 @@ def test_an_edited_stylesheet_is_parsed_anew(tmp_path):
     assert built(tmp_path / "c") == after  # nothing kept: the same email
 
 
+def test_a_result_put_in_place_of_a_checked_one_is_checked_again(tmp_path):
+    """A kept result whose shape was checked is answered without checking it again, but
+    only that very result: one put in its place (read from another run's file) is
+    checked, and computed again when it has the wrong shape."""
+    done = python("""
+        from pipeline import _csscache as cache
+        checks, computed = [], []
+
+        def ask():
+            return cache.kept("pairs", "color: red",
+                              lambda: computed.append(1) or [("color", "red")],
+                              lambda found: checks.append(1) or isinstance(found, list))
+
+        assert ask() == [("color", "red")] and computed == [1]
+        ask(), ask(), ask()
+        assert len(checks) == 1  # checked once, then trusted
+        cache._KEPT[("pairs", "color: red")] = "not pairs"
+        assert ask() == [("color", "red")] and computed == [1, 1]
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
 def test_a_long_session_holds_a_bounded_number_of_results(tmp_path):
     """A preview session adds a result for every new inline style an edit makes: memory
     holds at most the bound, the recently used results stay answered, the others are
@@ -249,6 +271,7 @@ def test_a_long_session_holds_a_bounded_number_of_results(tmp_path):
             ask(n)
             ask(0)  # in use all along
             assert len(cache._KEPT) <= 100 and len(cache._USED) <= 100
+            assert len(cache._CHECKED) <= 100  # shapes already checked, as bounded
         computed.clear()
         assert ask(0) == [("color", "#000000")] and ask(999) == [("color", "#0003e7")]
         assert computed == []

@@ -216,21 +216,94 @@ def test_saves_around_half_written_html_equal_cold_builds(tmp_path):
 
 
 def KEPT():
-    """The caches a running preview keeps between saves."""
-    from pipeline import check_contrast, contrast_values, language, markdown
+    """The caches a running preview keeps between saves (those keyed by text first)."""
+    from pipeline import (
+        check_contrast,
+        check_rules,
+        check_support,
+        contrast_values,
+        language,
+        markdown,
+        render,
+    )
 
     return (markdown._highlighted, contrast_values.inline_style_kept,
             contrast_values.background_colour_kept, contrast_values.font_px_kept,
-            language._html_text_kept, contrast_values.over, check_contrast._verdict)
+            language._html_text_kept, check_rules._style_declarations_kept,
+            check_support._style_features_kept, check_support._element_features_kept,
+            check_support._declaration_features_kept, render._basic_attributes_kept,
+            _merged_styles(), contrast_values.over, check_contrast._verdict)
+
+
+TEXT_KEYED = 11
+
+
+def _merged_styles():
+    from premailer import premailer as premailer_module
+
+    from pipeline import render
+
+    render._inliner_class()  # premailer's names pointed at the kept ones
+    return premailer_module.merge_styles.cache
 
 
 def _kept_strings():
     """Every string the bounded caches hold in their keys, read through gc."""
     import gc
 
-    for cache in KEPT()[:5]:  # those keyed by text
+    for cache in KEPT()[:TEXT_KEYED]:
         for referent in gc.get_referents(cache):
             if isinstance(referent, dict):
                 for key in referent:
                     parts = key if isinstance(key, tuple | list) else (key,)
                     yield from (part for part in parts if isinstance(part, str))
+
+
+def _same_tick_edit(path: Path, old: str, new: str) -> None:
+    """Replace `old` by `new` (as long) in the file and put its times back: an edit within
+    the same tick of its modification time, as a fast editor or a coarse clock makes."""
+    import os
+
+    assert len(old.encode("utf-8")) == len(new.encode("utf-8"))
+    before = path.stat()
+    text = path.read_text("utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), "utf-8")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_mtime_ns, path.stat().st_size) == (before.st_mtime_ns,
+                                                              before.st_size)
+
+
+def test_settings_strings_and_tokens_changed_in_the_same_tick_are_seen(tmp_path):
+    """What each save reads again (publish.toml, the template strings, tokens.toml) is kept
+    by its text, not its time stamp: an edit that leaves the file's modification time and
+    size as they were still shows at the next save, and equals a cold build."""
+    folder = copy_sample_newsletter(tmp_path / "letter")
+    issue = folder / "issues" / "edited.md"
+    issue.write_text("---\ntitle: Same tick\n---\n\nA paragraph for the reader.\n", "utf-8")
+    watched = preview.Preview(issue, settings_mod.load(folder, env={}))
+    assert not watched.snapshot.error, watched.snapshot.error
+    edits = [
+        (folder / "publish.toml", 'name = "Pixels & Prose"', 'name = "Pixels & ProsZ"'),
+        (folder / "email_templates" / "strings" / "en.toml", '"View in browser"',
+         '"Read on the web"'),
+        (folder / "email_templates" / "tokens.toml", 'heading = "#111418"',
+         'heading = "#181411"'),
+    ]
+    seen = {watched.snapshot.html}
+    for path, old, new in edits:
+        _same_tick_edit(path, old, new)
+        watched.rebuild()
+        assert not watched.snapshot.error, watched.snapshot.error
+        expected = cold(folder, issue)
+        assert (watched.snapshot.html.encode("utf-8"), watched.snapshot.text.encode("utf-8"),
+                watched.snapshot.summary["findings"]) == expected
+        seen.add(watched.snapshot.html + watched.snapshot.text)
+    assert "Pixels & ProsZ" in watched.snapshot.text
+    assert "Read on the web" in watched.snapshot.text
+    assert len(seen) == 4  # every edit showed
+    # a file broken in the same tick is an error at the next save, not the kept reading
+    _same_tick_edit(folder / "email_templates" / "strings" / "en.toml", '"Read on the web"',
+                    '"Read on the webX')
+    watched.rebuild()
+    assert "en.toml" in watched.snapshot.error
