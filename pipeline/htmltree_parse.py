@@ -34,6 +34,10 @@ from .htmltree import bs4_element
 KEEP_CHARS = 256 * 1024
 KEEP_GROUP = 64 * 1024
 MIN_CHARS = 256  # a shorter fragment is parsed whole: nothing worth keeping
+# Only a process that parses the same fragment again and again (the preview server, which
+# sets this) keeps groups: a one-off build would pay for parsing in groups (about half as
+# much again as one parse) and never use what it kept.
+WARM = False
 
 _KEPT: dict[tuple[str, bool], tuple] = {}  # (group text, ends the fragment) -> (soup, lines)
 _FIRST: dict[str, list[tuple[tuple[str, ...], str]]] = {}  # first piece -> (pieces, text)
@@ -69,7 +73,7 @@ def parse(fragment: str):
     """`BeautifulSoup(fragment, "html.parser")`, with the kept trees of unchanged groups."""
     from bs4 import BeautifulSoup
 
-    if len(fragment) < MIN_CHARS or _void_end_tag().search(fragment) or \
+    if not WARM or len(fragment) < MIN_CHARS or _void_end_tag().search(fragment) or \
             _STRAY_CHARREF.search(fragment):
         return BeautifulSoup(fragment, "html.parser")
     try:

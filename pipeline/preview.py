@@ -58,6 +58,9 @@ class Preview:
         self.snapshot = Snapshot()
         self.changed = threading.Condition()
         self.stopping = threading.Event()
+        from . import htmltree_parse
+
+        htmltree_parse.WARM = True  # each save parses the same fragment, a little changed
         # Stamped before the first build, so a save during it is not missed.
         self._last = self._stamp()
         self.rebuild()

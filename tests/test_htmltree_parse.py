@@ -24,6 +24,7 @@ from tests.conftest import CORPUS, SAMPLES
 @pytest.fixture(autouse=True)
 def every_fragment_in_groups(monkeypatch):
     monkeypatch.setattr(htmltree_parse, "MIN_CHARS", 0)
+    monkeypatch.setattr(htmltree_parse, "WARM", True)
 
 
 def described(soup) -> list:
