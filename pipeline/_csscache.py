@@ -43,7 +43,7 @@ _MAX_BYTES = 2_000_000
 # in memory: past this many, the least recently used tenth is let go.
 _MAX_HELD = 40_000
 # The modules whose code turns CSS into the kept results (their source is in the tag).
-_OUR_SOURCES = ("_csscache.py", "render.py", "check_contrast.py")
+_OUR_SOURCES = ("_csscache.py", "inliner.py", "check_contrast.py")
 _DISTRIBUTIONS = ("cssutils", "premailer")
 
 

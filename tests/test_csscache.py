@@ -117,7 +117,7 @@ def test_inlining_any_css_equals_premailer_alone_missed_and_kept(sheet_style, in
     (a miss, then a hit) writes what premailer alone writes."""
     from premailer import Premailer
 
-    from pipeline import _csscache, render
+    from pipeline import _csscache, inliner
 
     css = f"{selector} {{{sheet_style}}}\n.b {{{inline}}}"
     document = (f'<html><head><style>td{{color:red}}</style></head><body><p class="a" '
@@ -137,7 +137,7 @@ def test_inlining_any_css_equals_premailer_alone_missed_and_kept(sheet_style, in
 
     def ours():
         try:
-            return render._inliner_class()(document, css_text=css, **options).transform(
+            return inliner._inliner_class()(document, css_text=css, **options).transform(
                 pretty_print=False)
         except Exception as exc:
             return type(exc)
@@ -153,9 +153,9 @@ def _without_kept(run):
     from premailer import merge_style
     from premailer import premailer as premailer_module
 
-    from pipeline import render
+    from pipeline import inliner
 
-    render._inliner_class()
+    inliner._inliner_class()
     saved = premailer_module.csstext_to_pairs, merge_style.csstext_to_pairs
     original = premailer_module.csstext_to_pairs.__closure__[0].cell_contents
     premailer_module.csstext_to_pairs = merge_style.csstext_to_pairs = original

@@ -13,7 +13,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import check_rules, check_support, check_tree, render
+from pipeline import check_rules, check_support, check_tree, inliner, render
 from pipeline.check_contrast import parsed
 
 PIECES = ['href="#', 'name="', "xhref=\"#", 'data-name="', "%2F", "%e4%b8%ad", "%zz", "%",
@@ -23,8 +23,8 @@ PIECES = ['href="#', 'name="', "xhref=\"#", 'data-name="', "%2F", "%e4%b8%ad", "
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
 def test_anchor_rewrite_is_the_patterns_own_substitution(text):
-    assert render._unescape_anchors(text) == render._IN_PAGE_ANCHOR.sub(
-        render._unescape_anchor, text)
+    assert inliner._unescape_anchors(text) == inliner._IN_PAGE_ANCHOR.sub(
+        inliner._unescape_anchor, text)
 
 
 def test_non_ascii_anchors_are_unescaped_after_inlining():
@@ -167,7 +167,7 @@ def _stock_premailer(pairs: list[tuple[str, str]]) -> list[str]:
 
     done = subprocess.run([sys.executable, "-c", STOCK], input=json.dumps(pairs), text=True,
                           capture_output=True, check=True)
-    return [render._finished(out) for out in json.loads(done.stdout)]
+    return [inliner._finished(out) for out in json.loads(done.stdout)]
 
 
 def _rendered_emails(monkeypatch, tmp_path, posts: list) -> list[tuple[str, str]]:
@@ -214,7 +214,7 @@ def test_inlining_equals_stock_premailer_on_corpus_emails(monkeypatch, tmp_path)
     expected = _stock_premailer([*cases, (odd, odd_css)])
     for _round in range(2):
         got = [render.inline_css(d, c) for d, c in emails]
-        got.append(render._finished(render._inliner_class()(
+        got.append(inliner._finished(inliner._inliner_class()(
             odd, css_text=odd_css, allow_network=False, strip_important=False,
             keep_style_tags=True, remove_classes=False, disable_validation=True,
             disable_leftover_css=True, disable_basic_attributes=["width", "height"],
@@ -223,7 +223,7 @@ def test_inlining_equals_stock_premailer_on_corpus_emails(monkeypatch, tmp_path)
 
 
 def test_what_inlining_keeps_is_bounded():
-    render._inliner_class()  # premailer's names pointed at the kept ones
+    inliner._inliner_class()  # premailer's names pointed at the kept ones
     from premailer import premailer as premailer_module
 
     merge = premailer_module.merge_styles
@@ -233,9 +233,9 @@ def test_what_inlining_keeps_is_bounded():
         rules = [[("margin", f"{n}px")], [("color", "red")]]
         assert merge(style, rules, ["", ":hover"]) == merge.original(style, rules,
                                                                      ["", ":hover"])
-        render._basic_attributes(f"text-align:left; width:{n}px")
+        inliner._basic_attributes(f"text-align:left; width:{n}px")
     assert merge.cache.cache_info().currsize <= 4096
-    assert render._basic_attributes_kept.cache_info().currsize <= 4096
+    assert inliner._basic_attributes_kept.cache_info().currsize <= 4096
     huge = "color:red;background:url(data:image/png;base64," + "A" * 20_000 + ")"
     before = merge.cache.cache_info().currsize
     assert merge(huge, [[("margin", "0")]], [""]).startswith("margin:0")

@@ -222,16 +222,16 @@ def KEPT():
         check_rules,
         check_support,
         contrast_values,
+        inliner,
         language,
         markdown,
-        render,
     )
 
     return (markdown._highlighted, contrast_values.inline_style_kept,
             contrast_values.background_colour_kept, contrast_values.font_px_kept,
             language._html_text_kept, check_rules._style_declarations_kept,
             check_support._style_features_kept, check_support._element_features_kept,
-            check_support._declaration_features_kept, render._basic_attributes_kept,
+            check_support._declaration_features_kept, inliner._basic_attributes_kept,
             _merged_styles(), contrast_values.over, check_contrast._verdict)
 
 
@@ -241,9 +241,9 @@ TEXT_KEYED = 11
 def _merged_styles():
     from premailer import premailer as premailer_module
 
-    from pipeline import render
+    from pipeline import inliner
 
-    render._inliner_class()  # premailer's names pointed at the kept ones
+    inliner._inliner_class()  # premailer's names pointed at the kept ones
     return premailer_module.merge_styles.cache
 
 
