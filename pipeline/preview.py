@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from . import build, services
+from . import build, htmltree_parse, services
 from .errors import PublishError
 from .settings import SETTINGS_FILE, Settings
 
@@ -58,8 +58,6 @@ class Preview:
         self.snapshot = Snapshot()
         self.changed = threading.Condition()
         self.stopping = threading.Event()
-        from . import htmltree_parse
-
         htmltree_parse.WARM = True  # each save parses the same fragment, a little changed
         # Stamped before the first build, so a save during it is not missed.
         self._last = self._stamp()
