@@ -303,6 +303,18 @@ def _fit_wide(soup, look: Tokens) -> None:
             table.wrap(box)
 
 
+# What an attribute's name may be in an email: a tag left unclosed in the source (`<div <p>`)
+# makes names like `<p` that MJML cannot parse, and the build would fail on them.
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z_:][-A-Za-z0-9_:.]*")
+
+
+def _drop_broken_attributes(element, where: Callable[[str, int], str], out: Tidied) -> None:
+    for name in [n for n in element.attrs if not _ATTRIBUTE_NAME.fullmatch(n)]:
+        del element.attrs[name]
+        out.warnings.append(f"{where(name, 0)}: dropped `{name}` from a <{element.name}> "
+                            "tag; is a tag before it left unclosed?")
+
+
 def tidy(fragment: str | Fragment, base_url: str, where: Callable[[str, int], str],
          sizes: ImageSizes | None = None, look: Tokens | None = None) -> Tidied:
     """Fix images, links, anchors and wide content in an HTML fragment for email; `look`
@@ -314,8 +326,9 @@ def tidy(fragment: str | Fragment, base_url: str, where: Callable[[str, int], st
     _images(soup, base_url, where, out, sizes, look.content_width)
     _links(soup, base_url, where, out)
     _anchors(soup, where, out)
-    for element in [e for e in htmltree.tags(soup) if e.get("style") is not None]:
-        if element.name != "img":
+    for element in htmltree.tags(soup):
+        _drop_broken_attributes(element, where, out)
+        if element.get("style") is not None and element.name != "img":
             element["style"] = _strip_layout_css(element["style"])
     _fit_wide(soup, look)
     out.keep_tree(soup)  # written as text only when asked for (Tidied.html)

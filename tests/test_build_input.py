@@ -207,3 +207,20 @@ def test_front_matter_kept_between_builds_in_one_process_is_never_stale(letter):
     edited = build.render_issue(two, config)
     assert edited.issue.title == "Lite, fast and small"
     assert not any("front matter" in w for w in edited.warnings)
+
+
+@pytest.mark.parametrize("broken", ['<div     <small>Published</small>\n</div>',
+                                    '<p class="x" <b>bold</b></p>'])
+def test_a_tag_left_unclosed_in_raw_html_builds_and_says_where(letter, broken):
+    """`<div <small>`: the parser reads `<small` as an attribute name, which MJML cannot
+    parse (the build failed with MJML's error). It is dropped with a warning naming the
+    line, and the rest of the email is built."""
+    path = letter / "issues" / "unclosed.md"
+    path.write_text("---\ntitle: Unclosed\n---\n\nFirst paragraph.\n\n" + broken +
+                    "\n\nLast paragraph.\n", "utf-8")
+    result = run_publish("build", "issues/unclosed.md", "--json", cwd=letter)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "issues/unclosed.md:7: dropped" in result.stdout, result.stdout
+    html = next((letter / "build").glob("*/email.html")).read_text("utf-8")
+    assert "Last paragraph." in html and "&lt;small" not in html
