@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 from . import check_tree
+from .keep import kept_while_short
 from .plaintext import display_width
 
 GMAIL_CLIP = 102 * 1024
@@ -109,16 +110,10 @@ class Page:
 KEEP_LIMIT = 1024  # a longer style (a data: URI in it) is read each time, never kept
 
 
+@kept_while_short(4096, KEEP_LIMIT)
 def style_declarations(style: str) -> tuple[tuple[str, str], ...]:
     """(property, value) for each declaration of an inline style, lower-cased; kept, since
     an email repeats a few dozen styles hundreds of times and a save repeats the email's."""
-    if len(style) > KEEP_LIMIT:
-        return _declarations(style)
-    return _style_declarations_kept(style)
-
-
-@lru_cache(maxsize=4096)
-def _style_declarations_kept(style: str) -> tuple[tuple[str, str], ...]:
     return _declarations(style)
 
 

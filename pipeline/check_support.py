@@ -8,6 +8,7 @@ from functools import lru_cache
 from . import caniemail
 from .check_rules import Page
 from .findings import Finding, snippet
+from .keep import kept_while_short
 
 _UNITS = ("rem", "vh", "vw", "vmin", "vmax", "ch", "ex")
 _UNIT = re.compile(rf"\d({'|'.join(_UNITS)})\b")
@@ -47,18 +48,11 @@ def features(page: Page) -> dict[str, object]:
     return used
 
 
+@kept_while_short(4096, _KEEP_LIMIT)
 def _element_features(name: str, attributes: tuple, src: str, href: str) -> tuple[str, ...]:
     """The features an element uses by its tag, its attributes' names, an image's `src`
     and a link's `href`, in the order they are found (kept: an email repeats a few dozen
     such elements hundreds of times, and a save repeats the email's)."""
-    if len(src) > _KEEP_LIMIT or len(href) > _KEEP_LIMIT:  # a data: URI
-        return _element_features_kept.__wrapped__(name, attributes, src, href)
-    return _element_features_kept(name, attributes, src, href)
-
-
-@lru_cache(maxsize=4096)
-def _element_features_kept(name: str, attributes: tuple, src: str,
-                           href: str) -> tuple[str, ...]:
     known = caniemail.features()
     found: list[str] = []
     for slug in (f"html-{name}", "html-h1-h6" if _HEADING.fullmatch(name) else "",
@@ -102,15 +96,9 @@ def _features_of(pairs: tuple) -> tuple[str, ...]:
                                for slug in _declaration_features(prop, value)))
 
 
+@kept_while_short(4096, _KEEP_LIMIT)
 def _declaration_features(prop: str, value: str) -> tuple[str, ...]:
     """The features one declaration uses, in the order they are found (kept, as above)."""
-    if len(value) > _KEEP_LIMIT:
-        return _declaration_features_kept.__wrapped__(prop, value)
-    return _declaration_features_kept(prop, value)
-
-
-@lru_cache(maxsize=4096)
-def _declaration_features_kept(prop: str, value: str) -> tuple[str, ...]:
     known = caniemail.features()
     found: list[str] = []
     if f"css-{prop}" in known:

@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 
 from . import colours
+from .keep import kept_while_short
 
 PROPERTIES = ("color", "background-color", "background", "display", "font-size", "font-weight")
 _COLOUR_TOKEN = re.compile(r"#[0-9a-f]{3,8}\b|rgba?\([^)]*\)|\b[a-z]+\b", re.I)
@@ -19,14 +20,8 @@ _COLOUR_TOKEN = re.compile(r"#[0-9a-f]{3,8}\b|rgba?\([^)]*\)|\b[a-z]+\b", re.I)
 KEEP_LIMIT = 1024
 
 
+@kept_while_short(4096, KEEP_LIMIT)  # MJML and the templates repeat the same few styles
 def inline_style(style: str) -> tuple[tuple[str, tuple[str, bool]], ...]:
-    if len(style) > KEEP_LIMIT:
-        return inline_style_kept.__wrapped__(style)
-    return inline_style_kept(style)
-
-
-@lru_cache(maxsize=4096)  # MJML and the templates repeat the same few styles
-def inline_style_kept(style: str) -> tuple[tuple[str, tuple[str, bool]], ...]:
     found = {}
     for part in style.split(";"):
         name, colon, value = part.partition(":")
@@ -37,14 +32,8 @@ def inline_style_kept(style: str) -> tuple[tuple[str, tuple[str, bool]], ...]:
     return tuple(found.items())
 
 
+@kept_while_short(1024, KEEP_LIMIT)
 def background_colour(value: str) -> tuple[colours.RGB, float] | str | None:
-    if len(value) > KEEP_LIMIT:
-        return background_colour_kept.__wrapped__(value)
-    return background_colour_kept(value)
-
-
-@lru_cache(maxsize=1024)
-def background_colour_kept(value: str) -> tuple[colours.RGB, float] | str | None:
     """A background value's colour; "image" when it paints an image; None when none."""
     value = value.strip().lower()
     if "url(" in value or "gradient" in value:
@@ -58,14 +47,8 @@ def background_colour_kept(value: str) -> tuple[colours.RGB, float] | str | None
     return None
 
 
+@kept_while_short(1024, KEEP_LIMIT)
 def font_px(value: str, parent_px: float) -> float:
-    if len(value) > KEEP_LIMIT:
-        return font_px_kept.__wrapped__(value, parent_px)
-    return font_px_kept(value, parent_px)
-
-
-@lru_cache(maxsize=1024)
-def font_px_kept(value: str, parent_px: float) -> float:
     value = value.strip().lower()
     for unit, scale in (("px", 1.0), ("pt", 4 / 3), ("em", parent_px), ("rem", 16.0)):
         if value.endswith(unit):

@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 
 from . import _csscache
+from .keep import kept_while_short
 
 
 def _pairs_of(style) -> bool:
@@ -102,14 +103,8 @@ def _kept_merges(original):
     return merge_styles
 
 
-def _basic_attributes(style: str) -> tuple[tuple[str, str], ...]:
-    if len(style) > KEEP_STYLE_LIMIT:
-        return _basic_attributes_kept.__wrapped__(style)
-    return _basic_attributes_kept(style)
-
-
-@lru_cache(maxsize=4096)
-def _basic_attributes_kept(style_content: str) -> tuple[tuple[str, str], ...]:
+@kept_while_short(4096, KEEP_STYLE_LIMIT)
+def _basic_attributes(style_content: str) -> tuple[tuple[str, str], ...]:
     """The HTML attributes premailer's `_style_to_basic_html_attributes` reads from a
     style, in its order (its own code, without the element)."""
     from collections import OrderedDict

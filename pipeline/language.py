@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from .errors import InputError
+from .keep import kept_while_short
 
 # Han ideographs (with extensions and compatibility forms); kana and hangul apart, since
 # they make a text Japanese or Korean, not Chinese.
@@ -75,18 +75,12 @@ class Choice:
 
 
 # visible prose ---------------------------------------------------------------------------
+@kept_while_short(512, 16 * 1024)
 def _html_text(markup: str) -> str:
     """The text a reader sees in an HTML snippet: no tags, attributes, comments or code.
 
     The same snippets come back at every save of a preview: each is read once (kept when
     under 16 KB, 512 of them at most)."""
-    if len(markup) > 16 * 1024:
-        return _html_text_kept.__wrapped__(markup)
-    return _html_text_kept(markup)
-
-
-@lru_cache(maxsize=512)
-def _html_text_kept(markup: str) -> str:
     from bs4 import BeautifulSoup
     from bs4.element import Comment
 

@@ -122,13 +122,13 @@ def test_what_the_check_keeps_is_bounded():
         check_rules.style_declarations(f"color:#{n:06x}")
         check_support._style_features(f"color:#{n:06x}", ())
         check_support._element_features("a", ("href",), "", f"#{n}")
-    for kept in (check_rules._style_declarations_kept, check_support._style_features_kept,
-                 check_support._element_features_kept):
+    for kept in (check_rules.style_declarations, check_support._style_features_kept,
+                 check_support._element_features):
         assert kept.cache_info().currsize <= 4096
     huge = "background:url(data:image/png;base64," + "A" * 50_000 + ")"
-    before = check_rules._style_declarations_kept.cache_info().currsize
+    before = check_rules.style_declarations.cache_info().currsize
     assert check_rules.style_declarations(huge)[0][0] == "background"
-    assert check_rules._style_declarations_kept.cache_info().currsize == before
+    assert check_rules.style_declarations.cache_info().currsize == before
 
 
 @settings(max_examples=300, deadline=None)
@@ -235,7 +235,7 @@ def test_what_inlining_keeps_is_bounded():
                                                                      ["", ":hover"])
         inliner._basic_attributes(f"text-align:left; width:{n}px")
     assert merge.cache.cache_info().currsize <= 4096
-    assert inliner._basic_attributes_kept.cache_info().currsize <= 4096
+    assert inliner._basic_attributes.cache_info().currsize <= 4096
     huge = "color:red;background:url(data:image/png;base64," + "A" * 20_000 + ")"
     before = merge.cache.cache_info().currsize
     assert merge(huge, [[("margin", "0")]], [""]).startswith("margin:0")

@@ -184,7 +184,7 @@ def test_the_contrast_pass_keeps_a_bounded_number_of_styles():
         for cache in KEPT():
             info = cache.cache_info()
             assert info.currsize <= info.maxsize, cache
-    assert contrast_values.inline_style_kept.cache_info().currsize == 4096
+    assert contrast_values.inline_style.cache_info().currsize == 4096
 
 
 def test_saves_around_half_written_html_equal_cold_builds(tmp_path):
@@ -227,11 +227,11 @@ def KEPT():
         markdown,
     )
 
-    return (markdown._highlighted, contrast_values.inline_style_kept,
-            contrast_values.background_colour_kept, contrast_values.font_px_kept,
-            language._html_text_kept, check_rules._style_declarations_kept,
-            check_support._style_features_kept, check_support._element_features_kept,
-            check_support._declaration_features_kept, inliner._basic_attributes_kept,
+    return (markdown._highlighted, contrast_values.inline_style,
+            contrast_values.background_colour, contrast_values.font_px,
+            language._html_text, check_rules.style_declarations,
+            check_support._style_features_kept, check_support._element_features,
+            check_support._declaration_features, inliner._basic_attributes,
             _merged_styles(), contrast_values.over, check_contrast._verdict)
 
 
